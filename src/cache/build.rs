@@ -1,0 +1,185 @@
+//! `lookd catalog build`: embeds a catalog's images into a new cache file.
+//!
+//! Incremental: a product whose image bytes hash the same as in the previous cache (for the
+//! same model) is copied, not re-embedded. A row whose image is missing or undecodable is
+//! reported and skipped. The new file is written beside the old one and renamed over it only
+//! when complete, so a crash or kill midway leaves the previous cache intact.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::codec::{self, Record, StoredProduct};
+use super::{CacheError, ProductCache};
+use crate::catalog::{Catalog, CatalogEntry, RowProblem};
+use crate::model::{hex, ModelFolder, ProductModel};
+use crate::preprocess;
+
+pub struct BuildPlan<'a> {
+    pub folder: &'a ModelFolder,
+    pub catalog: &'a Path,
+    /// Where the CSV's image paths are relative to; default: the CSV's folder.
+    pub images: Option<&'a Path>,
+    pub out: &'a Path,
+    /// Images per product-graph call.
+    pub batch: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct BuildReport {
+    pub rows: usize,
+    pub embedded: usize,
+    pub reused: usize,
+    /// Rows skipped: the catalog's own problems, then unreadable or undecodable images.
+    pub skipped: Vec<RowProblem>,
+}
+
+/// Progress as (rows done, rows in all).
+pub type Progress<'p> = &'p mut dyn FnMut(usize, usize);
+
+pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheError> {
+    let catalog = Catalog::read(plan.catalog)?;
+    let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| parent(plan.catalog));
+    let fingerprint = plan.folder.product_fingerprint();
+    let previous = previous_embeddings(plan.out, &fingerprint);
+    let mut report = BuildReport { rows: catalog.entries.len(), skipped: catalog.problems.clone(), ..Default::default() };
+    let mut embedder = Embedder::new(plan.folder, plan.batch);
+    let mut records = Vec::with_capacity(catalog.entries.len());
+    for (done, entry) in catalog.entries.into_iter().enumerate() {
+        progress(done, report.rows);
+        let bytes = match std::fs::read(base.join(&entry.image)) {
+            Ok(b) => b,
+            Err(e) => {
+                report.skipped.push(problem(&entry, format!("cannot read image {}: {e}", entry.image)));
+                continue;
+            }
+        };
+        let image_sha256 = hex(&Sha256::digest(&bytes));
+        if let Some((global, key)) = previous.get(&image_sha256) {
+            let product = StoredProduct { entry, image_sha256 };
+            records.push(Record { product, global: global.clone(), key: key.clone() });
+            report.reused += 1;
+            continue;
+        }
+        match preprocess::decode(&bytes) {
+            Ok(img) => embedder.push(StoredProduct { entry, image_sha256 }, &img, &mut records)?,
+            Err(e) => report.skipped.push(problem(&entry, format!("image {}: {e}", entry.image))),
+        }
+    }
+    embedder.flush(&mut records)?;
+    report.embedded = records.len() - report.reused;
+    progress(report.rows, report.rows);
+    if records.is_empty() {
+        return Err(CacheError::Empty { catalog: plan.catalog.to_path_buf() });
+    }
+    let m = &plan.folder.manifest;
+    let bytes = codec::encode(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id());
+    write_atomically(plan.out, &bytes)?;
+    report.skipped.sort_by_key(|p| p.line);
+    Ok(report)
+}
+
+fn parent(p: &Path) -> PathBuf {
+    p.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn problem(entry: &CatalogEntry, reason: String) -> RowProblem {
+    RowProblem { line: entry.line, id: Some(entry.id.clone()), reason }
+}
+
+/// image sha256 -> (global, key) from the previous cache, if it is readable and for this model.
+fn previous_embeddings(out: &Path, fingerprint: &[u8; 32]) -> HashMap<String, (Vec<f32>, Vec<f32>)> {
+    let cache = match ProductCache::open(out, Some(fingerprint)) {
+        Ok(c) => c,
+        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            log::warn!("previous cache not reused, every product is embedded again: {e}");
+            return HashMap::new();
+        }
+    };
+    let mut map = HashMap::new();
+    for block in cache.categories() {
+        let globals = cache.globals(block);
+        let keys = cache.keys(block);
+        let d = cache.dim();
+        for (j, p) in cache.products()[block.start..block.start + block.len].iter().enumerate() {
+            let key = keys.map(|k| k[j * d..(j + 1) * d].to_vec()).unwrap_or_default();
+            map.insert(p.image_sha256.clone(), (globals[j * d..(j + 1) * d].to_vec(), key));
+        }
+    }
+    map
+}
+
+/// Collects preprocessed images into batches for the product graph, loaded on first use so a
+/// rebuild with nothing new never pays for it.
+struct Embedder<'a> {
+    folder: &'a ModelFolder,
+    batch: usize,
+    model: Option<ProductModel>,
+    pending: Vec<StoredProduct>,
+    pixels: Vec<f32>,
+    one: Vec<f32>,
+}
+
+impl<'a> Embedder<'a> {
+    fn new(folder: &'a ModelFolder, batch: usize) -> Embedder<'a> {
+        Embedder { folder, batch: batch.max(1), model: None, pending: Vec::new(), pixels: Vec::new(), one: Vec::new() }
+    }
+
+    fn push(&mut self, product: StoredProduct, img: &image::RgbImage, out: &mut Vec<Record>) -> Result<(), CacheError> {
+        let input = &self.folder.manifest.input;
+        // A decoded image always fits the model input, so this cannot fail without a crop.
+        if preprocess::to_model_input(img, None, input.width, input.height, &mut self.one).is_ok() {
+            self.pixels.extend_from_slice(&self.one);
+            self.pending.push(product);
+        }
+        if self.pending.len() == self.batch {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Vec<Record>) -> Result<(), CacheError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.model.is_none() {
+            self.model = Some(ProductModel::load(self.folder, self.batch)?);
+        }
+        let n = self.pending.len();
+        // The graph's batch is fixed: pad a short last batch by repeating its first image.
+        let per_image = self.folder.input_len();
+        while self.pixels.len() < self.batch * per_image {
+            self.pixels.extend_from_within(..per_image);
+        }
+        let embeddings = self.model.as_mut().map(|m| m.embed(&self.pixels)).transpose()?.unwrap_or_default();
+        for (product, e) in self.pending.drain(..).zip(embeddings.into_iter().take(n)) {
+            out.push(Record { product, global: e.global, key: e.key });
+        }
+        self.pixels.clear();
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to a temp file beside `path`, syncs it, and renames it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let fail = |source| CacheError::Write { path: path.to_path_buf(), source };
+    let dir = parent(path);
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
+}

@@ -1,0 +1,197 @@
+//! The on-device product embedding cache: one versioned, checksummed file, memory-mapped.
+//!
+//! `codec` is the pure format; this module opens files and checks them against the model;
+//! `build` embeds a catalog into a new file. Opening a cache never writes; building one never
+//! touches the previous file until the new one is complete (temp file + rename).
+
+pub mod build;
+pub mod codec;
+
+use std::path::{Path, PathBuf};
+
+pub use codec::{CategoryBlock, StoredProduct};
+use codec::{CodecError, Header, Meta};
+
+use crate::embedding::AttentionMode;
+use crate::model::hex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot read cache {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cache {path} refused: {reason}; rebuild it with `lookd catalog build --catalog <catalog.csv> --model <model dir> --out {path}`")]
+    Refused { path: PathBuf, reason: String },
+    #[error("cannot write cache {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("no product of {catalog} could be embedded, so no cache was written")]
+    Empty { catalog: PathBuf },
+}
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    /// u64 words keep the float blocks aligned when the bytes live on the heap.
+    Heap(Vec<u64>, usize),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Heap(words, len) => &bytemuck::cast_slice(words)[..*len],
+        }
+    }
+}
+
+/// An opened, fully checked cache.
+pub struct ProductCache {
+    path: PathBuf,
+    backing: Backing,
+    header: Header,
+    meta: Meta,
+}
+
+impl ProductCache {
+    /// Maps and checks `path`; with `fingerprint`, refuses a cache built for another model.
+    pub fn open(path: &Path, fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
+        let file = std::fs::File::open(path).map_err(|source| CacheError::Io { path: path.into(), source })?;
+        // SAFETY: lookd replaces caches by rename, never in place, so the mapped inode does not
+        // change under us; a foreign writer truncating it is outside what we can guard against.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CacheError::Io { path: path.into(), source })?;
+        ProductCache::from_backing(path, Backing::Mapped(map), fingerprint)
+    }
+
+    /// Checks bytes already in memory (tests, fuzzing).
+    pub fn from_bytes(bytes: &[u8], fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        ProductCache::from_backing(Path::new("<memory>"), Backing::Heap(words, bytes.len()), fingerprint)
+    }
+
+    fn from_backing(path: &Path, backing: Backing, fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
+        let refused = |reason: String| CacheError::Refused { path: path.into(), reason };
+        let (header, meta) = codec::decode(backing.bytes()).map_err(|e: CodecError| refused(e.to_string()))?;
+        if let Some(expected) = fingerprint {
+            if &header.fingerprint != expected {
+                return Err(refused(format!(
+                    "it was built for model {} (fingerprint {}), the loaded model's fingerprint is {}",
+                    meta.model_id,
+                    &hex(&header.fingerprint)[..16],
+                    &hex(expected)[..16]
+                )));
+            }
+        }
+        let cache = ProductCache { path: path.into(), backing, header, meta };
+        if bytemuck::try_cast_slice::<u8, f32>(cache.block(cache.header.globals_at)).is_err() {
+            return Err(refused("float block is misaligned".into()));
+        }
+        Ok(cache)
+    }
+
+    fn block(&self, at: usize) -> &[u8] {
+        &self.backing.bytes()[at..at + self.header.count * self.header.dim * 4]
+    }
+
+    fn floats(&self, at: usize, rows: &CategoryBlock) -> &[f32] {
+        let all: &[f32] = bytemuck::cast_slice(self.block(at));
+        let d = self.header.dim;
+        &all[rows.start * d..(rows.start + rows.len) * d]
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> usize {
+        self.header.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.header.count == 0
+    }
+    pub fn dim(&self) -> usize {
+        self.header.dim
+    }
+    pub fn attention(&self) -> AttentionMode {
+        self.header.attention
+    }
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.header.fingerprint
+    }
+    pub fn model_id(&self) -> &str {
+        &self.meta.model_id
+    }
+    pub fn products(&self) -> &[StoredProduct] {
+        &self.meta.products
+    }
+    pub fn categories(&self) -> &[CategoryBlock] {
+        &self.meta.categories
+    }
+
+    /// The globals (`[len, D]`) of one category's rows.
+    pub fn globals(&self, rows: &CategoryBlock) -> &[f32] {
+        self.floats(self.header.globals_at, rows)
+    }
+
+    /// The per-product keys of one category's rows; `None` in the category-key mode.
+    pub fn keys(&self, rows: &CategoryBlock) -> Option<&[f32]> {
+        (self.header.attention == AttentionMode::Product).then(|| self.floats(self.header.keys_at, rows))
+    }
+
+    /// Finds a category by its full path, or by a case-insensitive name of its last segment
+    /// ("shoes" for `Apparel & Accessories|Shoes`), or by a unique prefix of that name.
+    pub fn find_category(&self, name: &str) -> Result<&CategoryBlock, String> {
+        find_category(&self.meta.categories, name)
+    }
+}
+
+pub fn find_category<'c>(categories: &'c [CategoryBlock], name: &str) -> Result<&'c CategoryBlock, String> {
+    let wanted = name.trim().to_lowercase();
+    let last = |c: &CategoryBlock| c.path.rsplit('|').next().unwrap_or("").trim().to_lowercase();
+    let exact: Vec<_> = categories.iter().filter(|c| c.path.to_lowercase() == wanted || last(c) == wanted).collect();
+    let found = if exact.is_empty() {
+        categories.iter().filter(|c| !wanted.is_empty() && last(c).starts_with(&wanted)).collect()
+    } else {
+        exact
+    };
+    match found.as_slice() {
+        [one] => Ok(one),
+        _ => {
+            let names: Vec<String> = categories.iter().map(last).collect();
+            let what = if found.is_empty() { "unknown" } else { "ambiguous" };
+            Err(format!("{what} category {name:?}; the cache has: {}", names.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks() -> Vec<CategoryBlock> {
+        ["Apparel & Accessories|Shoes", "Apparel & Accessories|Clothing|Shirts & Tops", "Apparel & Accessories|Clothing|Shorts"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| CategoryBlock { path: p.to_string(), start: i, len: 1 })
+            .collect()
+    }
+
+    fn check(name: &str, expected: Result<&str, &str>) {
+        let b = blocks();
+        let got = find_category(&b, name).map(|c| c.path.as_str());
+        match expected {
+            Ok(path) => assert_eq!(got, Ok(path)),
+            Err(prefix) => assert!(got.as_ref().is_err_and(|e| e.starts_with(prefix)), "{name}: {got:?}"),
+        }
+    }
+
+    #[test]
+    fn category_names() {
+        check("shoes", Ok("Apparel & Accessories|Shoes"));
+        check("Apparel & Accessories|Shoes", Ok("Apparel & Accessories|Shoes"));
+        check("shirts", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
+        check("sh", Err("ambiguous category"));
+        check("hats", Err("unknown category \"hats\"; the cache has: shoes, shirts & tops, shorts"));
+    }
+}

@@ -1,0 +1,158 @@
+//! The store's catalog CSV: `id,category,image` plus any extra columns (title, price, url, ...),
+//! which travel with each product to the cache and the published recommendations.
+//!
+//! Parsing only: a bad row is reported with its line and skipped, never fatal. It must not open
+//! the images (the cache builder does that).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub category: String,
+    /// As written in the CSV: relative to the images folder.
+    pub image: String,
+    /// The CSV line it came from (1-based, header = 1); not stored in the cache.
+    #[serde(skip)]
+    pub line: u64,
+    /// Every other column, carried through untouched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A row that was skipped, and why. `line` is 1-based, the header being line 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowProblem {
+    pub line: u64,
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub entries: Vec<CatalogEntry>,
+    pub problems: Vec<RowProblem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("catalog {path}: header lacks column(s) {missing:?} (needs id, category, image)")]
+    Columns { path: String, missing: Vec<String> },
+}
+
+const REQUIRED: [&str; 3] = ["id", "category", "image"];
+
+impl Catalog {
+    pub fn read(path: &Path) -> Result<Catalog, CatalogError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| CatalogError::Read { path: path.display().to_string(), message: e.to_string() })?;
+        Catalog::parse(&bytes, &path.display().to_string())
+    }
+
+    /// Parses CSV text; `name` only labels the errors.
+    pub fn parse(bytes: &[u8], name: &str) -> Result<Catalog, CatalogError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+        let header = reader
+            .headers()
+            .map_err(|e| CatalogError::Read { path: name.to_string(), message: e.to_string() })?
+            .clone();
+        let col = |n: &str| header.iter().position(|h| h.trim() == n);
+        let missing: Vec<String> = REQUIRED.iter().filter(|n| col(n).is_none()).map(|n| n.to_string()).collect();
+        if !missing.is_empty() {
+            return Err(CatalogError::Columns { path: name.to_string(), missing });
+        }
+        let [id_col, cat_col, img_col] = REQUIRED.map(|n| col(n).unwrap_or_default());
+        let mut catalog = Catalog::default();
+        let mut seen = HashSet::new();
+        for (i, record) in reader.records().enumerate() {
+            let line = record.as_ref().ok().and_then(|r| r.position()).map_or(i as u64 + 2, |p| p.line());
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    catalog.problems.push(RowProblem { line, id: None, reason: e.to_string() });
+                    continue;
+                }
+            };
+            let get = |c: usize| record.get(c).map(str::trim).unwrap_or("");
+            let (id, category, image) = (get(id_col), get(cat_col), get(img_col));
+            let problem = if id.is_empty() {
+                Some("empty id")
+            } else if category.is_empty() {
+                Some("empty category")
+            } else if image.is_empty() {
+                Some("empty image path")
+            } else if !seen.insert(id.to_string()) {
+                Some("duplicate id")
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                let id = (!id.is_empty()).then(|| id.to_string());
+                catalog.problems.push(RowProblem { line, id, reason: reason.to_string() });
+                continue;
+            }
+            let fields = header
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| ![id_col, cat_col, img_col].contains(c))
+                .map(|(c, h)| (h.trim().to_string(), get(c).to_string()))
+                .collect();
+            catalog.entries.push(CatalogEntry {
+                line,
+                id: id.to_string(),
+                category: category.to_string(),
+                image: image.to_string(),
+                fields,
+            });
+        }
+        Ok(catalog)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(csv: &str, ids: &[&str], problems: &[(u64, &str)]) {
+        let c = Catalog::parse(csv.as_bytes(), "test.csv").unwrap();
+        assert_eq!(c.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ids);
+        let got: Vec<(u64, &str)> = c.problems.iter().map(|p| (p.line, p.reason.as_str())).collect();
+        assert_eq!(got, problems);
+    }
+
+    #[test]
+    fn good_rows() {
+        check("id,category,label,image,split\na,Shoes,shoe,a.jpg,train\nb,Hats,hat,b.jpg,test\n", &["a", "b"], &[]);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_by_line_and_skipped() {
+        let csv = "id,category,image\na,Shoes,a.jpg\n,Shoes,x.jpg\nb,,b.jpg\nc,Hats,\na,Shoes,a2.jpg\nd,Hats,d.jpg\n";
+        check(
+            csv,
+            &["a", "d"],
+            &[(3, "empty id"), (4, "empty category"), (5, "empty image path"), (6, "duplicate id")],
+        );
+    }
+
+    #[test]
+    fn short_row_is_reported() {
+        check("id,category,image\na,Shoes\nb,Hats,b.jpg\n", &["b"], &[(2, "empty image path")]);
+    }
+
+    #[test]
+    fn extra_columns_travel() {
+        let c = Catalog::parse(b"id,title,category,image,price\nx,Red boot,Shoes,x.jpg,49.90\n", "t").unwrap();
+        let f = &c.entries[0].fields;
+        assert_eq!((f["title"].as_str(), f["price"].as_str()), ("Red boot", "49.90"));
+    }
+
+    #[test]
+    fn missing_column_is_an_error() {
+        let err = Catalog::parse(b"id,image\na,a.jpg\n", "cat.csv").unwrap_err();
+        assert_eq!(err.to_string(), "catalog cat.csv: header lacks column(s) [\"category\"] (needs id, category, image)");
+    }
+}

@@ -1,0 +1,292 @@
+//! The evaluation protocol of ../shared/data/README.md, on any Shop-the-Look-layout folder.
+//!
+//! * Query: the largest of the four rectangles of the scene that do not overlap the product box
+//!   (left, right, above, below; the first wins a tie); the pair is dropped below 10% of the image.
+//! * FITB-4: the positive and 3 products of the same category path from other scenes, drawn with
+//!   SplitMix64 seeded with `seed`; dropped when fewer than 3 exist. Correct when the positive's
+//!   hybrid distance is strictly the smallest.
+//! * AUC: per kept pair, one more same-category negative from the same stream; a win counts 1, a
+//!   tie 1/2.
+//!
+//! Pairs are visited in file order and the stream is drawn from only for kept pairs (3 FITB
+//! draws by partial Fisher-Yates, then 1 AUC draw), so the Python twin gets the same trials.
+//! Planning and scoring are pure; `run` does the image I/O and inference.
+
+use std::collections::HashMap;
+
+use crate::dataset::{Dataset, Pair};
+use crate::embedding::{AttentionMode, ProductEmbedding};
+use crate::model::{ModelError, ModelFolder, ProductModel, SceneModel};
+use crate::preprocess::{self, Rect};
+use crate::rank::{self, Keys, Products, Score};
+use crate::rng::SplitMix64;
+
+/// Smallest share of the image a query rectangle may cover.
+pub const MIN_QUERY_AREA: f32 = 0.10;
+
+/// The scene rectangle (normalised left, top, right, bottom) used as the query for `bbox`.
+pub fn query_rect(bbox: [f32; 4]) -> Option<[f32; 4]> {
+    let [l, t, r, b] = bbox;
+    let sides = [(l, [0.0, 0.0, l, 1.0]), (1.0 - r, [r, 0.0, 1.0, 1.0]), (t, [0.0, 0.0, 1.0, t]), (1.0 - b, [0.0, b, 1.0, 1.0])];
+    let mut best = sides[0];
+    for s in &sides[1..] {
+        if s.0 > best.0 {
+            best = *s;
+        }
+    }
+    (best.0 >= MIN_QUERY_AREA).then_some(best.1)
+}
+
+/// The normalised rectangle in pixels of a `width` x `height` image (rounded, at least 1 px).
+pub fn to_pixels(rect: [f32; 4], width: u32, height: u32) -> Rect {
+    let px = |v: f32, n: u32| ((v * n as f32).round() as u32).min(n);
+    let (x0, y0) = (px(rect[0], width).min(width - 1), px(rect[1], height).min(height - 1));
+    let (x1, y1) = (px(rect[2], width).max(x0 + 1), px(rect[3], height).max(y0 + 1));
+    Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }
+}
+
+/// One FITB question: pair index, its query rectangle, 3 negatives and the AUC negative.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    pub pair: usize,
+    pub query: [f32; 4],
+    pub negatives: [usize; 3],
+    pub auc_negative: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub trials: Vec<Trial>,
+    pub dropped_small_query: usize,
+    pub dropped_few_candidates: usize,
+}
+
+pub fn plan(pairs: &[Pair], seed: u64) -> Plan {
+    let mut by_category: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        by_category.entry(&p.category).or_default().push(i);
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut out = Plan::default();
+    for (i, pair) in pairs.iter().enumerate() {
+        let Some(query) = query_rect(pair.bbox) else {
+            out.dropped_small_query += 1;
+            continue;
+        };
+        let pool: Vec<usize> = by_category[pair.category.as_str()].iter().copied().filter(|&j| pairs[j].scene != pair.scene).collect();
+        if pool.len() < 3 {
+            out.dropped_few_candidates += 1;
+            continue;
+        }
+        let drawn = rng.sample(pool.len(), 3);
+        let auc_negative = pool[rng.below(pool.len())];
+        out.trials.push(Trial { pair: i, query, negatives: [pool[drawn[0]], pool[drawn[1]], pool[drawn[2]]], auc_negative });
+    }
+    out
+}
+
+/// Running totals of one distance (hybrid, global-only or local-only).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    pub fitb_correct: usize,
+    pub auc_wins: f64,
+    pub trials: usize,
+}
+
+impl Tally {
+    /// `d[0]` is the positive, `d[1..4]` the FITB negatives, `d[4]` the AUC negative.
+    pub fn add(&mut self, d: [f32; 5]) {
+        self.trials += 1;
+        self.fitb_correct += d[1..4].iter().all(|&n| d[0] < n) as usize;
+        self.auc_wins += if d[0] < d[4] { 1.0 } else if d[0] == d[4] { 0.5 } else { 0.0 };
+    }
+    pub fn fitb(&self) -> f64 {
+        self.fitb_correct as f64 / self.trials.max(1) as f64
+    }
+    pub fn auc(&self) -> f64 {
+        self.auc_wins / self.trials.max(1) as f64
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub pairs_in_file: usize,
+    pub pairs_used: usize,
+    pub dropped_small_query: usize,
+    pub dropped_few_candidates: usize,
+    pub dropped_unreadable: usize,
+    pub hybrid: Metrics,
+    pub global_only: Metrics,
+    pub local_only: Metrics,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Metrics {
+    pub fitb4: f64,
+    pub auc: f64,
+}
+
+impl From<Tally> for Metrics {
+    fn from(t: Tally) -> Metrics {
+        Metrics { fitb4: t.fitb(), auc: t.auc() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("category {0:?} has no key in the model (category-key attention)")]
+    NoCategoryKey(String),
+}
+
+/// Embeds and scores every trial (at most `limit`). Unreadable images drop their trial.
+pub fn run(
+    data: &Dataset,
+    folder: &ModelFolder,
+    seed: u64,
+    limit: Option<usize>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report, EvalError> {
+    let planned = plan(&data.pairs, seed);
+    let trials = &planned.trials[..planned.trials.len().min(limit.unwrap_or(usize::MAX))];
+    let mut scenes = SceneModel::load(folder)?;
+    let mut products = ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, memo: HashMap::new() };
+    let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
+    let mut report = Report {
+        pairs_in_file: data.pairs.len(),
+        dropped_small_query: planned.dropped_small_query,
+        dropped_few_candidates: planned.dropped_few_candidates,
+        ..Default::default()
+    };
+    let mut pixels = Vec::new();
+    for (n, trial) in trials.iter().enumerate() {
+        progress(n, trials.len());
+        let pair = &data.pairs[trial.pair];
+        let ids = [trial.pair, trial.negatives[0], trial.negatives[1], trial.negatives[2], trial.auc_negative];
+        let looked_up: Vec<Option<ProductEmbedding>> =
+            ids.iter().map(|&i| products.get(&data.pairs[i].product)).collect::<Result<_, _>>()?;
+        let candidates: Option<Vec<ProductEmbedding>> = looked_up.into_iter().collect();
+        let scene = std::fs::read(data.scene_path(&pair.scene)).ok().and_then(|b| preprocess::decode(&b).ok());
+        let (Some(candidates), Some(scene)) = (candidates, scene) else {
+            report.dropped_unreadable += 1;
+            continue;
+        };
+        let crop = to_pixels(trial.query, scene.width(), scene.height());
+        let input = &folder.manifest.input;
+        if preprocess::to_model_input(&scene, Some(crop), input.width, input.height, &mut pixels).is_err() {
+            report.dropped_unreadable += 1;
+            continue;
+        }
+        let embedding = scenes.embed(&pixels)?;
+        let scores = score_candidates(folder, &pair.category, &embedding, &candidates)?;
+        hybrid.add(scores.map(|s| s.distance));
+        global.add(scores.map(|s| s.global));
+        local.add(scores.map(|s| s.local));
+    }
+    progress(trials.len(), trials.len());
+    report.pairs_used = hybrid.trials;
+    (report.hybrid, report.global_only, report.local_only) = (hybrid.into(), global.into(), local.into());
+    Ok(report)
+}
+
+fn score_candidates(
+    folder: &ModelFolder,
+    category: &str,
+    scene: &crate::embedding::SceneEmbedding,
+    candidates: &[ProductEmbedding],
+) -> Result<[Score; 5], EvalError> {
+    let globals: Vec<f32> = candidates.iter().flat_map(|c| c.global.iter().copied()).collect();
+    let per_product: Vec<f32> = candidates.iter().flat_map(|c| c.key.iter().copied()).collect();
+    let keys = match folder.manifest.attention {
+        AttentionMode::Product => Keys::PerProduct(&per_product),
+        AttentionMode::Category => {
+            Keys::Category(folder.category_key(category).ok_or_else(|| EvalError::NoCategoryKey(category.into()))?)
+        }
+    };
+    let s = rank::score(scene, &Products { globals: &globals, keys });
+    Ok([s[0], s[1], s[2], s[3], s[4]])
+}
+
+/// Product embeddings, each computed once; `None` for an unreadable image.
+struct ProductLookup<'a> {
+    model: ProductModel,
+    data: &'a Dataset,
+    folder: &'a ModelFolder,
+    memo: HashMap<String, Option<ProductEmbedding>>,
+}
+
+impl ProductLookup<'_> {
+    fn get(&mut self, id: &str) -> Result<Option<ProductEmbedding>, ModelError> {
+        if let Some(e) = self.memo.get(id) {
+            return Ok(e.clone());
+        }
+        let img = std::fs::read(self.data.product_path(id)).ok().and_then(|b| preprocess::decode(&b).ok());
+        let input = &self.folder.manifest.input;
+        let mut pixels = Vec::new();
+        let embedding = match img {
+            Some(img) if preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels).is_ok() => {
+                Some(self.model.embed(&pixels)?.remove(0))
+            }
+            _ => None,
+        };
+        self.memo.insert(id.to_string(), embedding.clone());
+        Ok(embedding)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_query(bbox: [f32; 4], expected: Option<[f32; 4]>) {
+        assert_eq!(query_rect(bbox), expected);
+    }
+
+    #[test]
+    fn query_is_the_largest_free_side() {
+        check_query([0.2, 0.3, 0.6, 0.7], Some([0.6, 0.0, 1.0, 1.0])); // right: 0.4
+        check_query([0.1, 0.6, 0.9, 0.9], Some([0.0, 0.0, 1.0, 0.6])); // above: 0.6
+        check_query([0.05, 0.05, 0.95, 0.95], None); // every side under 10%
+        check_query([0.3, 0.0, 0.7, 1.0], Some([0.0, 0.0, 0.3, 1.0])); // left wins the tie with right
+    }
+
+    #[test]
+    fn pixels_round_and_stay_inside() {
+        assert_eq!(to_pixels([0.6, 0.0, 1.0, 1.0], 100, 50), Rect { x: 60, y: 0, width: 40, height: 50 });
+        assert_eq!(to_pixels([0.999, 0.0, 1.0, 0.001], 10, 10), Rect { x: 9, y: 0, width: 1, height: 1 });
+    }
+
+    fn pair(scene: &str, category: &str, bbox: [f32; 4]) -> Pair {
+        Pair { scene: scene.into(), product: format!("{scene}-{category}"), bbox, label: String::new(), category: category.into() }
+    }
+
+    #[test]
+    fn plan_draws_from_other_scenes_of_the_category() {
+        let ok = [0.5, 0.5, 0.9, 0.9];
+        let mut pairs: Vec<Pair> = (0..6).map(|i| pair(&format!("s{i}"), "shoes", ok)).collect();
+        pairs.push(pair("s0", "hats", ok)); // alone in its category
+        pairs.push(pair("s1", "shoes", [0.02, 0.02, 0.98, 0.98])); // query too small
+        let p = plan(&pairs, 0);
+        assert_eq!((p.trials.len(), p.dropped_few_candidates, p.dropped_small_query), (6, 1, 1));
+        for t in &p.trials {
+            let scene = &pairs[t.pair].scene;
+            let others = t.negatives.iter().chain([&t.auc_negative]);
+            assert!(others.clone().all(|&n| &pairs[n].scene != scene && pairs[n].category == "shoes"));
+            let mut n = t.negatives.to_vec();
+            n.dedup();
+            assert_eq!(n.len(), 3);
+        }
+        assert_eq!(plan(&pairs, 0), p, "same seed, same trials");
+        assert_ne!(plan(&pairs, 1).trials, p.trials);
+    }
+
+    #[test]
+    fn tally_counts_strict_wins_and_half_ties() {
+        let mut t = Tally::default();
+        t.add([0.1, 0.2, 0.3, 0.4, 0.5]); // correct, auc win
+        t.add([0.2, 0.2, 0.3, 0.4, 0.2]); // tie: not correct, auc 1/2
+        t.add([0.5, 0.2, 0.3, 0.4, 0.1]); // wrong, auc loss
+        assert_eq!((t.fitb_correct, t.auc_wins, t.trials), (1, 1.5, 3));
+    }
+}

@@ -1,0 +1,18 @@
+//! lookd: a smart-mirror stylist. It embeds the shopper's scene with a Complete-the-Look model,
+//! ranks the store's products by hybrid distance, and (in the daemon) publishes the ranking.
+//!
+//! The library holds every stage; the `lookd` binary only parses arguments and dispatches.
+//! See ARCHITECTURE.md for the map and the invariants each module keeps.
+
+#[cfg(target_endian = "big")]
+compile_error!("lookd's cache format is little-endian and is memory-mapped as is");
+
+pub mod cache;
+pub mod catalog;
+pub mod dataset;
+pub mod embedding;
+pub mod eval;
+pub mod model;
+pub mod preprocess;
+pub mod rank;
+pub mod rng;

@@ -1,0 +1,299 @@
+//! The model: a folder with `manifest.toml` and ONNX graph(s), run through tract.
+//!
+//! This is the only module that knows tract. Each graph is loaded, shape-fixed, optimised and
+//! made runnable once; its `SimpleState` is reused for every call. It must not decode images
+//! (that is `preprocess`) nor rank anything (that is `rank`).
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+pub use manifest::Manifest;
+use manifest::ManifestError;
+
+use crate::embedding::{AttentionMode, ProductEmbedding, SceneEmbedding};
+
+/// Bumped whenever `preprocess` changes what pixels a graph sees, so old caches are refused.
+pub const PREPROCESS_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot read graph {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("graph {path} does not match its manifest: sha256 is {actual}, manifest says {expected}")]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("graph {path}: {message}")]
+    Graph { path: PathBuf, message: String },
+    #[error("graph {path}: output {output} has shape {actual:?}, the manifest implies {expected:?}")]
+    Shape { path: PathBuf, output: String, expected: Vec<usize>, actual: Vec<usize> },
+    #[error("category keys {path}: {message}")]
+    CategoryKeys { path: PathBuf, message: String },
+    #[error("input has {actual} values, the model takes {expected} ({what})")]
+    Input { expected: usize, actual: usize, what: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("reference check {path}: {message}")]
+    Reference { path: PathBuf, message: String },
+}
+
+/// The folder: manifest, the per-category keys (category mode) and the graphs' location.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    category_keys: BTreeMap<String, Vec<f32>>,
+}
+
+impl ModelFolder {
+    pub fn open(dir: &Path) -> Result<ModelFolder, ModelError> {
+        let manifest = Manifest::load(dir)?;
+        let category_keys = match &manifest.category_keys {
+            Some(file) => read_category_keys(&dir.join(file), manifest.dim)?,
+            None => BTreeMap::new(),
+        };
+        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys })
+    }
+
+    /// The learned key of a category (category mode); `None` for an unknown category.
+    pub fn category_key(&self, category: &str) -> Option<&[f32]> {
+        self.category_keys.get(category).map(Vec::as_slice)
+    }
+
+    /// Identifies everything that shapes a cached product embedding: a cache built under another
+    /// fingerprint must be rebuilt.
+    pub fn product_fingerprint(&self) -> [u8; 32] {
+        let m = &self.manifest;
+        let mut h = Sha256::new();
+        for part in [
+            m.product.sha256.as_str(),
+            m.product.global.as_str(),
+            m.product.key.as_deref().unwrap_or(""),
+            m.attention.as_str(),
+            m.input.pixels.as_str(),
+            m.input.resize.as_str(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update((m.input.width as u64).to_le_bytes());
+        h.update((m.input.height as u64).to_le_bytes());
+        h.update((m.dim as u64).to_le_bytes());
+        h.update(PREPROCESS_VERSION.to_le_bytes());
+        h.finalize().into()
+    }
+
+    /// Values in one image of model input: 3 x height x width.
+    pub fn input_len(&self) -> usize {
+        3 * self.manifest.input.width * self.manifest.input.height
+    }
+
+    fn graph_path(&self, file: &str, sha256: &str) -> Result<PathBuf, ModelError> {
+        let path = self.dir.join(file);
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Read { path: path.clone(), source })?;
+        let actual = hex(&Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(ModelError::HashMismatch { path, expected: sha256.to_string(), actual });
+        }
+        Ok(path)
+    }
+}
+
+fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
+    let fail = |message: String| ModelError::CategoryKeys { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let keys: BTreeMap<String, Vec<f32>> = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    if let Some((cat, k)) = keys.iter().find(|(_, k)| k.len() != dim) {
+        return Err(fail(format!("key of {cat:?} has {} values, dim is {dim}", k.len())));
+    }
+    Ok(keys)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One optimised graph with its reusable state.
+struct Runner {
+    path: PathBuf,
+    state: TypedSimpleState,
+    batch: usize,
+    per_image: usize,
+    shape: [usize; 4],
+}
+
+impl Runner {
+    fn load(path: PathBuf, input: &manifest::InputSpec, batch: usize, outputs: &[&str]) -> Result<Runner, ModelError> {
+        let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
+        let shape = [batch, 3, input.height, input.width];
+        let mut graph = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
+        graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
+        graph.select_outputs_by_name(outputs).map_err(fail)?;
+        let plan = graph.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;
+        let state = TypedSimpleState::new(&plan).map_err(fail)?;
+        Ok(Runner { path, state, batch, per_image: 3 * input.height * input.width, shape })
+    }
+
+    fn output_shapes(&self) -> Vec<Vec<usize>> {
+        let model = self.state.model();
+        (0..model.outputs.len())
+            .map(|i| {
+                model
+                    .output_fact(i)
+                    .ok()
+                    .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn check_shapes(&self, names: &[&str], expected: &[Vec<usize>]) -> Result<(), ModelError> {
+        for ((name, want), got) in names.iter().zip(expected).zip(self.output_shapes()) {
+            if *want != got {
+                return Err(ModelError::Shape {
+                    path: self.path.clone(),
+                    output: name.to_string(),
+                    expected: want.clone(),
+                    actual: got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `pixels` (`batch` images, NCHW, RGB 0..255) and returns each output as flat f32.
+    fn run(&mut self, pixels: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if pixels.len() != self.batch * self.per_image {
+            return Err(ModelError::Input {
+                expected: self.batch * self.per_image,
+                actual: pixels.len(),
+                what: format!("{} image(s) of {:?}", self.batch, &self.shape[1..]),
+            });
+        }
+        let input = Tensor::from_shape(&self.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = self.state.run(tvec!(input.into())).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        outputs
+            .iter()
+            .map(|t| {
+                t.try_as_plain_ram().and_then(|v| v.as_slice::<f32>().map(<[f32]>::to_vec)).map_err(|e| ModelError::Run(format!("{e:#}")))
+            })
+            .collect()
+    }
+}
+
+/// The scene graph, fixed at one image per call.
+pub struct SceneModel {
+    runner: Runner,
+    dim: usize,
+}
+
+impl SceneModel {
+    pub fn load(folder: &ModelFolder) -> Result<SceneModel, ModelError> {
+        let m = &folder.manifest;
+        let path = folder.graph_path(&m.scene.graph, &m.scene.sha256)?;
+        let names = [m.scene.global.as_str(), m.scene.regions.as_str(), m.scene.keys.as_str()];
+        let runner = Runner::load(path, &m.input, 1, &names)?;
+        let (d, r) = (m.dim, m.regions);
+        runner.check_shapes(&names, &[vec![1, d], vec![1, r, d], vec![1, r, d]])?;
+        Ok(SceneModel { runner, dim: d })
+    }
+
+    /// Embeds one preprocessed image (3 x H x W floats, RGB 0..255).
+    pub fn embed(&mut self, pixels: &[f32]) -> Result<SceneEmbedding, ModelError> {
+        let mut out = self.runner.run(pixels)?.into_iter();
+        let mut next = || out.next().unwrap_or_default();
+        Ok(SceneEmbedding { dim: self.dim, global: next(), regions: next(), keys: next() })
+    }
+}
+
+/// The product graph, fixed at `batch` images per call.
+pub struct ProductModel {
+    runner: Runner,
+    dim: usize,
+    with_key: bool,
+}
+
+impl ProductModel {
+    pub fn load(folder: &ModelFolder, batch: usize) -> Result<ProductModel, ModelError> {
+        let m = &folder.manifest;
+        let path = folder.graph_path(&m.product.graph, &m.product.sha256)?;
+        let with_key = m.attention == AttentionMode::Product;
+        let mut names = vec![m.product.global.as_str()];
+        if with_key {
+            names.extend(m.product.key.as_deref());
+        }
+        let runner = Runner::load(path, &m.input, batch.max(1), &names)?;
+        let expected = vec![vec![batch.max(1), m.dim]; names.len()];
+        runner.check_shapes(&names, &expected)?;
+        Ok(ProductModel { runner, dim: m.dim, with_key })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.runner.batch
+    }
+
+    /// Embeds exactly `batch()` preprocessed images laid one after another.
+    pub fn embed(&mut self, pixels: &[f32]) -> Result<Vec<ProductEmbedding>, ModelError> {
+        let out = self.runner.run(pixels)?;
+        let d = self.dim;
+        Ok((0..self.runner.batch)
+            .map(|i| ProductEmbedding {
+                global: out[0][i * d..(i + 1) * d].to_vec(),
+                key: if self.with_key { out[1][i * d..(i + 1) * d].to_vec() } else { Vec::new() },
+            })
+            .collect())
+    }
+}
+
+/// The pixel pattern models/build_model.py feeds to onnxruntime for reference.json.
+pub fn reference_pixels(width: usize, height: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(3 * width * height);
+    for c in 0..3 {
+        for y in 0..height {
+            for x in 0..width {
+                v.push(((x * 7 + y * 13 + c * 29) % 256) as f32);
+            }
+        }
+    }
+    v
+}
+
+/// Per-output largest absolute difference between tract and the folder's reference.json.
+pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, ModelError> {
+    let path = folder.dir.join("reference.json");
+    let fail = |message: String| ModelError::Reference { path: path.clone(), message };
+    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    let reference: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let m = &folder.manifest;
+    let pixels = reference_pixels(m.input.width, m.input.height);
+    let scene = SceneModel::load(folder)?.embed(&pixels)?;
+    let mut got: Vec<(&str, Vec<f32>)> =
+        vec![(&m.scene.global, scene.global), (&m.scene.regions, scene.regions), (&m.scene.keys, scene.keys)];
+    if let Some(key) = &m.product.key {
+        let product = ProductModel::load(folder, 1)?.embed(&pixels)?.remove(0);
+        got.push((key, product.key));
+    }
+    got.into_iter()
+        .map(|(name, values)| {
+            let want = flatten(&reference["outputs"][name]);
+            if want.len() != values.len() {
+                return Err(fail(format!("{name}: reference has {} values, tract gave {}", want.len(), values.len())));
+            }
+            let err = want.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            Ok((name.to_string(), err))
+        })
+        .collect()
+}
+
+fn flatten(v: &serde_json::Value) -> Vec<f32> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN) as f32],
+        _ => Vec::new(),
+    }
+}

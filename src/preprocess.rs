@@ -1,0 +1,126 @@
+//! Pure image preparation: encoded bytes or decoded pixels in, model input out.
+//!
+//! Decode, crop to a region, resize (stretch) to the model's input and lay the pixels out as
+//! planar RGB floats in 0..255 (the graphs fold in their own normalisation). No file or device
+//! I/O happens here, so every function tests with plain data.
+
+use image::{imageops::FilterType, RgbImage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("image is empty ({width}x{height})")]
+    Empty { width: u32, height: u32 },
+    #[error("crop {crop:?} lies outside the {width}x{height} image")]
+    Crop { crop: Rect, width: u32, height: u32 },
+}
+
+/// A pixel rectangle: columns `x..x + width`, rows `y..y + height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decodes JPEG or PNG bytes to 8-bit RGB.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
+    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?.to_rgb8();
+    if img.width() == 0 || img.height() == 0 {
+        return Err(PreprocessError::Empty { width: img.width(), height: img.height() });
+    }
+    Ok(img)
+}
+
+/// Crops `img` to `crop` (or keeps it whole), stretches it to `width` x `height` and writes
+/// planar RGB (all R, then G, then B) as f32 0..255 into `out`, replacing its contents.
+pub fn to_model_input(
+    img: &RgbImage,
+    crop: Option<Rect>,
+    width: usize,
+    height: usize,
+    out: &mut Vec<f32>,
+) -> Result<(), PreprocessError> {
+    let (w, h) = (width as u32, height as u32);
+    let resized = match crop {
+        Some(c) => {
+            let inside = c.width > 0 && c.height > 0 && c.x + c.width <= img.width() && c.y + c.height <= img.height();
+            if !inside {
+                return Err(PreprocessError::Crop { crop: c, width: img.width(), height: img.height() });
+            }
+            let view = image::imageops::crop_imm(img, c.x, c.y, c.width, c.height).to_image();
+            resize(&view, w, h)
+        }
+        None => resize(img, w, h),
+    };
+    write_planar(&resized, out);
+    Ok(())
+}
+
+fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
+    if img.width() == w && img.height() == h {
+        return img.clone();
+    }
+    image::imageops::resize(img, w, h, FilterType::Triangle)
+}
+
+fn write_planar(img: &RgbImage, out: &mut Vec<f32>) {
+    let plane = (img.width() * img.height()) as usize;
+    out.clear();
+    out.resize(3 * plane, 0.0);
+    for (i, px) in img.pixels().enumerate() {
+        out[i] = px[0] as f32;
+        out[plane + i] = px[1] as f32;
+        out[2 * plane + i] = px[2] as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(img: &RgbImage, crop: Option<Rect>, size: (usize, usize), expected: &[f32]) {
+        let mut out = vec![9.0; 3];
+        to_model_input(img, crop, size.0, size.1, &mut out).unwrap();
+        assert_eq!(out, expected);
+    }
+
+    fn two_by_two() -> RgbImage {
+        RgbImage::from_fn(2, 2, |x, y| image::Rgb([(10 * x + 20 * y) as u8, 100, 200 + x as u8]))
+    }
+
+    #[test]
+    fn planar_layout() {
+        check(&two_by_two(), None, (2, 2), &[0., 10., 20., 30., 100., 100., 100., 100., 200., 201., 200., 201.]);
+    }
+
+    #[test]
+    fn crop_picks_the_rectangle() {
+        let crop = Rect { x: 1, y: 1, width: 1, height: 1 };
+        check(&two_by_two(), Some(crop), (1, 1), &[30., 100., 201.]);
+    }
+
+    #[test]
+    fn uniform_image_stays_uniform_after_resize() {
+        let img = RgbImage::from_pixel(7, 5, image::Rgb([12, 34, 56]));
+        let mut expected = vec![12.0; 9];
+        expected.extend([34.0; 9]);
+        expected.extend([56.0; 9]);
+        check(&img, None, (3, 3), &expected);
+    }
+
+    #[test]
+    fn crop_outside_is_refused() {
+        let crop = Rect { x: 1, y: 0, width: 2, height: 1 };
+        let err = to_model_input(&two_by_two(), Some(crop), 1, 1, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("outside the 2x2 image"), "{err}");
+    }
+
+    #[test]
+    fn garbage_bytes_are_a_decode_error() {
+        let err = decode(b"\xff\xd8\xff\xe0 not really a jpeg").unwrap_err();
+        assert!(err.to_string().starts_with("cannot decode image"), "{err}");
+    }
+}

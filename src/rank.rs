@@ -1,0 +1,302 @@
+//! Pure ranking: a scene embedding against a category's product embeddings, by hybrid distance.
+//!
+//! global(p) = |g_s - g_p|^2
+//! local(p)  = sum_i a_i(p) |f_i - g_p|^2, a(p) = softmax_i(-|k_i - key(p)|^2)
+//! hybrid(p) = (global(p) + local(p)) / 2, ranked ascending, ties broken by id.
+//!
+//! The negative sign makes the regions closest to the product's key weigh most. Every squared
+//! distance is expanded as |a|^2 + |b|^2 - 2 a.b, so the work is a few GEMMs over contiguous
+//! rows (exact for any vectors; the norms are 1 for the model's normalised outputs). No I/O here.
+
+use crate::embedding::SceneEmbedding;
+
+/// Products handled per GEMM: bounds the scratch space at any catalog size.
+const CHUNK: usize = 1024;
+
+/// Where the products' attention keys come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Keys<'a> {
+    /// `[P, D]`: one key per product (the tutorial's attention).
+    PerProduct(&'a [f32]),
+    /// `[D]`: one key for the whole category (the paper's attention).
+    Category(&'a [f32]),
+}
+
+/// The candidates: `P` rows of `D` floats, and their keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Products<'a> {
+    pub globals: &'a [f32],
+    pub keys: Keys<'a>,
+}
+
+/// One product's distances; `index` is its row in `Products`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Score {
+    pub index: usize,
+    pub distance: f32,
+    pub global: f32,
+    pub local: f32,
+}
+
+/// Scores every product of `products` (in row order).
+pub fn score(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
+    let d = scene.dim;
+    let p = products.globals.len() / d.max(1);
+    match products.keys {
+        Keys::Category(key) => score_category(scene, products.globals, key),
+        Keys::PerProduct(keys) => score_per_product(scene, &products.globals[..p * d], &keys[..p * d]),
+    }
+}
+
+/// The `k` best of `scores`: ascending distance, ties by `id`.
+pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str) -> Vec<Score> {
+    let order = |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then_with(|| id(a.index).cmp(id(b.index)));
+    if k < scores.len() {
+        if k == 0 {
+            return Vec::new();
+        }
+        scores.select_nth_unstable_by(k - 1, order);
+        scores.truncate(k);
+    }
+    scores.sort_by(order);
+    scores
+}
+
+/// The attention weights over regions for one product key: softmax of minus the squared distance.
+pub fn attention(region_keys: &[f32], key: &[f32]) -> Vec<f32> {
+    let logits: Vec<f32> = region_keys.chunks_exact(key.len()).map(|k| -squared_distance(k, key)).collect();
+    softmax(&logits)
+}
+
+fn score_category(scene: &SceneEmbedding, globals: &[f32], key: &[f32]) -> Vec<Score> {
+    let d = scene.dim;
+    let a = attention(&scene.keys, key);
+    // local(p) = sum_i a_i |f_i|^2 + |g_p|^2 - 2 (sum_i a_i f_i) . g_p
+    let mut pooled = vec![0.0; d];
+    let mut region_norms = 0.0;
+    for (w, f) in a.iter().zip(scene.regions.chunks_exact(d)) {
+        region_norms += w * dot(f, f);
+        pooled.iter_mut().zip(f).for_each(|(u, x)| *u += w * x);
+    }
+    let queries = [scene.global.as_slice(), &pooled].concat(); // [2, D]
+    let scene_norm = dot(&scene.global, &scene.global);
+    let mut scores = Vec::with_capacity(globals.len() / d);
+    let mut dots = Vec::new();
+    for (c, chunk) in globals.chunks(CHUNK * d).enumerate() {
+        gemm_nt(chunk, &queries, d, &mut dots);
+        for (j, (g, row)) in chunk.chunks_exact(d).zip(dots.chunks_exact(2)).enumerate() {
+            let gn = dot(g, g);
+            let global = scene_norm + gn - 2.0 * row[0];
+            let local = region_norms + gn - 2.0 * row[1];
+            scores.push(Score { index: c * CHUNK + j, distance: 0.5 * (global + local), global, local });
+        }
+    }
+    scores
+}
+
+fn score_per_product(scene: &SceneEmbedding, globals: &[f32], keys: &[f32]) -> Vec<Score> {
+    let d = scene.dim;
+    let r = scene.region_count();
+    // Queries for the globals: the R regions, then the scene's global.
+    let queries = [scene.regions.as_slice(), &scene.global].concat(); // [R + 1, D]
+    let region_norms: Vec<f32> = scene.regions.chunks_exact(d).map(|f| dot(f, f)).collect();
+    let key_norms: Vec<f32> = scene.keys.chunks_exact(d).map(|k| dot(k, k)).collect();
+    let scene_norm = dot(&scene.global, &scene.global);
+    let (mut sims, mut key_dots, mut logits) = (Vec::new(), Vec::new(), vec![0.0; r]);
+    let mut scores = Vec::with_capacity(globals.len() / d);
+    for (c, (g_chunk, k_chunk)) in globals.chunks(CHUNK * d).zip(keys.chunks(CHUNK * d)).enumerate() {
+        gemm_nt(g_chunk, &queries, d, &mut sims); // [c, R + 1]
+        gemm_nt(k_chunk, &scene.keys, d, &mut key_dots); // [c, R]
+        for (j, g) in g_chunk.chunks_exact(d).enumerate() {
+            let gn = dot(g, g);
+            let (s, t) = (&sims[j * (r + 1)..(j + 1) * (r + 1)], &key_dots[j * r..(j + 1) * r]);
+            // -|k_i - key|^2 up to the key's own norm, which the softmax cancels.
+            logits.iter_mut().zip(t.iter().zip(&key_norms)).for_each(|(l, (t, kn))| *l = 2.0 * t - kn);
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (mut num, mut den) = (0.0, 0.0);
+            for i in 0..r {
+                let e = (logits[i] - max).exp();
+                num += e * (region_norms[i] + gn - 2.0 * s[i]);
+                den += e;
+            }
+            let global = scene_norm + gn - 2.0 * s[r];
+            let local = num / den;
+            scores.push(Score { index: c * CHUNK + j, distance: 0.5 * (global + local), global, local });
+        }
+    }
+    scores
+}
+
+/// out[m, n] = a[m, :] . b[n, :] for row-major `a` ([M, D]) and `b` ([N, D]).
+fn gemm_nt(a: &[f32], b: &[f32], d: usize, out: &mut Vec<f32>) {
+    let (m, n) = (a.len() / d, b.len() / d);
+    out.clear();
+    out.resize(m * n, 0.0);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: a is m x d with row stride d; b read as d x n (b transposed) with row stride 1 and
+    // column stride d; out is m x n with row stride n. All three slices hold exactly that many.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            d,
+            n,
+            1.0,
+            a.as_ptr(),
+            d as isize,
+            1,
+            b.as_ptr(),
+            1,
+            d as isize,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// The definition written out pair by pair, in f64: the yardstick the fast path is tested against.
+pub fn reference(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
+    let d = scene.dim;
+    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>();
+    products
+        .globals
+        .chunks_exact(d)
+        .enumerate()
+        .map(|(p, g)| {
+            let key = match products.keys {
+                Keys::PerProduct(k) => &k[p * d..(p + 1) * d],
+                Keys::Category(k) => k,
+            };
+            let neg: Vec<f64> = scene.keys.chunks_exact(d).map(|k| -sq(k, key)).collect();
+            let max = neg.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let den: f64 = neg.iter().map(|l| (l - max).exp()).sum();
+            let local: f64 =
+                scene.regions.chunks_exact(d).zip(&neg).map(|(f, l)| (l - max).exp() / den * sq(f, g)).sum();
+            let global = sq(&scene.global, g);
+            Score {
+                index: p,
+                distance: (0.5 * (global + local)) as f32,
+                global: global as f32,
+                local: local as f32,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn scene(global: &[f32], regions: &[&[f32]], keys: &[&[f32]]) -> SceneEmbedding {
+        SceneEmbedding { dim: global.len(), global: global.to_vec(), regions: regions.concat(), keys: keys.concat() }
+    }
+
+    /// Ranks `globals` (one per id, ids "p0", "p1", ...) and compares the order of ids.
+    fn check(s: &SceneEmbedding, globals: &[&[f32]], keys: Keys, expected: &[&str]) {
+        let ids: Vec<String> = (0..globals.len()).map(|i| format!("p{i}")).collect();
+        let flat = globals.concat();
+        let scores = score(s, &Products { globals: &flat, keys });
+        let ranked: Vec<&str> = top_k(scores, expected.len(), |i| &ids[i]).iter().map(|s| ids[s.index].as_str()).collect();
+        assert_eq!(ranked, expected);
+    }
+
+    #[test]
+    fn nearest_first_when_regions_and_global_agree() {
+        let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]], Keys::Category(&[1.0, 0.0]), &["p1", "p2", "p0"]);
+    }
+
+    #[test]
+    fn hybrid_halves_global_and_local() {
+        // p0: global 2, local 0 -> 1; p1: global 0, local 2 -> 1; p2: 0.8 and 0.4 -> 0.6.
+        let s = scene(&[1.0, 0.0], &[&[0.0, 1.0]], &[&[1.0, 0.0]]);
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]], Keys::Category(&[1.0, 0.0]), &["p2", "p0", "p1"]);
+    }
+
+    #[test]
+    fn attended_region_decides() {
+        // The global is equidistant from both products; region 0 (the attended one) points at p1.
+        let s = scene(&[0.0, 0.0], &[&[0.0, 1.0], &[1.0, 0.0]], &[&[1.0, 0.0], &[-1.0, 0.0]]);
+        let globals: [&[f32]; 2] = [&[1.0, 0.0], &[0.0, 1.0]];
+        check(&s, &globals, Keys::Category(&[1.0, 0.0]), &["p1", "p0"]);
+        check(&s, &globals, Keys::Category(&[-1.0, 0.0]), &["p0", "p1"]);
+        check(&s, &globals, Keys::PerProduct(&[1.0, 0.0, 1.0, 0.0]), &["p1", "p0"]);
+    }
+
+    #[test]
+    fn ties_are_broken_by_id() {
+        let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
+        check(&s, &[&[0.0, 1.0], &[0.0, 1.0], &[0.0, 1.0]], Keys::Category(&[1.0, 0.0]), &["p0", "p1", "p2"]);
+    }
+
+    #[test]
+    fn top_k_larger_than_the_category_returns_all() {
+        let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0]], Keys::Category(&[1.0, 0.0]), &["p1", "p0"]);
+    }
+
+    #[test]
+    fn closest_region_gets_the_largest_weight() {
+        let keys = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]].concat();
+        for (key, closest) in [([1.0, 0.1], 0), ([0.1, 1.0], 1), ([-1.0, 0.0], 2), ([0.55, 0.85], 3)] {
+            let a = attention(&keys, &key);
+            let best = (0..4).max_by(|&i, &j| a[i].total_cmp(&a[j])).unwrap();
+            assert_eq!(best, closest, "weights {a:?}");
+            assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    fn random_unit(rng: &mut SplitMix64, n: usize, d: usize) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..n * d).map(|_| rng.unit()).collect();
+        for row in v.chunks_exact_mut(d) {
+            let norm = dot(row, row).sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    #[test]
+    fn agrees_with_the_reference_to_1e5() {
+        let mut rng = SplitMix64::new(3);
+        let (d, r, p) = (16, 9, CHUNK + 37);
+        let s = SceneEmbedding {
+            dim: d,
+            global: random_unit(&mut rng, 1, d),
+            regions: random_unit(&mut rng, r, d),
+            keys: random_unit(&mut rng, r, d),
+        };
+        let globals = random_unit(&mut rng, p, d);
+        let per_product = random_unit(&mut rng, p, d);
+        let category = random_unit(&mut rng, 1, d);
+        for keys in [Keys::PerProduct(&per_product), Keys::Category(&category)] {
+            let products = Products { globals: &globals, keys };
+            let (fast, slow) = (score(&s, &products), reference(&s, &products));
+            assert_eq!(fast.len(), p);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert_eq!(a.index, b.index);
+                for (x, y) in [(a.distance, b.distance), (a.global, b.global), (a.local, b.local)] {
+                    assert!((x - y).abs() < 1e-5, "{keys:?}: {a:?} vs {b:?}");
+                }
+            }
+        }
+    }
+}

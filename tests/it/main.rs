@@ -1,0 +1,1 @@
+//! lookd's integration tests: one binary.

@@ -15,4 +15,5 @@ pub mod eval;
 pub mod model;
 pub mod preprocess;
 pub mod rank;
+pub mod recommend;
 pub mod rng;

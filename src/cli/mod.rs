@@ -1,0 +1,128 @@
+//! Command-line surface: the argument types, dispatch, and the exit-code policy.
+//!
+//! Each command is one file with the same shape: an `Args` struct and a `run` returning
+//! `anyhow::Result<i32>`. Only this binary uses `anyhow`; the library has typed errors.
+
+mod catalog;
+mod eval;
+mod model;
+mod recommend;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (sysexits.h): distinct for bad input, a missing file, and an internal failure.
+pub mod code {
+    pub const OK: i32 = 0;
+    /// A check ran and failed (e.g. `model check` over tolerance).
+    pub const CHECK_FAILED: i32 = 1;
+    pub const DATA_ERR: i32 = 65;
+    pub const NO_INPUT: i32 = 66;
+    pub const SOFTWARE: i32 = 70;
+}
+
+#[derive(Parser)]
+#[command(name = "lookd", version, about = "Smart-mirror stylist: ranks the products that complete a shopper's look")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed the store's catalog into the product cache
+    #[command(subcommand)]
+    Catalog(catalog::Command),
+    /// Rank one category's products for a photo of a shopper
+    Recommend(recommend::Args),
+    /// Run the evaluation protocol (FITB-4, AUC) on a Shop-the-Look-layout folder
+    Eval(eval::Args),
+    /// Inspect and check a model folder
+    #[command(subcommand)]
+    Model(model::Command),
+}
+
+/// Where the model folder is looked for when `--model` is not given.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArg {
+    /// Model folder (manifest.toml + ONNX graphs)
+    #[arg(long, env = "LOOKD_MODEL", default_value = "models/default")]
+    pub model: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    match args.command {
+        Command::Catalog(c) => catalog::run(c),
+        Command::Recommend(a) => recommend::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Model(c) => model::run(c),
+    }
+}
+
+/// Bad input (a file we could read but not use) is 65, a missing file 66, anything else 70.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    use lookd::cache::CacheError;
+    use lookd::model::ModelError;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            return if e.kind() == std::io::ErrorKind::NotFound { code::NO_INPUT } else { code::DATA_ERR };
+        }
+        match cause.downcast_ref::<ModelError>() {
+            Some(ModelError::Run(_)) => return code::SOFTWARE,
+            Some(ModelError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return code::NO_INPUT
+            }
+            Some(_) => return code::DATA_ERR,
+            None => {}
+        }
+        match cause.downcast_ref::<CacheError>() {
+            Some(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return code::NO_INPUT
+            }
+            Some(CacheError::Write { .. }) => return code::SOFTWARE,
+            Some(CacheError::Model(ModelError::Run(_))) => return code::SOFTWARE,
+            Some(_) => return code::DATA_ERR,
+            None => {}
+        }
+        if cause.downcast_ref::<UserError>().is_some() {
+            return code::DATA_ERR;
+        }
+    }
+    code::SOFTWARE
+}
+
+/// A problem with what the user asked for (an unknown category, an undecodable photo).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// A progress bar on a terminal; elsewhere a log line every tenth of the way.
+pub fn progress(what: &'static str) -> impl FnMut(usize, usize) {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::new(0);
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(what);
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut last_tenth = usize::MAX;
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
+        if !tty && tenth != last_tenth {
+            last_tenth = tenth;
+            let eta = bar.eta().as_secs();
+            log::info!("{what}: {done}/{total} ({}%), ETA {eta} s", tenth * 10);
+        }
+        if done == total {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `lookd model info|check`: show a model folder, and compare tract with the reference outputs.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use lookd::model::{check_reference, ModelFolder, ProductModel, SceneModel};
+
+use super::code;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Print the manifest and check that the graphs load with the declared shapes
+    Info { dir: PathBuf },
+    /// Run reference.json's input through tract and compare with onnxruntime's outputs
+    Check {
+        dir: PathBuf,
+        /// Largest absolute difference allowed
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+    },
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Info { dir } => info(&dir),
+        Command::Check { dir, tolerance } => check(&dir, tolerance),
+    }
+}
+
+fn info(dir: &std::path::Path) -> anyhow::Result<i32> {
+    let folder = ModelFolder::open(dir)?;
+    let m = &folder.manifest;
+    println!("model      {}", m.model_id());
+    println!("backbone   {} (trained heads: {})", m.backbone, m.trained);
+    println!("precision  {}", m.precision);
+    println!("attention  {}", m.attention.as_str());
+    println!("embedding  D = {}, R = {} regions", m.dim, m.regions);
+    println!("input      {} {}x{} {} ({})", m.input.name, m.input.width, m.input.height, m.input.pixels, m.input.resize);
+    println!("scene      {} sha256 {}", m.scene.graph, m.scene.sha256);
+    println!("product    {} sha256 {}", m.product.graph, m.product.sha256);
+    for (k, v) in &m.training {
+        println!("training   {k} = {v}");
+    }
+    SceneModel::load(&folder).context("scene graph")?;
+    ProductModel::load(&folder, 1).context("product graph")?;
+    println!("graphs     ok: hashes match, shapes as declared");
+    if !m.trained {
+        println!("note       untrained heads: lookd ranks with ImageNet features only");
+    }
+    Ok(code::OK)
+}
+
+fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
+    let folder = ModelFolder::open(dir)?;
+    let mut worst = 0.0f32;
+    for (name, err) in check_reference(&folder)? {
+        println!("{name:<12} max abs diff tract vs onnxruntime {err:.2e}");
+        worst = worst.max(err);
+    }
+    let ok = worst <= tolerance;
+    println!("{} (tolerance {tolerance:.0e})", if ok { "ok" } else { "FAILED" });
+    Ok(if ok { code::OK } else { code::CHECK_FAILED })
+}

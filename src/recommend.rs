@@ -1,0 +1,71 @@
+//! From a scene embedding to the published list: ranks one category of the cache and attaches
+//! each product's catalog fields. Pure (the cache is already in memory); shared by the
+//! `recommend` command and the daemon.
+
+use std::collections::BTreeMap;
+
+use crate::cache::{CategoryBlock, ProductCache};
+use crate::embedding::{AttentionMode, SceneEmbedding};
+use crate::model::ModelFolder;
+use crate::rank::{self, Keys, Products};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recommendation {
+    pub id: String,
+    pub rank: usize,
+    pub distance: f32,
+    pub global: f32,
+    pub local: f32,
+    pub category: String,
+    pub image: String,
+    /// The catalog's extra columns (title, price, url, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendError {
+    #[error("the scene embedding has width {scene}, the cache {cache}")]
+    Width { scene: usize, cache: usize },
+    #[error("category {0:?} has no key in the model (category-key attention)")]
+    NoCategoryKey(String),
+}
+
+/// The `top` products of `category` closest to `scene`, best first.
+pub fn recommend(
+    scene: &SceneEmbedding,
+    cache: &ProductCache,
+    folder: &ModelFolder,
+    category: &CategoryBlock,
+    top: usize,
+) -> Result<Vec<Recommendation>, RecommendError> {
+    if scene.dim != cache.dim() {
+        return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
+    }
+    let keys = match (cache.attention(), cache.keys(category)) {
+        (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
+        _ => Keys::Category(
+            folder.category_key(&category.path).ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
+        ),
+    };
+    let rows = &cache.products()[category.start..category.start + category.len];
+    let scores = rank::score(scene, &Products { globals: cache.globals(category), keys });
+    let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
+    Ok(best
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let e = &rows[s.index].entry;
+            Recommendation {
+                id: e.id.clone(),
+                rank: n + 1,
+                distance: s.distance,
+                global: s.global,
+                local: s.local,
+                category: e.category.clone(),
+                image: e.image.clone(),
+                fields: e.fields.clone(),
+            }
+        })
+        .collect())
+}

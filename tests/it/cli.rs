@@ -1,0 +1,131 @@
+//! The `lookd` commands end to end: recommend against the reference ranking, eval on a
+//! Shop-the-Look-layout folder, and the exit codes of bad input.
+
+use std::path::Path;
+
+use lookd::cache::ProductCache;
+use lookd::model::{ModelFolder, SceneModel};
+use lookd::rank::{self, Keys, Products};
+
+use crate::{default_model, lookd, s, shared_data, stderr, stdout, synth_catalog, tiny_model};
+
+/// Builds a cache with `model`, asks `lookd recommend --json` for the top 10 of `category`,
+/// and checks the ids against the pair-by-pair reference ranking of the same embeddings.
+fn check_recommend_matches_reference(model: &Path, csv: &Path, images: &Path, scene: &Path, category: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c.cache");
+    let build = ["catalog", "build", "--catalog", s(csv), "--images", s(images), "--model", s(model), "--out", s(&cache)];
+    let o = lookd(&build);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lookd(&["recommend", "--scene", s(scene), "--category", category, "--model", s(model), "--cache", s(&cache), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let got: Vec<&str> = out["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+
+    let folder = ModelFolder::open(model).unwrap();
+    let cache = ProductCache::open(&cache, Some(&folder.product_fingerprint())).unwrap();
+    let block = cache.find_category(category).unwrap();
+    let img = lookd::preprocess::decode(&std::fs::read(scene).unwrap()).unwrap();
+    let mut pixels = Vec::new();
+    lookd::preprocess::to_model_input(&img, None, folder.manifest.input.width, folder.manifest.input.height, &mut pixels).unwrap();
+    let emb = SceneModel::load(&folder).unwrap().embed(&pixels).unwrap();
+    let products = Products { globals: cache.globals(block), keys: Keys::PerProduct(cache.keys(block).unwrap()) };
+    let rows = &cache.products()[block.start..block.start + block.len];
+    let mut reference = rank::reference(&emb, &products);
+    reference.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(rows[a.index].entry.id.cmp(&rows[b.index].entry.id)));
+    let expected: Vec<&str> = reference.iter().take(10).map(|r| rows[r.index].entry.id.as_str()).collect();
+    assert_eq!(got, expected);
+    assert_eq!(got.len(), 10.min(block.len));
+}
+
+#[test]
+fn recommend_matches_the_reference_with_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = synth_catalog(dir.path(), 30);
+    let scene = dir.path().join("images/p007.png");
+    check_recommend_matches_reference(&tiny_model(), &csv, dir.path(), &scene, "shoes");
+}
+
+#[test]
+fn recommend_matches_the_reference_on_real_photos() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The first 25 catalog rows of each category: a real, small catalog.
+    let text = std::fs::read_to_string(data.join("catalog/catalog.csv")).unwrap();
+    let mut per_category = std::collections::HashMap::new();
+    let mut csv = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let category = line.split(',').nth(1).unwrap_or("").to_string();
+        let n = per_category.entry(category).or_insert(0);
+        if i == 0 || *n < 25 {
+            csv.push_str(line);
+            csv.push('\n');
+            *n += 1;
+        }
+    }
+    let csv_path = dir.path().join("catalog.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let scene = data.join("ccp/scenes/ccp-0002.jpg");
+    check_recommend_matches_reference(&default_model(), &csv_path, &data.join("catalog"), &scene, "shoes");
+}
+
+#[test]
+fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
+    let Some(data) = shared_data() else { return };
+    // A small Shop-the-Look folder made from the first 120 pairs of ccp/.
+    let dir = tempfile::tempdir().unwrap();
+    let src = data.join("ccp");
+    let lines: Vec<String> = std::fs::read_to_string(src.join("fashion.json")).unwrap().lines().take(120).map(String::from).collect();
+    std::fs::write(dir.path().join("fashion.json"), lines.join("\n")).unwrap();
+    std::fs::copy(src.join("fashion-cat.json"), dir.path().join("fashion-cat.json")).unwrap();
+    for sub in ["scenes", "products"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (sub, key) in [("scenes", "scene"), ("products", "product")] {
+            let name = format!("{}.jpg", v[key].as_str().unwrap());
+            let to = dir.path().join(sub).join(&name);
+            if !to.exists() {
+                std::fs::copy(src.join(sub).join(&name), to).unwrap();
+            }
+        }
+    }
+    let o = lookd(&["eval", "--data", s(dir.path()), "--model", s(&default_model()), "--limit", "25", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["pairs_in_file"], 120);
+    assert_eq!(r["pairs_used"], 25);
+    for m in ["hybrid", "global_only", "local_only"] {
+        for k in ["fitb4", "auc"] {
+            let v = r[m][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{m}.{k} = {v}");
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = synth_catalog(dir.path(), 4);
+    let cache = dir.path().join("c.cache");
+    let tiny = tiny_model();
+    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let garbage = dir.path().join("garbage.jpg");
+    std::fs::write(&garbage, b"\xff\xd8\xff nothing").unwrap();
+    let scene = dir.path().join("images/p000.png");
+    let missing = dir.path().join("missing.jpg");
+    for (scene, category, code, message) in [
+        (s(&missing), "shoes", 66, "reading scene"),
+        (s(&garbage), "shoes", 65, "cannot decode image"),
+        (s(&scene), "hats", 65, "unknown category \"hats\"; the cache has: pants, shoes"),
+    ] {
+        let o = lookd(&["recommend", "--scene", scene, "--category", category, "--model", s(&tiny), "--cache", s(&cache)]);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{}", stderr(&o));
+    }
+    let o = lookd(&["recommend", "--scene", s(&scene), "--category", "shoes", "--model", s(&default_model()), "--cache", s(&cache)]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(stderr(&o).contains("rebuild it with"), "{}", stderr(&o));
+}

@@ -1,0 +1,70 @@
+//! The model folder: tract against onnxruntime's reference outputs, and refusing bad folders.
+
+use std::path::Path;
+
+use lookd::model::{check_reference, ModelFolder, SceneModel};
+
+use crate::tiny_model;
+
+fn copy_tiny(to: &Path) {
+    for f in ["manifest.toml", "embed.onnx", "reference.json"] {
+        std::fs::copy(tiny_model().join(f), to.join(f)).unwrap();
+    }
+}
+
+fn load_error(dir: &Path) -> String {
+    match ModelFolder::open(dir).and_then(|f| SceneModel::load(&f).map(|_| ())) {
+        Ok(()) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn tiny_model_agrees_with_onnxruntime() {
+    let folder = ModelFolder::open(&tiny_model()).unwrap();
+    let diffs = check_reference(&folder).unwrap();
+    assert_eq!(diffs.len(), 4, "{diffs:?}");
+    for (name, err) in diffs {
+        assert!(err <= 1e-4, "{name}: {err}");
+    }
+}
+
+#[test]
+fn graph_not_matching_its_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tiny(dir.path());
+    let mut bytes = std::fs::read(dir.path().join("embed.onnx")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.path().join("embed.onnx"), bytes).unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("does not match its manifest: sha256 is"), "{err}");
+}
+
+#[test]
+fn manifest_shapes_are_checked_against_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tiny(dir.path());
+    let m = std::fs::read_to_string(dir.path().join("manifest.toml")).unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), m.replace("regions = 4", "regions = 9")).unwrap();
+    let err = load_error(dir.path());
+    assert!(err.contains("output regions has shape [1, 4, 8], the manifest implies [1, 9, 8]"), "{err}");
+}
+
+#[test]
+fn manifest_errors_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tiny(dir.path());
+    let path = dir.path().join("manifest.toml");
+    let m = std::fs::read_to_string(&path).unwrap();
+    for (text, expected) in [
+        (m.replace("precision = \"f32\"", "precision = \"f32\"\ncolour = \"red\""), "unknown field `colour`"),
+        (m.replace("attention = \"product\"", "attention = \"sideways\""), "unknown variant `sideways`"),
+        (m.replace("format = 1", "format = 2"), "manifest format 2 is not supported"),
+        (m.replace("key = \"key\"", ""), "attention = \"product\" needs product.key"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = load_error(dir.path());
+        assert!(err.contains("manifest.toml") && err.contains(expected), "{err}");
+    }
+}

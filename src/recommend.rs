@@ -40,16 +40,27 @@ pub fn recommend(
     top: usize,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     if scene.dim != cache.dim() {
-        return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
+        return Err(RecommendError::Width {
+            scene: scene.dim,
+            cache: cache.dim(),
+        });
     }
     let keys = match (cache.attention(), cache.keys(category)) {
         (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
         _ => Keys::Category(
-            folder.category_key(&category.path).ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
+            folder
+                .category_key(&category.path)
+                .ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
         ),
     };
     let rows = &cache.products()[category.start..category.start + category.len];
-    let scores = rank::score(scene, &Products { globals: cache.globals(category), keys });
+    let scores = rank::score(
+        scene,
+        &Products {
+            globals: cache.globals(category),
+            keys,
+        },
+    );
     let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
     Ok(best
         .iter()

@@ -35,11 +35,23 @@ pub struct BuildArgs {
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
     let Command::Build(a) = cmd;
     let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
-    let plan = BuildPlan { folder: &folder, catalog: &a.catalog, images: a.images.as_deref(), out: &a.out, batch: a.batch };
+    let plan = BuildPlan {
+        folder: &folder,
+        catalog: &a.catalog,
+        images: a.images.as_deref(),
+        out: &a.out,
+        batch: a.batch,
+    };
     let started = std::time::Instant::now();
-    let report = build(&plan, &mut progress("embedding products")).context("building the product cache")?;
+    let report =
+        build(&plan, &mut progress("embedding products")).context("building the product cache")?;
     for p in &report.skipped {
-        log::warn!("catalog line {}{}: skipped: {}", p.line, p.id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default(), p.reason);
+        log::warn!(
+            "catalog line {}{}: skipped: {}",
+            p.line,
+            p.id.as_ref().map(|i| format!(" ({i})")).unwrap_or_default(),
+            p.reason
+        );
     }
     log::info!(
         "wrote {}: {} products ({} embedded, {} unchanged and reused, {} rows skipped) in {:.1} s",

@@ -23,7 +23,11 @@ pub mod code {
 }
 
 #[derive(Parser)]
-#[command(name = "lookd", version, about = "Smart-mirror stylist: ranks the products that complete a shopper's look")]
+#[command(
+    name = "lookd",
+    version,
+    about = "Smart-mirror stylist: ranks the products that complete a shopper's look"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
@@ -66,18 +70,26 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     use lookd::model::ModelError;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            return if e.kind() == std::io::ErrorKind::NotFound { code::NO_INPUT } else { code::DATA_ERR };
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                code::NO_INPUT
+            } else {
+                code::DATA_ERR
+            };
         }
         match cause.downcast_ref::<ModelError>() {
             Some(ModelError::Run(_)) => return code::SOFTWARE,
-            Some(ModelError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Some(ModelError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return code::NO_INPUT
             }
             Some(_) => return code::DATA_ERR,
             None => {}
         }
         match cause.downcast_ref::<CacheError>() {
-            Some(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Some(CacheError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return code::NO_INPUT
             }
             Some(CacheError::Write { .. }) => return code::SOFTWARE,
@@ -104,8 +116,10 @@ pub fn progress(what: &'static str) -> impl FnMut(usize, usize) {
     let tty = std::io::stderr().is_terminal();
     if tty {
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(what);
     } else {

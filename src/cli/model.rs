@@ -35,7 +35,10 @@ fn info(dir: &std::path::Path) -> anyhow::Result<i32> {
     println!("precision  {}", m.precision);
     println!("attention  {}", m.attention.as_str());
     println!("embedding  D = {}, R = {} regions", m.dim, m.regions);
-    println!("input      {} {}x{} {} ({})", m.input.name, m.input.width, m.input.height, m.input.pixels, m.input.resize);
+    println!(
+        "input      {} {}x{} {} ({})",
+        m.input.name, m.input.width, m.input.height, m.input.pixels, m.input.resize
+    );
     println!("scene      {} sha256 {}", m.scene.graph, m.scene.sha256);
     println!("product    {} sha256 {}", m.product.graph, m.product.sha256);
     for (k, v) in &m.training {
@@ -58,6 +61,9 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
         worst = worst.max(err);
     }
     let ok = worst <= tolerance;
-    println!("{} (tolerance {tolerance:.0e})", if ok { "ok" } else { "FAILED" });
+    println!(
+        "{} (tolerance {tolerance:.0e})",
+        if ok { "ok" } else { "FAILED" }
+    );
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
 }

@@ -71,7 +71,10 @@ pub struct ProductGraph {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -81,43 +84,66 @@ pub enum ManifestError {
 impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join("manifest.toml");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Manifest::parse(&text).map_err(|message| match message {
-            Problem::Syntax(message) => ManifestError::Parse { path: path.clone(), message },
+            Problem::Syntax(message) => ManifestError::Parse {
+                path: path.clone(),
+                message,
+            },
             Problem::Contract(message) => ManifestError::Invalid { path, message },
         })
     }
 
     pub fn parse(text: &str) -> Result<Manifest, Problem> {
-        let manifest: Manifest = toml::from_str(text).map_err(|e| Problem::Syntax(e.to_string()))?;
+        let manifest: Manifest =
+            toml::from_str(text).map_err(|e| Problem::Syntax(e.to_string()))?;
         manifest.validate().map_err(Problem::Contract)?;
         Ok(manifest)
     }
 
     fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT {
-            return Err(format!("manifest format {} is not supported (this lookd reads {FORMAT})", self.format));
+            return Err(format!(
+                "manifest format {} is not supported (this lookd reads {FORMAT})",
+                self.format
+            ));
         }
         if self.dim == 0 || self.regions == 0 || self.input.width == 0 || self.input.height == 0 {
             return Err("dim, regions and the input size must be positive".into());
         }
         if self.input.pixels != "rgb-0-255" {
-            return Err(format!("input.pixels = {:?} is not supported (only \"rgb-0-255\")", self.input.pixels));
+            return Err(format!(
+                "input.pixels = {:?} is not supported (only \"rgb-0-255\")",
+                self.input.pixels
+            ));
         }
         if self.input.resize != "stretch" {
-            return Err(format!("input.resize = {:?} is not supported (only \"stretch\")", self.input.resize));
+            return Err(format!(
+                "input.resize = {:?} is not supported (only \"stretch\")",
+                self.input.resize
+            ));
         }
         match (self.attention, &self.product.key, &self.category_keys) {
-            (AttentionMode::Product, None, _) => Err("attention = \"product\" needs product.key".into()),
-            (AttentionMode::Category, _, None) => Err("attention = \"category\" needs category-keys".into()),
+            (AttentionMode::Product, None, _) => {
+                Err("attention = \"product\" needs product.key".into())
+            }
+            (AttentionMode::Category, _, None) => {
+                Err("attention = \"category\" needs category-keys".into())
+            }
             _ => Ok(()),
         }
     }
 
     /// A short identity for caches and payloads: name plus the first bytes of the product graph hash.
     pub fn model_id(&self) -> String {
-        format!("{}@{}", self.name, &self.product.sha256[..self.product.sha256.len().min(12)])
+        format!(
+            "{}@{}",
+            self.name,
+            &self.product.sha256[..self.product.sha256.len().min(12)]
+        )
     }
 }
 

@@ -41,6 +41,7 @@ pub type Progress<'p> = &'p mut dyn FnMut(usize, usize);
 
 pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheError> {
     let catalog = Catalog::read(plan.catalog)?;
+    remove_leftover_temps(plan.out);
     let base = plan
         .images
         .map(Path::to_path_buf)
@@ -236,24 +237,48 @@ impl<'a> Embedder<'a> {
     }
 }
 
+/// The folder a file lives in; "." for a bare file name.
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.tmp-")
+}
+
+/// Deletes temp files that a killed build left beside `out`.
+fn remove_leftover_temps(out: &Path) {
+    let prefix = temp_prefix(out);
+    let Ok(entries) = std::fs::read_dir(dir_of(out)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            log::info!(
+                "removing {}, left by an interrupted build",
+                entry.path().display()
+            );
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `bytes` to a temp file beside `path`, syncs it, and renames it over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let fail = |source| CacheError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let dir = parent(path);
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
+    let dir = dir_of(path);
     std::fs::create_dir_all(&dir).map_err(fail)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temp_prefix(path), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -201,4 +201,17 @@ fn killed_build_leaves_the_previous_cache_intact() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), before);
     assert_eq!(ProductCache::open(&out, None).unwrap().len(), 3);
+    // The next build clears what the killed one left behind.
+    let o = lookd(
+        &args(&small_csv)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
 }

@@ -47,10 +47,8 @@ const REQUIRED: [&str; 3] = ["id", "category", "image"];
 
 impl Catalog {
     pub fn read(path: &Path) -> Result<Catalog, CatalogError> {
-        let bytes = std::fs::read(path).map_err(|e| CatalogError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| CatalogError::Read { path: path.display().to_string(), message: e.to_string() })?;
         Catalog::parse(&bytes, &path.display().to_string())
     }
 
@@ -59,40 +57,23 @@ impl Catalog {
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
         let header = reader
             .headers()
-            .map_err(|e| CatalogError::Read {
-                path: name.to_string(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| CatalogError::Read { path: name.to_string(), message: e.to_string() })?
             .clone();
         let col = |n: &str| header.iter().position(|h| h.trim() == n);
-        let missing: Vec<String> = REQUIRED
-            .iter()
-            .filter(|n| col(n).is_none())
-            .map(|n| n.to_string())
-            .collect();
+        let missing: Vec<String> =
+            REQUIRED.iter().filter(|n| col(n).is_none()).map(|n| n.to_string()).collect();
         if !missing.is_empty() {
-            return Err(CatalogError::Columns {
-                path: name.to_string(),
-                missing,
-            });
+            return Err(CatalogError::Columns { path: name.to_string(), missing });
         }
         let [id_col, cat_col, img_col] = REQUIRED.map(|n| col(n).unwrap_or_default());
         let mut catalog = Catalog::default();
         let mut seen = HashSet::new();
         for (i, record) in reader.records().enumerate() {
-            let line = record
-                .as_ref()
-                .ok()
-                .and_then(|r| r.position())
-                .map_or(i as u64 + 2, |p| p.line());
+            let line = record.as_ref().ok().and_then(|r| r.position()).map_or(i as u64 + 2, |p| p.line());
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    catalog.problems.push(RowProblem {
-                        line,
-                        id: None,
-                        reason: e.to_string(),
-                    });
+                    catalog.problems.push(RowProblem { line, id: None, reason: e.to_string() });
                     continue;
                 }
             };
@@ -111,11 +92,7 @@ impl Catalog {
             };
             if let Some(reason) = problem {
                 let id = (!id.is_empty()).then(|| id.to_string());
-                catalog.problems.push(RowProblem {
-                    line,
-                    id,
-                    reason: reason.to_string(),
-                });
+                catalog.problems.push(RowProblem { line, id, reason: reason.to_string() });
                 continue;
             }
             let fields = header
@@ -142,15 +119,8 @@ mod tests {
 
     fn check(csv: &str, ids: &[&str], problems: &[(u64, &str)]) {
         let c = Catalog::parse(csv.as_bytes(), "test.csv").unwrap();
-        assert_eq!(
-            c.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ids
-        );
-        let got: Vec<(u64, &str)> = c
-            .problems
-            .iter()
-            .map(|p| (p.line, p.reason.as_str()))
-            .collect();
+        assert_eq!(c.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ids);
+        let got: Vec<(u64, &str)> = c.problems.iter().map(|p| (p.line, p.reason.as_str())).collect();
         assert_eq!(got, problems);
     }
 
@@ -169,36 +139,21 @@ mod tests {
         check(
             csv,
             &["a", "d"],
-            &[
-                (3, "empty id"),
-                (4, "empty category"),
-                (5, "empty image path"),
-                (6, "duplicate id"),
-            ],
+            &[(3, "empty id"), (4, "empty category"), (5, "empty image path"), (6, "duplicate id")],
         );
     }
 
     #[test]
     fn short_row_is_reported() {
-        check(
-            "id,category,image\na,Shoes\nb,Hats,b.jpg\n",
-            &["b"],
-            &[(2, "empty image path")],
-        );
+        check("id,category,image\na,Shoes\nb,Hats,b.jpg\n", &["b"], &[(2, "empty image path")]);
     }
 
     #[test]
     fn extra_columns_travel() {
-        let c = Catalog::parse(
-            b"id,title,category,image,price\nx,Red boot,Shoes,x.jpg,49.90\n",
-            "t",
-        )
-        .unwrap();
+        let c =
+            Catalog::parse(b"id,title,category,image,price\nx,Red boot,Shoes,x.jpg,49.90\n", "t").unwrap();
         let f = &c.entries[0].fields;
-        assert_eq!(
-            (f["title"].as_str(), f["price"].as_str()),
-            ("Red boot", "49.90")
-        );
+        assert_eq!((f["title"].as_str(), f["price"].as_str()), ("Red boot", "49.90"));
     }
 
     #[test]

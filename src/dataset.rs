@@ -48,22 +48,12 @@ impl Dataset {
     pub fn open(dir: &Path) -> Result<Dataset, DatasetError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|e| DatasetError::Read {
-                path,
-                message: e.to_string(),
-            })
+            std::fs::read_to_string(&path).map_err(|e| DatasetError::Read { path, message: e.to_string() })
         };
         let categories: HashMap<String, String> = serde_json::from_str(&read("fashion-cat.json")?)
-            .map_err(|e| DatasetError::Read {
-                path: dir.join("fashion-cat.json"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| DatasetError::Read { path: dir.join("fashion-cat.json"), message: e.to_string() })?;
         let (pairs, problems) = parse_pairs(&read("fashion.json")?, &categories);
-        Ok(Dataset {
-            dir: dir.to_path_buf(),
-            pairs,
-            problems,
-        })
+        Ok(Dataset { dir: dir.to_path_buf(), pairs, problems })
     }
 
     pub fn scene_path(&self, scene: &str) -> PathBuf {
@@ -75,16 +65,9 @@ impl Dataset {
     }
 }
 
-pub fn parse_pairs(
-    text: &str,
-    categories: &HashMap<String, String>,
-) -> (Vec<Pair>, Vec<(usize, String)>) {
+pub fn parse_pairs(text: &str, categories: &HashMap<String, String>) -> (Vec<Pair>, Vec<(usize, String)>) {
     let (mut pairs, mut problems) = (Vec::new(), Vec::new());
-    for (i, raw) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let line: Line = match serde_json::from_str(raw) {
             Ok(l) => l,
             Err(e) => {
@@ -98,13 +81,7 @@ pub fn parse_pairs(
             continue;
         }
         let Some(category) = categories.get(&line.product) else {
-            problems.push((
-                i + 1,
-                format!(
-                    "product {} has no category in fashion-cat.json",
-                    line.product
-                ),
-            ));
+            problems.push((i + 1, format!("product {} has no category in fashion-cat.json", line.product)));
             continue;
         };
         pairs.push(Pair {

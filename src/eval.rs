@@ -45,20 +45,9 @@ pub fn query_rect(bbox: [f32; 4]) -> Option<[f32; 4]> {
 /// The normalised rectangle in pixels of a `width` x `height` image (rounded, at least 1 px).
 pub fn to_pixels(rect: [f32; 4], width: u32, height: u32) -> Rect {
     let px = |v: f32, n: u32| ((v * n as f32).round() as u32).min(n);
-    let (x0, y0) = (
-        px(rect[0], width).min(width - 1),
-        px(rect[1], height).min(height - 1),
-    );
-    let (x1, y1) = (
-        px(rect[2], width).max(x0 + 1),
-        px(rect[3], height).max(y0 + 1),
-    );
-    Rect {
-        x: x0,
-        y: y0,
-        width: x1 - x0,
-        height: y1 - y0,
-    }
+    let (x0, y0) = (px(rect[0], width).min(width - 1), px(rect[1], height).min(height - 1));
+    let (x1, y1) = (px(rect[2], width).max(x0 + 1), px(rect[3], height).max(y0 + 1));
+    Rect { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }
 }
 
 /// One FITB question: pair index, its query rectangle, 3 negatives and the AUC negative.
@@ -159,10 +148,7 @@ pub struct Metrics {
 
 impl From<Tally> for Metrics {
     fn from(t: Tally) -> Metrics {
-        Metrics {
-            fitb4: t.fitb(),
-            auc: t.auc(),
-        }
+        Metrics { fitb4: t.fitb(), auc: t.auc() }
     }
 }
 
@@ -185,14 +171,9 @@ pub fn run(
     let planned = plan(&data.pairs, seed);
     let trials = &planned.trials[..planned.trials.len().min(limit.unwrap_or(usize::MAX))];
     let mut scenes = SceneModel::load(folder)?;
-    let mut products = ProductLookup {
-        model: ProductModel::load(folder, 1)?,
-        data,
-        folder,
-        memo: HashMap::new(),
-    };
-    let (mut hybrid, mut global, mut local) =
-        (Tally::default(), Tally::default(), Tally::default());
+    let mut products =
+        ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, memo: HashMap::new() };
+    let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
     let mut report = Report {
         pairs_in_file: data.pairs.len(),
         dropped_small_query: planned.dropped_small_query,
@@ -203,30 +184,20 @@ pub fn run(
     for (n, trial) in trials.iter().enumerate() {
         progress(n, trials.len());
         let pair = &data.pairs[trial.pair];
-        let ids = [
-            trial.pair,
-            trial.negatives[0],
-            trial.negatives[1],
-            trial.negatives[2],
-            trial.auc_negative,
-        ];
-        let looked_up: Vec<Option<ProductEmbedding>> = ids
-            .iter()
-            .map(|&i| products.get(&data.pairs[i].product))
-            .collect::<Result<_, _>>()?;
+        let ids =
+            [trial.pair, trial.negatives[0], trial.negatives[1], trial.negatives[2], trial.auc_negative];
+        let looked_up: Vec<Option<ProductEmbedding>> =
+            ids.iter().map(|&i| products.get(&data.pairs[i].product)).collect::<Result<_, _>>()?;
         let candidates: Option<Vec<ProductEmbedding>> = looked_up.into_iter().collect();
-        let scene = std::fs::read(data.scene_path(&pair.scene))
-            .ok()
-            .and_then(|b| preprocess::decode(&b).ok());
+        let scene =
+            std::fs::read(data.scene_path(&pair.scene)).ok().and_then(|b| preprocess::decode(&b).ok());
         let (Some(candidates), Some(scene)) = (candidates, scene) else {
             report.dropped_unreadable += 1;
             continue;
         };
         let crop = to_pixels(trial.query, scene.width(), scene.height());
         let input = &folder.manifest.input;
-        if preprocess::to_model_input(&scene, Some(crop), input.width, input.height, &mut pixels)
-            .is_err()
-        {
+        if preprocess::to_model_input(&scene, Some(crop), input.width, input.height, &mut pixels).is_err() {
             report.dropped_unreadable += 1;
             continue;
         }
@@ -238,8 +209,7 @@ pub fn run(
     }
     progress(trials.len(), trials.len());
     report.pairs_used = hybrid.trials;
-    (report.hybrid, report.global_only, report.local_only) =
-        (hybrid.into(), global.into(), local.into());
+    (report.hybrid, report.global_only, report.local_only) = (hybrid.into(), global.into(), local.into());
     Ok(report)
 }
 
@@ -249,29 +219,15 @@ fn score_candidates(
     scene: &crate::embedding::SceneEmbedding,
     candidates: &[ProductEmbedding],
 ) -> Result<[Score; 5], EvalError> {
-    let globals: Vec<f32> = candidates
-        .iter()
-        .flat_map(|c| c.global.iter().copied())
-        .collect();
-    let per_product: Vec<f32> = candidates
-        .iter()
-        .flat_map(|c| c.key.iter().copied())
-        .collect();
+    let globals: Vec<f32> = candidates.iter().flat_map(|c| c.global.iter().copied()).collect();
+    let per_product: Vec<f32> = candidates.iter().flat_map(|c| c.key.iter().copied()).collect();
     let keys = match folder.manifest.attention {
         AttentionMode::Product => Keys::PerProduct(&per_product),
         AttentionMode::Category => Keys::Category(
-            folder
-                .category_key(category)
-                .ok_or_else(|| EvalError::NoCategoryKey(category.into()))?,
+            folder.category_key(category).ok_or_else(|| EvalError::NoCategoryKey(category.into()))?,
         ),
     };
-    let s = rank::score(
-        scene,
-        &Products {
-            globals: &globals,
-            keys,
-        },
-    );
+    let s = rank::score(scene, &Products { globals: &globals, keys });
     Ok([s[0], s[1], s[2], s[3], s[4]])
 }
 
@@ -288,21 +244,12 @@ impl ProductLookup<'_> {
         if let Some(e) = self.memo.get(id) {
             return Ok(e.clone());
         }
-        let img = std::fs::read(self.data.product_path(id))
-            .ok()
-            .and_then(|b| preprocess::decode(&b).ok());
+        let img = std::fs::read(self.data.product_path(id)).ok().and_then(|b| preprocess::decode(&b).ok());
         let input = &self.folder.manifest.input;
         let mut pixels = Vec::new();
         let embedding = match img {
             Some(img)
-                if preprocess::to_model_input(
-                    &img,
-                    None,
-                    input.width,
-                    input.height,
-                    &mut pixels,
-                )
-                .is_ok() =>
+                if preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels).is_ok() =>
             {
                 Some(self.model.embed(&pixels)?.remove(0))
             }
@@ -331,24 +278,8 @@ mod tests {
 
     #[test]
     fn pixels_round_and_stay_inside() {
-        assert_eq!(
-            to_pixels([0.6, 0.0, 1.0, 1.0], 100, 50),
-            Rect {
-                x: 60,
-                y: 0,
-                width: 40,
-                height: 50
-            }
-        );
-        assert_eq!(
-            to_pixels([0.999, 0.0, 1.0, 0.001], 10, 10),
-            Rect {
-                x: 9,
-                y: 0,
-                width: 1,
-                height: 1
-            }
-        );
+        assert_eq!(to_pixels([0.6, 0.0, 1.0, 1.0], 100, 50), Rect { x: 60, y: 0, width: 40, height: 50 });
+        assert_eq!(to_pixels([0.999, 0.0, 1.0, 0.001], 10, 10), Rect { x: 9, y: 0, width: 1, height: 1 });
     }
 
     fn pair(scene: &str, category: &str, bbox: [f32; 4]) -> Pair {
@@ -364,26 +295,15 @@ mod tests {
     #[test]
     fn plan_draws_from_other_scenes_of_the_category() {
         let ok = [0.5, 0.5, 0.9, 0.9];
-        let mut pairs: Vec<Pair> = (0..6)
-            .map(|i| pair(&format!("s{i}"), "shoes", ok))
-            .collect();
+        let mut pairs: Vec<Pair> = (0..6).map(|i| pair(&format!("s{i}"), "shoes", ok)).collect();
         pairs.push(pair("s0", "hats", ok)); // alone in its category
         pairs.push(pair("s1", "shoes", [0.02, 0.02, 0.98, 0.98])); // query too small
         let p = plan(&pairs, 0);
-        assert_eq!(
-            (
-                p.trials.len(),
-                p.dropped_few_candidates,
-                p.dropped_small_query
-            ),
-            (6, 1, 1)
-        );
+        assert_eq!((p.trials.len(), p.dropped_few_candidates, p.dropped_small_query), (6, 1, 1));
         for t in &p.trials {
             let scene = &pairs[t.pair].scene;
             let others = t.negatives.iter().chain([&t.auc_negative]);
-            assert!(others
-                .clone()
-                .all(|&n| &pairs[n].scene != scene && pairs[n].category == "shoes"));
+            assert!(others.clone().all(|&n| &pairs[n].scene != scene && pairs[n].category == "shoes"));
             let mut n = t.negatives.to_vec();
             n.dedup();
             assert_eq!(n.len(), 3);

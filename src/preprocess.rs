@@ -27,14 +27,9 @@ pub struct Rect {
 
 /// Decodes JPEG or PNG bytes to 8-bit RGB.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?
-        .to_rgb8();
+    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?.to_rgb8();
     if img.width() == 0 || img.height() == 0 {
-        return Err(PreprocessError::Empty {
-            width: img.width(),
-            height: img.height(),
-        });
+        return Err(PreprocessError::Empty { width: img.width(), height: img.height() });
     }
     Ok(img)
 }
@@ -51,16 +46,10 @@ pub fn to_model_input(
     let (w, h) = (width as u32, height as u32);
     let resized = match crop {
         Some(c) => {
-            let inside = c.width > 0
-                && c.height > 0
-                && c.x + c.width <= img.width()
-                && c.y + c.height <= img.height();
+            let inside =
+                c.width > 0 && c.height > 0 && c.x + c.width <= img.width() && c.y + c.height <= img.height();
             if !inside {
-                return Err(PreprocessError::Crop {
-                    crop: c,
-                    width: img.width(),
-                    height: img.height(),
-                });
+                return Err(PreprocessError::Crop { crop: c, width: img.width(), height: img.height() });
             }
             let view = image::imageops::crop_imm(img, c.x, c.y, c.width, c.height).to_image();
             resize(&view, w, h)
@@ -100,9 +89,7 @@ mod tests {
     }
 
     fn two_by_two() -> RgbImage {
-        RgbImage::from_fn(2, 2, |x, y| {
-            image::Rgb([(10 * x + 20 * y) as u8, 100, 200 + x as u8])
-        })
+        RgbImage::from_fn(2, 2, |x, y| image::Rgb([(10 * x + 20 * y) as u8, 100, 200 + x as u8]))
     }
 
     #[test]
@@ -111,20 +98,13 @@ mod tests {
             &two_by_two(),
             None,
             (2, 2),
-            &[
-                0., 10., 20., 30., 100., 100., 100., 100., 200., 201., 200., 201.,
-            ],
+            &[0., 10., 20., 30., 100., 100., 100., 100., 200., 201., 200., 201.],
         );
     }
 
     #[test]
     fn crop_picks_the_rectangle() {
-        let crop = Rect {
-            x: 1,
-            y: 1,
-            width: 1,
-            height: 1,
-        };
+        let crop = Rect { x: 1, y: 1, width: 1, height: 1 };
         check(&two_by_two(), Some(crop), (1, 1), &[30., 100., 201.]);
     }
 
@@ -139,12 +119,7 @@ mod tests {
 
     #[test]
     fn crop_outside_is_refused() {
-        let crop = Rect {
-            x: 1,
-            y: 0,
-            width: 2,
-            height: 1,
-        };
+        let crop = Rect { x: 1, y: 0, width: 2, height: 1 };
         let err = to_model_input(&two_by_two(), Some(crop), 1, 1, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("outside the 2x2 image"), "{err}");
     }

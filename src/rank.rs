@@ -44,19 +44,14 @@ pub fn score(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
     let p = products.globals.len() / d.max(1);
     match products.keys {
         Keys::Category(key) => score_category(scene, products.globals, key),
-        Keys::PerProduct(keys) => {
-            score_per_product(scene, &products.globals[..p * d], &keys[..p * d])
-        }
+        Keys::PerProduct(keys) => score_per_product(scene, &products.globals[..p * d], &keys[..p * d]),
     }
 }
 
 /// The `k` best of `scores`: ascending distance, ties by `id`.
 pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str) -> Vec<Score> {
-    let order = |a: &Score, b: &Score| {
-        a.distance
-            .total_cmp(&b.distance)
-            .then_with(|| id(a.index).cmp(id(b.index)))
-    };
+    let order =
+        |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then_with(|| id(a.index).cmp(id(b.index)));
     if k < scores.len() {
         if k == 0 {
             return Vec::new();
@@ -70,10 +65,7 @@ pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str
 
 /// The attention weights over regions for one product key: softmax of minus the squared distance.
 pub fn attention(region_keys: &[f32], key: &[f32]) -> Vec<f32> {
-    let logits: Vec<f32> = region_keys
-        .chunks_exact(key.len())
-        .map(|k| -squared_distance(k, key))
-        .collect();
+    let logits: Vec<f32> = region_keys.chunks_exact(key.len()).map(|k| -squared_distance(k, key)).collect();
     softmax(&logits)
 }
 
@@ -97,12 +89,7 @@ fn score_category(scene: &SceneEmbedding, globals: &[f32], key: &[f32]) -> Vec<S
             let gn = dot(g, g);
             let global = scene_norm + gn - 2.0 * row[0];
             let local = region_norms + gn - 2.0 * row[1];
-            scores.push(Score {
-                index: c * CHUNK + j,
-                distance: 0.5 * (global + local),
-                global,
-                local,
-            });
+            scores.push(Score { index: c * CHUNK + j, distance: 0.5 * (global + local), global, local });
         }
     }
     scores
@@ -118,24 +105,14 @@ fn score_per_product(scene: &SceneEmbedding, globals: &[f32], keys: &[f32]) -> V
     let scene_norm = dot(&scene.global, &scene.global);
     let (mut sims, mut key_dots, mut logits) = (Vec::new(), Vec::new(), vec![0.0; r]);
     let mut scores = Vec::with_capacity(globals.len() / d);
-    for (c, (g_chunk, k_chunk)) in globals
-        .chunks(CHUNK * d)
-        .zip(keys.chunks(CHUNK * d))
-        .enumerate()
-    {
+    for (c, (g_chunk, k_chunk)) in globals.chunks(CHUNK * d).zip(keys.chunks(CHUNK * d)).enumerate() {
         gemm_nt(g_chunk, &queries, d, &mut sims); // [c, R + 1]
         gemm_nt(k_chunk, &scene.keys, d, &mut key_dots); // [c, R]
         for (j, g) in g_chunk.chunks_exact(d).enumerate() {
             let gn = dot(g, g);
-            let (s, t) = (
-                &sims[j * (r + 1)..(j + 1) * (r + 1)],
-                &key_dots[j * r..(j + 1) * r],
-            );
+            let (s, t) = (&sims[j * (r + 1)..(j + 1) * (r + 1)], &key_dots[j * r..(j + 1) * r]);
             // -|k_i - key|^2 up to the key's own norm, which the softmax cancels.
-            logits
-                .iter_mut()
-                .zip(t.iter().zip(&key_norms))
-                .for_each(|(l, (t, kn))| *l = 2.0 * t - kn);
+            logits.iter_mut().zip(t.iter().zip(&key_norms)).for_each(|(l, (t, kn))| *l = 2.0 * t - kn);
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let (mut num, mut den) = (0.0, 0.0);
             for i in 0..r {
@@ -145,12 +122,7 @@ fn score_per_product(scene: &SceneEmbedding, globals: &[f32], keys: &[f32]) -> V
             }
             let global = scene_norm + gn - 2.0 * s[r];
             let local = num / den;
-            scores.push(Score {
-                index: c * CHUNK + j,
-                distance: 0.5 * (global + local),
-                global,
-                local,
-            });
+            scores.push(Score { index: c * CHUNK + j, distance: 0.5 * (global + local), global, local });
         }
     }
     scores
@@ -204,12 +176,8 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
 /// The definition written out pair by pair, in f64: the yardstick the fast path is tested against.
 pub fn reference(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
     let d = scene.dim;
-    let sq = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-            .sum::<f64>()
-    };
+    let sq =
+        |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>();
     products
         .globals
         .chunks_exact(d)
@@ -222,12 +190,8 @@ pub fn reference(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
             let neg: Vec<f64> = scene.keys.chunks_exact(d).map(|k| -sq(k, key)).collect();
             let max = neg.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let den: f64 = neg.iter().map(|l| (l - max).exp()).sum();
-            let local: f64 = scene
-                .regions
-                .chunks_exact(d)
-                .zip(&neg)
-                .map(|(f, l)| (l - max).exp() / den * sq(f, g))
-                .sum();
+            let local: f64 =
+                scene.regions.chunks_exact(d).zip(&neg).map(|(f, l)| (l - max).exp() / den * sq(f, g)).sum();
             let global = sq(&scene.global, g);
             Score {
                 index: p,
@@ -257,93 +221,51 @@ mod tests {
     fn check(s: &SceneEmbedding, globals: &[&[f32]], keys: Keys, expected: &[&str]) {
         let ids: Vec<String> = (0..globals.len()).map(|i| format!("p{i}")).collect();
         let flat = globals.concat();
-        let scores = score(
-            s,
-            &Products {
-                globals: &flat,
-                keys,
-            },
-        );
-        let ranked: Vec<&str> = top_k(scores, expected.len(), |i| &ids[i])
-            .iter()
-            .map(|s| ids[s.index].as_str())
-            .collect();
+        let scores = score(s, &Products { globals: &flat, keys });
+        let ranked: Vec<&str> =
+            top_k(scores, expected.len(), |i| &ids[i]).iter().map(|s| ids[s.index].as_str()).collect();
         assert_eq!(ranked, expected);
     }
 
     #[test]
     fn nearest_first_when_regions_and_global_agree() {
         let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
-        check(
-            &s,
-            &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]],
-            Keys::Category(&[1.0, 0.0]),
-            &["p1", "p2", "p0"],
-        );
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]], Keys::Category(&[1.0, 0.0]), &["p1", "p2", "p0"]);
     }
 
     #[test]
     fn hybrid_halves_global_and_local() {
         // p0: global 2, local 0 -> 1; p1: global 0, local 2 -> 1; p2: 0.8 and 0.4 -> 0.6.
         let s = scene(&[1.0, 0.0], &[&[0.0, 1.0]], &[&[1.0, 0.0]]);
-        check(
-            &s,
-            &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]],
-            Keys::Category(&[1.0, 0.0]),
-            &["p2", "p0", "p1"],
-        );
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0], &[0.6, 0.8]], Keys::Category(&[1.0, 0.0]), &["p2", "p0", "p1"]);
     }
 
     #[test]
     fn attended_region_decides() {
         // The global is equidistant from both products; region 0 (the attended one) points at p1.
-        let s = scene(
-            &[0.0, 0.0],
-            &[&[0.0, 1.0], &[1.0, 0.0]],
-            &[&[1.0, 0.0], &[-1.0, 0.0]],
-        );
+        let s = scene(&[0.0, 0.0], &[&[0.0, 1.0], &[1.0, 0.0]], &[&[1.0, 0.0], &[-1.0, 0.0]]);
         let globals: [&[f32]; 2] = [&[1.0, 0.0], &[0.0, 1.0]];
         check(&s, &globals, Keys::Category(&[1.0, 0.0]), &["p1", "p0"]);
         check(&s, &globals, Keys::Category(&[-1.0, 0.0]), &["p0", "p1"]);
-        check(
-            &s,
-            &globals,
-            Keys::PerProduct(&[1.0, 0.0, 1.0, 0.0]),
-            &["p1", "p0"],
-        );
+        check(&s, &globals, Keys::PerProduct(&[1.0, 0.0, 1.0, 0.0]), &["p1", "p0"]);
     }
 
     #[test]
     fn ties_are_broken_by_id() {
         let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
-        check(
-            &s,
-            &[&[0.0, 1.0], &[0.0, 1.0], &[0.0, 1.0]],
-            Keys::Category(&[1.0, 0.0]),
-            &["p0", "p1", "p2"],
-        );
+        check(&s, &[&[0.0, 1.0], &[0.0, 1.0], &[0.0, 1.0]], Keys::Category(&[1.0, 0.0]), &["p0", "p1", "p2"]);
     }
 
     #[test]
     fn top_k_larger_than_the_category_returns_all() {
         let s = scene(&[1.0, 0.0], &[&[1.0, 0.0]], &[&[1.0, 0.0]]);
-        check(
-            &s,
-            &[&[0.0, 1.0], &[1.0, 0.0]],
-            Keys::Category(&[1.0, 0.0]),
-            &["p1", "p0"],
-        );
+        check(&s, &[&[0.0, 1.0], &[1.0, 0.0]], Keys::Category(&[1.0, 0.0]), &["p1", "p0"]);
     }
 
     #[test]
     fn closest_region_gets_the_largest_weight() {
         let keys = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]].concat();
-        for (key, closest) in [
-            ([1.0, 0.1], 0),
-            ([0.1, 1.0], 1),
-            ([-1.0, 0.0], 2),
-            ([0.55, 0.85], 3),
-        ] {
+        for (key, closest) in [([1.0, 0.1], 0), ([0.1, 1.0], 1), ([-1.0, 0.0], 2), ([0.55, 0.85], 3)] {
             let a = attention(&keys, &key);
             let best = (0..4).max_by(|&i, &j| a[i].total_cmp(&a[j])).unwrap();
             assert_eq!(best, closest, "weights {a:?}");
@@ -374,19 +296,12 @@ mod tests {
         let per_product = random_unit(&mut rng, p, d);
         let category = random_unit(&mut rng, 1, d);
         for keys in [Keys::PerProduct(&per_product), Keys::Category(&category)] {
-            let products = Products {
-                globals: &globals,
-                keys,
-            };
+            let products = Products { globals: &globals, keys };
             let (fast, slow) = (score(&s, &products), reference(&s, &products));
             assert_eq!(fast.len(), p);
             for (a, b) in fast.iter().zip(&slow) {
                 assert_eq!(a.index, b.index);
-                for (x, y) in [
-                    (a.distance, b.distance),
-                    (a.global, b.global),
-                    (a.local, b.local),
-                ] {
+                for (x, y) in [(a.distance, b.distance), (a.global, b.global), (a.local, b.local)] {
                     assert!((x - y).abs() < 1e-5, "{keys:?}: {a:?} vs {b:?}");
                 }
             }

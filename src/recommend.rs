@@ -40,10 +40,7 @@ pub fn recommend(
     top: usize,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     if scene.dim != cache.dim() {
-        return Err(RecommendError::Width {
-            scene: scene.dim,
-            cache: cache.dim(),
-        });
+        return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
     }
     let keys = match (cache.attention(), cache.keys(category)) {
         (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
@@ -54,13 +51,7 @@ pub fn recommend(
         ),
     };
     let rows = &cache.products()[category.start..category.start + category.len];
-    let scores = rank::score(
-        scene,
-        &Products {
-            globals: cache.globals(category),
-            keys,
-        },
-    );
+    let scores = rank::score(scene, &Products { globals: cache.globals(category), keys });
     let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
     Ok(best
         .iter()

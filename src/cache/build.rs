@@ -42,17 +42,11 @@ pub type Progress<'p> = &'p mut dyn FnMut(usize, usize);
 pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheError> {
     let catalog = Catalog::read(plan.catalog)?;
     remove_leftover_temps(plan.out);
-    let base = plan
-        .images
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| parent(plan.catalog));
+    let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| parent(plan.catalog));
     let fingerprint = plan.folder.product_fingerprint();
     let previous = previous_embeddings(plan.out, &fingerprint);
-    let mut report = BuildReport {
-        rows: catalog.entries.len(),
-        skipped: catalog.problems.clone(),
-        ..Default::default()
-    };
+    let mut report =
+        BuildReport { rows: catalog.entries.len(), skipped: catalog.problems.clone(), ..Default::default() };
     let mut embedder = Embedder::new(plan.folder, plan.batch);
     let mut records = Vec::with_capacity(catalog.entries.len());
     for (done, entry) in catalog.entries.into_iter().enumerate() {
@@ -60,58 +54,30 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
         let bytes = match std::fs::read(base.join(&entry.image)) {
             Ok(b) => b,
             Err(e) => {
-                report.skipped.push(problem(
-                    &entry,
-                    format!("cannot read image {}: {e}", entry.image),
-                ));
+                report.skipped.push(problem(&entry, format!("cannot read image {}: {e}", entry.image)));
                 continue;
             }
         };
         let image_sha256 = hex(&Sha256::digest(&bytes));
         if let Some((global, key)) = previous.get(&image_sha256) {
-            let product = StoredProduct {
-                entry,
-                image_sha256,
-            };
-            records.push(Record {
-                product,
-                global: global.clone(),
-                key: key.clone(),
-            });
+            let product = StoredProduct { entry, image_sha256 };
+            records.push(Record { product, global: global.clone(), key: key.clone() });
             report.reused += 1;
             continue;
         }
         match preprocess::decode(&bytes) {
-            Ok(img) => embedder.push(
-                StoredProduct {
-                    entry,
-                    image_sha256,
-                },
-                &img,
-                &mut records,
-            )?,
-            Err(e) => report
-                .skipped
-                .push(problem(&entry, format!("image {}: {e}", entry.image))),
+            Ok(img) => embedder.push(StoredProduct { entry, image_sha256 }, &img, &mut records)?,
+            Err(e) => report.skipped.push(problem(&entry, format!("image {}: {e}", entry.image))),
         }
     }
     embedder.flush(&mut records)?;
     report.embedded = records.len() - report.reused;
     progress(report.rows, report.rows);
     if records.is_empty() {
-        return Err(CacheError::Empty {
-            catalog: plan.catalog.to_path_buf(),
-        });
+        return Err(CacheError::Empty { catalog: plan.catalog.to_path_buf() });
     }
     let m = &plan.folder.manifest;
-    let bytes = codec::encode(
-        records,
-        m.dim,
-        m.attention,
-        m.regions,
-        fingerprint,
-        &m.model_id(),
-    );
+    let bytes = codec::encode(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id());
     write_atomically(plan.out, &bytes)?;
     report.skipped.sort_by_key(|p| p.line);
     Ok(report)
@@ -122,18 +88,11 @@ fn parent(p: &Path) -> PathBuf {
 }
 
 fn problem(entry: &CatalogEntry, reason: String) -> RowProblem {
-    RowProblem {
-        line: entry.line,
-        id: Some(entry.id.clone()),
-        reason,
-    }
+    RowProblem { line: entry.line, id: Some(entry.id.clone()), reason }
 }
 
 /// image sha256 -> (global, key) from the previous cache, if it is readable and for this model.
-fn previous_embeddings(
-    out: &Path,
-    fingerprint: &[u8; 32],
-) -> HashMap<String, (Vec<f32>, Vec<f32>)> {
+fn previous_embeddings(out: &Path, fingerprint: &[u8; 32]) -> HashMap<String, (Vec<f32>, Vec<f32>)> {
     let cache = match ProductCache::open(out, Some(fingerprint)) {
         Ok(c) => c,
         Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -149,17 +108,9 @@ fn previous_embeddings(
         let globals = cache.globals(block);
         let keys = cache.keys(block);
         let d = cache.dim();
-        for (j, p) in cache.products()[block.start..block.start + block.len]
-            .iter()
-            .enumerate()
-        {
-            let key = keys
-                .map(|k| k[j * d..(j + 1) * d].to_vec())
-                .unwrap_or_default();
-            map.insert(
-                p.image_sha256.clone(),
-                (globals[j * d..(j + 1) * d].to_vec(), key),
-            );
+        for (j, p) in cache.products()[block.start..block.start + block.len].iter().enumerate() {
+            let key = keys.map(|k| k[j * d..(j + 1) * d].to_vec()).unwrap_or_default();
+            map.insert(p.image_sha256.clone(), (globals[j * d..(j + 1) * d].to_vec(), key));
         }
     }
     map
@@ -219,18 +170,9 @@ impl<'a> Embedder<'a> {
         while self.pixels.len() < self.batch * per_image {
             self.pixels.extend_from_within(..per_image);
         }
-        let embeddings = self
-            .model
-            .as_mut()
-            .map(|m| m.embed(&self.pixels))
-            .transpose()?
-            .unwrap_or_default();
+        let embeddings = self.model.as_mut().map(|m| m.embed(&self.pixels)).transpose()?.unwrap_or_default();
         for (product, e) in self.pending.drain(..).zip(embeddings.into_iter().take(n)) {
-            out.push(Record {
-                product,
-                global: e.global,
-                key: e.key,
-            });
+            out.push(Record { product, global: e.global, key: e.key });
         }
         self.pixels.clear();
         Ok(())
@@ -246,10 +188,7 @@ fn dir_of(path: &Path) -> PathBuf {
 }
 
 fn temp_prefix(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     format!(".{name}.tmp-")
 }
 
@@ -261,10 +200,7 @@ fn remove_leftover_temps(out: &Path) {
     };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            log::info!(
-                "removing {}, left by an interrupted build",
-                entry.path().display()
-            );
+            log::info!("removing {}, left by an interrupted build", entry.path().display());
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -272,10 +208,7 @@ fn remove_leftover_temps(out: &Path) {
 
 /// Writes `bytes` to a temp file beside `path`, syncs it, and renames it over `path`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let fail = |source| CacheError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let fail = |source| CacheError::Write { path: path.to_path_buf(), source };
     let dir = dir_of(path);
     std::fs::create_dir_all(&dir).map_err(fail)?;
     let tmp = dir.join(format!("{}{}", temp_prefix(path), std::process::id()));

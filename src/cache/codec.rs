@@ -108,16 +108,8 @@ pub fn encode(
     let with_keys = attention == AttentionMode::Product;
     let block = p * dim * 4;
     let globals_at = HEADER.next_multiple_of(ALIGN);
-    let keys_at = if with_keys {
-        (globals_at + block).next_multiple_of(ALIGN)
-    } else {
-        0
-    };
-    let meta_at = if with_keys {
-        keys_at + block
-    } else {
-        globals_at + block
-    };
+    let keys_at = if with_keys { (globals_at + block).next_multiple_of(ALIGN) } else { 0 };
+    let meta_at = if with_keys { keys_at + block } else { globals_at + block };
     let meta = Meta {
         model_id: model_id.to_string(),
         categories: category_blocks(&records),
@@ -128,14 +120,8 @@ pub fn encode(
 
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
-    for v in [
-        VERSION,
-        dim as u32,
-        (attention == AttentionMode::Category) as u32,
-        p as u32,
-        regions as u32,
-        0,
-    ] {
+    for v in [VERSION, dim as u32, (attention == AttentionMode::Category) as u32, p as u32, regions as u32, 0]
+    {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&fingerprint);
@@ -166,11 +152,7 @@ fn category_blocks(records: &[Record]) -> Vec<CategoryBlock> {
     for (i, r) in records.iter().enumerate() {
         match blocks.last_mut() {
             Some(b) if b.path == r.product.entry.category => b.len += 1,
-            _ => blocks.push(CategoryBlock {
-                path: r.product.entry.category.clone(),
-                start: i,
-                len: 1,
-            }),
+            _ => blocks.push(CategoryBlock { path: r.product.entry.category.clone(), start: i, len: 1 }),
         }
     }
     blocks
@@ -183,25 +165,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Meta), CodecError> {
         return Err(CodecError::Magic);
     }
     if bytes.len() < HEADER {
-        return Err(CodecError::Truncated {
-            expected: HEADER,
-            actual: bytes.len(),
-        });
+        return Err(CodecError::Truncated { expected: HEADER, actual: bytes.len() });
     }
-    let u32_at =
-        |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default()) as usize;
-    let u64_at =
-        |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or_default()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or_default()) as usize;
     let version = u32_at(8) as u32;
     if version != VERSION {
         return Err(CodecError::Version(version));
     }
     let total = u64_at(96);
     if bytes.len() != total {
-        return Err(CodecError::Truncated {
-            expected: total,
-            actual: bytes.len(),
-        });
+        return Err(CodecError::Truncated { expected: total, actual: bytes.len() });
     }
     let (body, crc) = bytes.split_at(total - 4);
     if crc32fast::hash(body).to_le_bytes() != crc {
@@ -210,11 +184,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Meta), CodecError> {
     let attention = match u32_at(16) {
         0 => AttentionMode::Product,
         1 => AttentionMode::Category,
-        m => {
-            return Err(CodecError::Inconsistent(format!(
-                "unknown attention mode {m}"
-            )))
-        }
+        m => return Err(CodecError::Inconsistent(format!("unknown attention mode {m}"))),
     };
     let mut fingerprint = [0; 32];
     fingerprint.copy_from_slice(&bytes[32..64]);
@@ -230,22 +200,16 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Meta), CodecError> {
         meta_len: u64_at(88),
     };
     check_layout(&header, total)?;
-    let meta: Meta =
-        serde_json::from_slice(&bytes[header.meta_at..header.meta_at + header.meta_len])
-            .map_err(|e| CodecError::Inconsistent(format!("metadata: {e}")))?;
+    let meta: Meta = serde_json::from_slice(&bytes[header.meta_at..header.meta_at + header.meta_len])
+        .map_err(|e| CodecError::Inconsistent(format!("metadata: {e}")))?;
     check_meta(&header, &meta)?;
     Ok((header, meta))
 }
 
 fn check_layout(h: &Header, total: usize) -> Result<(), CodecError> {
     let bad = |m: &str| Err(CodecError::Inconsistent(m.to_string()));
-    let block = h
-        .count
-        .checked_mul(h.dim)
-        .and_then(|n| n.checked_mul(4))
-        .unwrap_or(usize::MAX);
-    let ends_before =
-        |at: usize, len: usize, limit: usize| at.checked_add(len).is_some_and(|e| e <= limit);
+    let block = h.count.checked_mul(h.dim).and_then(|n| n.checked_mul(4)).unwrap_or(usize::MAX);
+    let ends_before = |at: usize, len: usize, limit: usize| at.checked_add(len).is_some_and(|e| e <= limit);
     if h.dim == 0 {
         return bad("embedding width 0");
     }
@@ -286,17 +250,12 @@ fn check_meta(h: &Header, meta: &Meta) -> Result<(), CodecError> {
             .iter()
             .all(|p| p.entry.category == b.path);
         if b.start != next || b.len == 0 || !rows_agree {
-            return Err(CodecError::Inconsistent(format!(
-                "category index broken at {:?}",
-                b.path
-            )));
+            return Err(CodecError::Inconsistent(format!("category index broken at {:?}", b.path)));
         }
         next += b.len;
     }
     if next != h.count {
-        return Err(CodecError::Inconsistent(
-            "category index does not cover every product".into(),
-        ));
+        return Err(CodecError::Inconsistent("category index does not cover every product".into()));
     }
     Ok(())
 }
@@ -314,21 +273,14 @@ mod tests {
             fields: Default::default(),
         };
         Record {
-            product: StoredProduct {
-                entry,
-                image_sha256: "ab".into(),
-            },
+            product: StoredProduct { entry, image_sha256: "ab".into() },
             global: vec![x, -x],
             key: vec![x, x],
         }
     }
 
     fn sample(mode: AttentionMode) -> Vec<u8> {
-        let records = vec![
-            record("b", "Shoes", 1.0),
-            record("a", "Hats", 2.0),
-            record("c", "Shoes", 3.0),
-        ];
+        let records = vec![record("b", "Shoes", 1.0), record("a", "Hats", 2.0), record("c", "Shoes", 3.0)];
         encode(records, 2, mode, 4, [7; 32], "tiny@123")
     }
 
@@ -340,17 +292,11 @@ mod tests {
     fn round_trip_sorts_by_category_then_id() {
         let bytes = sample(AttentionMode::Product);
         let (h, meta) = decode(&bytes).unwrap();
-        assert_eq!(
-            (h.dim, h.count, h.regions, h.fingerprint),
-            (2, 3, 4, [7; 32])
-        );
+        assert_eq!((h.dim, h.count, h.regions, h.fingerprint), (2, 3, 4, [7; 32]));
         let ids: Vec<&str> = meta.products.iter().map(|p| p.entry.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
-        let blocks: Vec<(&str, usize, usize)> = meta
-            .categories
-            .iter()
-            .map(|b| (b.path.as_str(), b.start, b.len))
-            .collect();
+        let blocks: Vec<(&str, usize, usize)> =
+            meta.categories.iter().map(|b| (b.path.as_str(), b.start, b.len)).collect();
         assert_eq!(blocks, [("Hats", 0, 1), ("Shoes", 1, 2)]);
         let first = f32::from_le_bytes(bytes[h.globals_at..h.globals_at + 4].try_into().unwrap());
         assert_eq!(first, 2.0);
@@ -366,20 +312,8 @@ mod tests {
     fn truncated_is_refused() {
         let bytes = sample(AttentionMode::Product);
         let n = bytes.len();
-        check(
-            &bytes[..n - 10],
-            Err(CodecError::Truncated {
-                expected: n,
-                actual: n - 10,
-            }),
-        );
-        check(
-            &bytes[..100],
-            Err(CodecError::Truncated {
-                expected: 128,
-                actual: 100,
-            }),
-        );
+        check(&bytes[..n - 10], Err(CodecError::Truncated { expected: n, actual: n - 10 }));
+        check(&bytes[..100], Err(CodecError::Truncated { expected: 128, actual: 100 }));
     }
 
     #[test]
@@ -394,10 +328,7 @@ mod tests {
 
     #[test]
     fn foreign_and_future_files_are_refused() {
-        check(
-            b"PK\x03\x04 a zip file, not a cache",
-            Err(CodecError::Magic),
-        );
+        check(b"PK\x03\x04 a zip file, not a cache", Err(CodecError::Magic));
         let mut b = sample(AttentionMode::Product);
         b[8] = 2;
         check(&b, Err(CodecError::Version(2)));

@@ -18,17 +18,11 @@ use crate::model::hex;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot read cache {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cache {path} refused: {reason}; rebuild it with `lookd catalog build --catalog <catalog.csv> --model <model dir> --out {path}`")]
     Refused { path: PathBuf, reason: String },
     #[error("cannot write cache {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
     #[error(transparent)]
@@ -63,31 +57,20 @@ pub struct ProductCache {
 impl ProductCache {
     /// Maps and checks `path`; with `fingerprint`, refuses a cache built for another model.
     pub fn open(path: &Path, fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
-        let file = std::fs::File::open(path).map_err(|source| CacheError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let file =
+            std::fs::File::open(path).map_err(|source| CacheError::Io { path: path.into(), source })?;
         // SAFETY: lookd replaces caches by rename, never in place, so the mapped inode does not
         // change under us; a foreign writer truncating it is outside what we can guard against.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CacheError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|source| CacheError::Io { path: path.into(), source })?;
         ProductCache::from_backing(path, Backing::Mapped(map), fingerprint)
     }
 
     /// Checks bytes already in memory (tests, fuzzing).
-    pub fn from_bytes(
-        bytes: &[u8],
-        fingerprint: Option<&[u8; 32]>,
-    ) -> Result<ProductCache, CacheError> {
+    pub fn from_bytes(bytes: &[u8], fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        ProductCache::from_backing(
-            Path::new("<memory>"),
-            Backing::Heap(words, bytes.len()),
-            fingerprint,
-        )
+        ProductCache::from_backing(Path::new("<memory>"), Backing::Heap(words, bytes.len()), fingerprint)
     }
 
     fn from_backing(
@@ -95,10 +78,7 @@ impl ProductCache {
         backing: Backing,
         fingerprint: Option<&[u8; 32]>,
     ) -> Result<ProductCache, CacheError> {
-        let refused = |reason: String| CacheError::Refused {
-            path: path.into(),
-            reason,
-        };
+        let refused = |reason: String| CacheError::Refused { path: path.into(), reason };
         let (header, meta) =
             codec::decode(backing.bytes()).map_err(|e: CodecError| refused(e.to_string()))?;
         if let Some(expected) = fingerprint {
@@ -111,12 +91,7 @@ impl ProductCache {
                 )));
             }
         }
-        let cache = ProductCache {
-            path: path.into(),
-            backing,
-            header,
-            meta,
-        };
+        let cache = ProductCache { path: path.into(), backing, header, meta };
         if bytemuck::try_cast_slice::<u8, f32>(cache.block(cache.header.globals_at)).is_err() {
             return Err(refused("float block is misaligned".into()));
         }
@@ -168,8 +143,7 @@ impl ProductCache {
 
     /// The per-product keys of one category's rows; `None` in the category-key mode.
     pub fn keys(&self, rows: &CategoryBlock) -> Option<&[f32]> {
-        (self.header.attention == AttentionMode::Product)
-            .then(|| self.floats(self.header.keys_at, rows))
+        (self.header.attention == AttentionMode::Product).then(|| self.floats(self.header.keys_at, rows))
     }
 
     /// Finds a category by its full path, or by a case-insensitive name of its last segment
@@ -179,28 +153,13 @@ impl ProductCache {
     }
 }
 
-pub fn find_category<'c>(
-    categories: &'c [CategoryBlock],
-    name: &str,
-) -> Result<&'c CategoryBlock, String> {
+pub fn find_category<'c>(categories: &'c [CategoryBlock], name: &str) -> Result<&'c CategoryBlock, String> {
     let wanted = name.trim().to_lowercase();
-    let last = |c: &CategoryBlock| {
-        c.path
-            .rsplit('|')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_lowercase()
-    };
-    let exact: Vec<_> = categories
-        .iter()
-        .filter(|c| c.path.to_lowercase() == wanted || last(c) == wanted)
-        .collect();
+    let last = |c: &CategoryBlock| c.path.rsplit('|').next().unwrap_or("").trim().to_lowercase();
+    let exact: Vec<_> =
+        categories.iter().filter(|c| c.path.to_lowercase() == wanted || last(c) == wanted).collect();
     let found = if exact.is_empty() {
-        categories
-            .iter()
-            .filter(|c| !wanted.is_empty() && last(c).starts_with(&wanted))
-            .collect()
+        categories.iter().filter(|c| !wanted.is_empty() && last(c).starts_with(&wanted)).collect()
     } else {
         exact
     };
@@ -208,15 +167,8 @@ pub fn find_category<'c>(
         [one] => Ok(one),
         _ => {
             let names: Vec<String> = categories.iter().map(last).collect();
-            let what = if found.is_empty() {
-                "unknown"
-            } else {
-                "ambiguous"
-            };
-            Err(format!(
-                "{what} category {name:?}; the cache has: {}",
-                names.join(", ")
-            ))
+            let what = if found.is_empty() { "unknown" } else { "ambiguous" };
+            Err(format!("{what} category {name:?}; the cache has: {}", names.join(", ")))
         }
     }
 }
@@ -233,11 +185,7 @@ mod tests {
         ]
         .iter()
         .enumerate()
-        .map(|(i, p)| CategoryBlock {
-            path: p.to_string(),
-            start: i,
-            len: 1,
-        })
+        .map(|(i, p)| CategoryBlock { path: p.to_string(), start: i, len: 1 })
         .collect()
     }
 
@@ -246,25 +194,16 @@ mod tests {
         let got = find_category(&b, name).map(|c| c.path.as_str());
         match expected {
             Ok(path) => assert_eq!(got, Ok(path)),
-            Err(prefix) => assert!(
-                got.as_ref().is_err_and(|e| e.starts_with(prefix)),
-                "{name}: {got:?}"
-            ),
+            Err(prefix) => assert!(got.as_ref().is_err_and(|e| e.starts_with(prefix)), "{name}: {got:?}"),
         }
     }
 
     #[test]
     fn category_names() {
         check("shoes", Ok("Apparel & Accessories|Shoes"));
-        check(
-            "Apparel & Accessories|Shoes",
-            Ok("Apparel & Accessories|Shoes"),
-        );
+        check("Apparel & Accessories|Shoes", Ok("Apparel & Accessories|Shoes"));
         check("shirts", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
         check("sh", Err("ambiguous category"));
-        check(
-            "hats",
-            Err("unknown category \"hats\"; the cache has: shoes, shirts & tops, shorts"),
-        );
+        check("hats", Err("unknown category \"hats\"; the cache has: shoes, shirts & tops, shorts"));
     }
 }

@@ -43,8 +43,7 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
         batch: a.batch,
     };
     let started = std::time::Instant::now();
-    let report =
-        build(&plan, &mut progress("embedding products")).context("building the product cache")?;
+    let report = build(&plan, &mut progress("embedding products")).context("building the product cache")?;
     for p in &report.skipped {
         log::warn!(
             "catalog line {}{}: skipped: {}",

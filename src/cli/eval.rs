@@ -31,33 +31,20 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
     let data = Dataset::open(&a.data)?;
     for (line, why) in &data.problems {
-        log::warn!(
-            "{}/fashion.json line {line}: skipped: {why}",
-            a.data.display()
-        );
+        log::warn!("{}/fashion.json line {line}: skipped: {why}", a.data.display());
     }
-    let r = eval::run(&data, &folder, a.seed, a.limit, &mut progress("evaluating"))
-        .context("evaluating")?;
+    let r = eval::run(&data, &folder, a.seed, a.limit, &mut progress("evaluating")).context("evaluating")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code::OK);
     }
-    println!(
-        "eval {} with {} (seed {})",
-        a.data.display(),
-        folder.manifest.model_id(),
-        a.seed
-    );
+    println!("eval {} with {} (seed {})", a.data.display(), folder.manifest.model_id(), a.seed);
     println!(
         "pairs: {} in file, {} used (dropped: {} query under 10%, {} with under 3 candidates, {} unreadable)",
         r.pairs_in_file, r.pairs_used, r.dropped_small_query, r.dropped_few_candidates, r.dropped_unreadable
     );
     println!("{:<12} {:>7} {:>7}", "distance", "FITB-4", "AUC");
-    for (name, m) in [
-        ("hybrid", r.hybrid),
-        ("global only", r.global_only),
-        ("local only", r.local_only),
-    ] {
+    for (name, m) in [("hybrid", r.hybrid), ("global only", r.global_only), ("local only", r.local_only)] {
         println!("{name:<12} {:>7.4} {:>7.4}", m.fitb4, m.auc);
     }
     Ok(code::OK)

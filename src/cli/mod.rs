@@ -70,26 +70,18 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     use lookd::model::ModelError;
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
-            return if e.kind() == std::io::ErrorKind::NotFound {
-                code::NO_INPUT
-            } else {
-                code::DATA_ERR
-            };
+            return if e.kind() == std::io::ErrorKind::NotFound { code::NO_INPUT } else { code::DATA_ERR };
         }
         match cause.downcast_ref::<ModelError>() {
             Some(ModelError::Run(_)) => return code::SOFTWARE,
-            Some(ModelError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Some(ModelError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return code::NO_INPUT
             }
             Some(_) => return code::DATA_ERR,
             None => {}
         }
         match cause.downcast_ref::<CacheError>() {
-            Some(CacheError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
+            Some(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return code::NO_INPUT
             }
             Some(CacheError::Write { .. }) => return code::SOFTWARE,
@@ -116,10 +108,8 @@ pub fn progress(what: &'static str) -> impl FnMut(usize, usize) {
     let tty = std::io::stderr().is_terminal();
     if tty {
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(what);
     } else {

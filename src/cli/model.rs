@@ -61,9 +61,6 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
         worst = worst.max(err);
     }
     let ok = worst <= tolerance;
-    println!(
-        "{} (tolerance {tolerance:.0e})",
-        if ok { "ok" } else { "FAILED" }
-    );
+    println!("{} (tolerance {tolerance:.0e})", if ok { "ok" } else { "FAILED" });
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
 }

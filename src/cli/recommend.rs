@@ -44,19 +44,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
     let cache = ProductCache::open(&a.cache, Some(&folder.product_fingerprint()))?;
     let category = cache.find_category(&a.category).map_err(UserError)?;
-    let bytes =
-        std::fs::read(&a.scene).with_context(|| format!("reading scene {}", a.scene.display()))?;
-    let img = preprocess::decode(&bytes)
-        .map_err(|e| UserError(format!("scene {}: {e}", a.scene.display())))?;
+    let bytes = std::fs::read(&a.scene).with_context(|| format!("reading scene {}", a.scene.display()))?;
+    let img =
+        preprocess::decode(&bytes).map_err(|e| UserError(format!("scene {}: {e}", a.scene.display())))?;
     let input = &folder.manifest.input;
     let mut pixels = Vec::new();
     preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels)
         .map_err(|e| UserError(e.to_string()))?;
-    let scene = SceneModel::load(&folder)
-        .context("loading the scene graph")?
-        .embed(&pixels)?;
-    let items = recommend(&scene, &cache, &folder, category, a.top)
-        .map_err(|e| UserError(e.to_string()))?;
+    let scene = SceneModel::load(&folder).context("loading the scene graph")?.embed(&pixels)?;
+    let items = recommend(&scene, &cache, &folder, category, a.top).map_err(|e| UserError(e.to_string()))?;
     let m = &folder.manifest;
     if a.json {
         let out = Output {
@@ -70,21 +66,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return Ok(code::OK);
     }
     if !m.trained {
-        println!(
-            "note: model {} has untrained heads: it ranks with ImageNet features only",
-            m.model_id()
-        );
+        println!("note: model {} has untrained heads: it ranks with ImageNet features only", m.model_id());
     }
-    println!(
-        "{} -> {} ({} products)",
-        a.scene.display(),
-        category.path,
-        category.len
-    );
-    println!(
-        "{:>4}  {:>8}  {:>8}  {:>8}  id",
-        "rank", "distance", "global", "local"
-    );
+    println!("{} -> {} ({} products)", a.scene.display(), category.path, category.len);
+    println!("{:>4}  {:>8}  {:>8}  {:>8}  id", "rank", "distance", "global", "local");
     for r in &items {
         let label = r
             .fields
@@ -92,10 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .or_else(|| r.fields.get("label"))
             .map(|l| format!("  {l}"))
             .unwrap_or_default();
-        println!(
-            "{:>4}  {:>8.4}  {:>8.4}  {:>8.4}  {}{label}",
-            r.rank, r.distance, r.global, r.local, r.id
-        );
+        println!("{:>4}  {:>8.4}  {:>8.4}  {:>8.4}  {}{label}", r.rank, r.distance, r.global, r.local, r.id);
     }
     Ok(code::OK)
 }

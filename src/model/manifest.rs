@@ -71,10 +71,7 @@ pub struct ProductGraph {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -84,22 +81,16 @@ pub enum ManifestError {
 impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join("manifest.toml");
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ManifestError::Read { path: path.clone(), source })?;
         Manifest::parse(&text).map_err(|message| match message {
-            Problem::Syntax(message) => ManifestError::Parse {
-                path: path.clone(),
-                message,
-            },
+            Problem::Syntax(message) => ManifestError::Parse { path: path.clone(), message },
             Problem::Contract(message) => ManifestError::Invalid { path, message },
         })
     }
 
     pub fn parse(text: &str) -> Result<Manifest, Problem> {
-        let manifest: Manifest =
-            toml::from_str(text).map_err(|e| Problem::Syntax(e.to_string()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| Problem::Syntax(e.to_string()))?;
         manifest.validate().map_err(Problem::Contract)?;
         Ok(manifest)
     }
@@ -127,23 +118,15 @@ impl Manifest {
             ));
         }
         match (self.attention, &self.product.key, &self.category_keys) {
-            (AttentionMode::Product, None, _) => {
-                Err("attention = \"product\" needs product.key".into())
-            }
-            (AttentionMode::Category, _, None) => {
-                Err("attention = \"category\" needs category-keys".into())
-            }
+            (AttentionMode::Product, None, _) => Err("attention = \"product\" needs product.key".into()),
+            (AttentionMode::Category, _, None) => Err("attention = \"category\" needs category-keys".into()),
             _ => Ok(()),
         }
     }
 
     /// A short identity for caches and payloads: name plus the first bytes of the product graph hash.
     pub fn model_id(&self) -> String {
-        format!(
-            "{}@{}",
-            self.name,
-            &self.product.sha256[..self.product.sha256.len().min(12)]
-        )
+        format!("{}@{}", self.name, &self.product.sha256[..self.product.sha256.len().min(12)])
     }
 }
 

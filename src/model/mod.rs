@@ -25,37 +25,17 @@ pub enum ModelError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("cannot read graph {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "graph {path} does not match its manifest: sha256 is {actual}, manifest says {expected}"
-    )]
-    HashMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("graph {path} does not match its manifest: sha256 is {actual}, manifest says {expected}")]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error("graph {path}: {message}")]
     Graph { path: PathBuf, message: String },
-    #[error(
-        "graph {path}: output {output} has shape {actual:?}, the manifest implies {expected:?}"
-    )]
-    Shape {
-        path: PathBuf,
-        output: String,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
+    #[error("graph {path}: output {output} has shape {actual:?}, the manifest implies {expected:?}")]
+    Shape { path: PathBuf, output: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("category keys {path}: {message}")]
     CategoryKeys { path: PathBuf, message: String },
     #[error("input has {actual} values, the model takes {expected} ({what})")]
-    Input {
-        expected: usize,
-        actual: usize,
-        what: String,
-    },
+    Input { expected: usize, actual: usize, what: String },
     #[error("inference failed: {0}")]
     Run(String),
     #[error("reference check {path}: {message}")]
@@ -77,11 +57,7 @@ impl ModelFolder {
             Some(file) => read_category_keys(&dir.join(file), manifest.dim)?,
             None => BTreeMap::new(),
         };
-        Ok(ModelFolder {
-            dir: dir.to_path_buf(),
-            manifest,
-            category_keys,
-        })
+        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys })
     }
 
     /// The learned key of a category (category mode); `None` for an unknown category.
@@ -119,35 +95,21 @@ impl ModelFolder {
 
     fn graph_path(&self, file: &str, sha256: &str) -> Result<PathBuf, ModelError> {
         let path = self.dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Read { path: path.clone(), source })?;
         let actual = hex(&Sha256::digest(&bytes));
         if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(ModelError::HashMismatch {
-                path,
-                expected: sha256.to_string(),
-                actual,
-            });
+            return Err(ModelError::HashMismatch { path, expected: sha256.to_string(), actual });
         }
         Ok(path)
     }
 }
 
 fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
-    let fail = |message: String| ModelError::CategoryKeys {
-        path: path.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| ModelError::CategoryKeys { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let keys: BTreeMap<String, Vec<f32>> =
-        serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let keys: BTreeMap<String, Vec<f32>> = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
     if let Some((cat, k)) = keys.iter().find(|(_, k)| k.len() != dim) {
-        return Err(fail(format!(
-            "key of {cat:?} has {} values, dim is {dim}",
-            k.len()
-        )));
+        return Err(fail(format!("key of {cat:?} has {} values, dim is {dim}", k.len())));
     }
     Ok(keys)
 }
@@ -172,29 +134,14 @@ impl Runner {
         batch: usize,
         outputs: &[&str],
     ) -> Result<Runner, ModelError> {
-        let fail = |e: TractError| ModelError::Graph {
-            path: path.clone(),
-            message: format!("{e:#}"),
-        };
+        let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
         let shape = [batch, 3, input.height, input.width];
         let mut graph = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
-        graph
-            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape))
-            .map_err(fail)?;
+        graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
-        let plan = graph
-            .into_optimized()
-            .map_err(fail)?
-            .into_runnable()
-            .map_err(fail)?;
+        let plan = graph.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;
         let state = TypedSimpleState::new(&plan).map_err(fail)?;
-        Ok(Runner {
-            path,
-            state,
-            batch,
-            per_image: 3 * input.height * input.width,
-            shape,
-        })
+        Ok(Runner { path, state, batch, per_image: 3 * input.height * input.width, shape })
     }
 
     fn output_shapes(&self) -> Vec<Vec<usize>> {
@@ -233,12 +180,8 @@ impl Runner {
                 what: format!("{} image(s) of {:?}", self.batch, &self.shape[1..]),
             });
         }
-        let input = Tensor::from_shape(&self.shape, pixels)
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let outputs = self
-            .state
-            .run(tvec!(input.into()))
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let input = Tensor::from_shape(&self.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = self.state.run(tvec!(input.into())).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         outputs
             .iter()
             .map(|t| {
@@ -260,11 +203,7 @@ impl SceneModel {
     pub fn load(folder: &ModelFolder) -> Result<SceneModel, ModelError> {
         let m = &folder.manifest;
         let path = folder.graph_path(&m.scene.graph, &m.scene.sha256)?;
-        let names = [
-            m.scene.global.as_str(),
-            m.scene.regions.as_str(),
-            m.scene.keys.as_str(),
-        ];
+        let names = [m.scene.global.as_str(), m.scene.regions.as_str(), m.scene.keys.as_str()];
         let runner = Runner::load(path, &m.input, 1, &names)?;
         let (d, r) = (m.dim, m.regions);
         runner.check_shapes(&names, &[vec![1, d], vec![1, r, d], vec![1, r, d]])?;
@@ -275,12 +214,7 @@ impl SceneModel {
     pub fn embed(&mut self, pixels: &[f32]) -> Result<SceneEmbedding, ModelError> {
         let mut out = self.runner.run(pixels)?.into_iter();
         let mut next = || out.next().unwrap_or_default();
-        Ok(SceneEmbedding {
-            dim: self.dim,
-            global: next(),
-            regions: next(),
-            keys: next(),
-        })
+        Ok(SceneEmbedding { dim: self.dim, global: next(), regions: next(), keys: next() })
     }
 }
 
@@ -303,11 +237,7 @@ impl ProductModel {
         let runner = Runner::load(path, &m.input, batch.max(1), &names)?;
         let expected = vec![vec![batch.max(1), m.dim]; names.len()];
         runner.check_shapes(&names, &expected)?;
-        Ok(ProductModel {
-            runner,
-            dim: m.dim,
-            with_key,
-        })
+        Ok(ProductModel { runner, dim: m.dim, with_key })
     }
 
     pub fn batch(&self) -> usize {
@@ -321,11 +251,7 @@ impl ProductModel {
         Ok((0..self.runner.batch)
             .map(|i| ProductEmbedding {
                 global: out[0][i * d..(i + 1) * d].to_vec(),
-                key: if self.with_key {
-                    out[1][i * d..(i + 1) * d].to_vec()
-                } else {
-                    Vec::new()
-                },
+                key: if self.with_key { out[1][i * d..(i + 1) * d].to_vec() } else { Vec::new() },
             })
             .collect())
     }
@@ -347,21 +273,14 @@ pub fn reference_pixels(width: usize, height: usize) -> Vec<f32> {
 /// Per-output largest absolute difference between tract and the folder's reference.json.
 pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, ModelError> {
     let path = folder.dir.join("reference.json");
-    let fail = |message: String| ModelError::Reference {
-        path: path.clone(),
-        message,
-    };
+    let fail = |message: String| ModelError::Reference { path: path.clone(), message };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-    let reference: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let reference: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let m = &folder.manifest;
     let pixels = reference_pixels(m.input.width, m.input.height);
     let scene = SceneModel::load(folder)?.embed(&pixels)?;
-    let mut got: Vec<(&str, Vec<f32>)> = vec![
-        (&m.scene.global, scene.global),
-        (&m.scene.regions, scene.regions),
-        (&m.scene.keys, scene.keys),
-    ];
+    let mut got: Vec<(&str, Vec<f32>)> =
+        vec![(&m.scene.global, scene.global), (&m.scene.regions, scene.regions), (&m.scene.keys, scene.keys)];
     if let Some(key) = &m.product.key {
         let product = ProductModel::load(folder, 1)?.embed(&pixels)?.remove(0);
         got.push((key, product.key));
@@ -376,11 +295,7 @@ pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, Model
                     values.len()
                 )));
             }
-            let err = want
-                .iter()
-                .zip(&values)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let err = want.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             Ok((name.to_string(), err))
         })
         .collect()

@@ -10,13 +10,7 @@ use crate::{default_model, lookd, s, shared_data, stderr, synth_catalog, tiny_mo
 
 fn build_tiny(csv: &Path, out: &Path) -> lookd::cache::build::BuildReport {
     let folder = ModelFolder::open(&tiny_model()).unwrap();
-    let plan = BuildPlan {
-        folder: &folder,
-        catalog: csv,
-        images: None,
-        out,
-        batch: 3,
-    };
+    let plan = BuildPlan { folder: &folder, catalog: csv, images: None, out, batch: 3 };
     build(&plan, &mut |_, _| {}).unwrap()
 }
 
@@ -26,18 +20,11 @@ fn second_build_re_embeds_nothing_and_new_images_are_embedded() {
     let csv = synth_catalog(dir.path(), 7);
     let out = dir.path().join("c.cache");
     let first = build_tiny(&csv, &out);
-    assert_eq!(
-        (first.embedded, first.reused, first.skipped.len()),
-        (7, 0, 0)
-    );
+    assert_eq!((first.embedded, first.reused, first.skipped.len()), (7, 0, 0));
     let before = std::fs::read(&out).unwrap();
     let second = build_tiny(&csv, &out);
     assert_eq!((second.embedded, second.reused), (0, 7));
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        before,
-        "a no-change rebuild writes the same bytes"
-    );
+    assert_eq!(std::fs::read(&out).unwrap(), before, "a no-change rebuild writes the same bytes");
     // One image changes: only it is embedded again.
     image::RgbImage::from_pixel(40, 48, image::Rgb([1, 2, 3]))
         .save(dir.path().join("images/p003.png"))
@@ -54,17 +41,8 @@ fn batched_and_single_embeddings_agree() {
     let mut caches = Vec::new();
     for batch in [1, 2] {
         let out = dir.path().join(format!("b{batch}.cache"));
-        build(
-            &BuildPlan {
-                folder: &folder,
-                catalog: &csv,
-                images: None,
-                out: &out,
-                batch,
-            },
-            &mut |_, _| {},
-        )
-        .unwrap();
+        build(&BuildPlan { folder: &folder, catalog: &csv, images: None, out: &out, batch }, &mut |_, _| {})
+            .unwrap();
         caches.push(ProductCache::open(&out, None).unwrap());
     }
     for block in caches[0].categories() {
@@ -77,30 +55,16 @@ fn batched_and_single_embeddings_agree() {
 fn bad_rows_and_images_are_reported_by_line_and_the_rest_is_built() {
     let dir = tempfile::tempdir().unwrap();
     let csv = synth_catalog(dir.path(), 4);
-    std::fs::write(
-        dir.path().join("images/p001.png"),
-        b"\x89PNG but not really",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("images/p001.png"), b"\x89PNG but not really").unwrap();
     let mut text = std::fs::read_to_string(&csv).unwrap();
     text.push_str("p900,Apparel & Accessories|Shoes,images/missing.png,Gone\n,Apparel & Accessories|Shoes,images/p000.png,No id\n");
     std::fs::write(&csv, text).unwrap();
     let report = build_tiny(&csv, &dir.path().join("c.cache"));
-    let lines: Vec<(u64, Option<&str>)> = report
-        .skipped
-        .iter()
-        .map(|p| (p.line, p.id.as_deref()))
-        .collect();
+    let lines: Vec<(u64, Option<&str>)> = report.skipped.iter().map(|p| (p.line, p.id.as_deref())).collect();
     assert_eq!(lines, [(3, Some("p001")), (6, Some("p900")), (7, None)]);
+    assert!(report.skipped[0].reason.contains("cannot decode image"), "{:?}", report.skipped[0]);
     assert!(
-        report.skipped[0].reason.contains("cannot decode image"),
-        "{:?}",
-        report.skipped[0]
-    );
-    assert!(
-        report.skipped[1]
-            .reason
-            .contains("cannot read image images/missing.png"),
+        report.skipped[1].reason.contains("cannot read image images/missing.png"),
         "{:?}",
         report.skipped[1]
     );
@@ -115,34 +79,16 @@ fn truncated_foreign_and_other_model_caches_are_refused_with_how_to_rebuild() {
     build_tiny(&csv, &out);
     let bytes = std::fs::read(&out).unwrap();
     let bad = dir.path().join("bad.cache");
-    let tiny = ModelFolder::open(&tiny_model())
-        .unwrap()
-        .product_fingerprint();
-    let other = ModelFolder::open(&default_model())
-        .unwrap()
-        .product_fingerprint();
+    let tiny = ModelFolder::open(&tiny_model()).unwrap().product_fingerprint();
+    let other = ModelFolder::open(&default_model()).unwrap().product_fingerprint();
     for (content, fingerprint, expected) in [
         (bytes[..bytes.len() / 2].to_vec(), tiny, "truncated"),
-        (
-            b"id,category,image\n".to_vec(),
-            tiny,
-            "not a lookd product cache",
-        ),
-        (
-            bytes.clone(),
-            other,
-            "it was built for model tiny-untrained-heads",
-        ),
+        (b"id,category,image\n".to_vec(), tiny, "not a lookd product cache"),
+        (bytes.clone(), other, "it was built for model tiny-untrained-heads"),
     ] {
         std::fs::write(&bad, content).unwrap();
-        let err = ProductCache::open(&bad, Some(&fingerprint))
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(
-            err.contains(expected) && err.contains("rebuild it with `lookd catalog build"),
-            "{err}"
-        );
+        let err = ProductCache::open(&bad, Some(&fingerprint)).err().expect("refused").to_string();
+        assert!(err.contains(expected) && err.contains("rebuild it with `lookd catalog build"), "{err}");
     }
 }
 
@@ -152,16 +98,9 @@ fn killed_build_leaves_the_previous_cache_intact() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = std::fs::read_to_string(data.join("catalog/catalog.csv")).unwrap();
     let small: String = catalog.lines().take(4).map(|l| format!("{l}\n")).collect();
-    let big: String = catalog
-        .lines()
-        .take(400)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let (small_csv, big_csv, out) = (
-        dir.path().join("small.csv"),
-        dir.path().join("big.csv"),
-        dir.path().join("c.cache"),
-    );
+    let big: String = catalog.lines().take(400).map(|l| format!("{l}\n")).collect();
+    let (small_csv, big_csv, out) =
+        (dir.path().join("small.csv"), dir.path().join("big.csv"), dir.path().join("c.cache"));
     std::fs::write(&small_csv, small).unwrap();
     std::fs::write(&big_csv, big).unwrap();
     let images = data.join("catalog");
@@ -180,34 +119,19 @@ fn killed_build_leaves_the_previous_cache_intact() {
         ]
         .map(String::from)
     };
-    let o = lookd(
-        &args(&small_csv)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = lookd(&args(&small_csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let before = std::fs::read(&out).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lookd"))
-        .args(args(&big_csv))
-        .spawn()
-        .unwrap();
+    let mut child =
+        std::process::Command::new(env!("CARGO_BIN_EXE_lookd")).args(args(&big_csv)).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the build finished before it was killed: make the catalog bigger"
-    );
+    assert!(!status.success(), "the build finished before it was killed: make the catalog bigger");
     assert_eq!(std::fs::read(&out).unwrap(), before);
     assert_eq!(ProductCache::open(&out, None).unwrap().len(), 3);
     // The next build clears what the killed one left behind.
-    let o = lookd(
-        &args(&small_csv)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = lookd(&args(&small_csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -11,13 +11,7 @@ use crate::{default_model, lookd, s, shared_data, stderr, stdout, synth_catalog,
 
 /// Builds a cache with `model`, asks `lookd recommend --json` for the top 10 of `category`,
 /// and checks the ids against the pair-by-pair reference ranking of the same embeddings.
-fn check_recommend_matches_reference(
-    model: &Path,
-    csv: &Path,
-    images: &Path,
-    scene: &Path,
-    category: &str,
-) {
+fn check_recommend_matches_reference(model: &Path, csv: &Path, images: &Path, scene: &Path, category: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("c.cache");
     let build = [
@@ -48,12 +42,7 @@ fn check_recommend_matches_reference(
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let got: Vec<&str> = out["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let got: Vec<&str> = out["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
 
     let folder = ModelFolder::open(model).unwrap();
     let cache = ProductCache::open(&cache, Some(&folder.product_fingerprint())).unwrap();
@@ -69,22 +58,14 @@ fn check_recommend_matches_reference(
     )
     .unwrap();
     let emb = SceneModel::load(&folder).unwrap().embed(&pixels).unwrap();
-    let products = Products {
-        globals: cache.globals(block),
-        keys: Keys::PerProduct(cache.keys(block).unwrap()),
-    };
+    let products =
+        Products { globals: cache.globals(block), keys: Keys::PerProduct(cache.keys(block).unwrap()) };
     let rows = &cache.products()[block.start..block.start + block.len];
     let mut reference = rank::reference(&emb, &products);
     reference.sort_by(|a, b| {
-        a.distance
-            .total_cmp(&b.distance)
-            .then(rows[a.index].entry.id.cmp(&rows[b.index].entry.id))
+        a.distance.total_cmp(&b.distance).then(rows[a.index].entry.id.cmp(&rows[b.index].entry.id))
     });
-    let expected: Vec<&str> = reference
-        .iter()
-        .take(10)
-        .map(|r| rows[r.index].entry.id.as_str())
-        .collect();
+    let expected: Vec<&str> = reference.iter().take(10).map(|r| rows[r.index].entry.id.as_str()).collect();
     assert_eq!(got, expected);
     assert_eq!(got.len(), 10.min(block.len));
 }
@@ -117,13 +98,7 @@ fn recommend_matches_the_reference_on_real_photos() {
     let csv_path = dir.path().join("catalog.csv");
     std::fs::write(&csv_path, csv).unwrap();
     let scene = data.join("ccp/scenes/ccp-0002.jpg");
-    check_recommend_matches_reference(
-        &default_model(),
-        &csv_path,
-        &data.join("catalog"),
-        &scene,
-        "shoes",
-    );
+    check_recommend_matches_reference(&default_model(), &csv_path, &data.join("catalog"), &scene, "shoes");
 }
 
 #[test]
@@ -139,11 +114,7 @@ fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
         .map(String::from)
         .collect();
     std::fs::write(dir.path().join("fashion.json"), lines.join("\n")).unwrap();
-    std::fs::copy(
-        src.join("fashion-cat.json"),
-        dir.path().join("fashion-cat.json"),
-    )
-    .unwrap();
+    std::fs::copy(src.join("fashion-cat.json"), dir.path().join("fashion-cat.json")).unwrap();
     for sub in ["scenes", "products"] {
         std::fs::create_dir(dir.path().join(sub)).unwrap();
     }
@@ -157,16 +128,8 @@ fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
             }
         }
     }
-    let o = lookd(&[
-        "eval",
-        "--data",
-        s(dir.path()),
-        "--model",
-        s(&default_model()),
-        "--limit",
-        "25",
-        "--json",
-    ]);
+    let o =
+        lookd(&["eval", "--data", s(dir.path()), "--model", s(&default_model()), "--limit", "25", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["pairs_in_file"], 120);
@@ -185,16 +148,7 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     let csv = synth_catalog(dir.path(), 4);
     let cache = dir.path().join("c.cache");
     let tiny = tiny_model();
-    let o = lookd(&[
-        "catalog",
-        "build",
-        "--catalog",
-        s(&csv),
-        "--model",
-        s(&tiny),
-        "--out",
-        s(&cache),
-    ]);
+    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let garbage = dir.path().join("garbage.jpg");
     std::fs::write(&garbage, b"\xff\xd8\xff nothing").unwrap();
@@ -203,12 +157,7 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     for (scene, category, code, message) in [
         (s(&missing), "shoes", 66, "reading scene"),
         (s(&garbage), "shoes", 65, "cannot decode image"),
-        (
-            s(&scene),
-            "hats",
-            65,
-            "unknown category \"hats\"; the cache has: pants, shoes",
-        ),
+        (s(&scene), "hats", 65, "unknown category \"hats\"; the cache has: pants, shoes"),
     ] {
         let o = lookd(&[
             "recommend",

@@ -25,9 +25,8 @@ pub fn default_model() -> PathBuf {
 
 /// The shared photo folder, or `None` (after saying so) when this machine lacks it.
 pub fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKD_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data"));
+    let dir =
+        std::env::var_os("LOOKD_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
     if dir.join("catalog/catalog.csv").exists() && dir.join("ccp/fashion.json").exists() {
         Some(dir)
     } else {
@@ -36,12 +35,8 @@ pub fn shared_data() -> Option<PathBuf> {
     }
 }
 
-pub fn lookd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookd"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run lookd")
+pub fn lookd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lookd")).args(args).env("RUST_LOG", "warn").output().expect("run lookd")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -63,21 +58,12 @@ pub fn synth_catalog(dir: &Path, n: usize) -> PathBuf {
     let mut csv = String::from("id,category,image,title\n");
     for i in 0..n {
         let img = image::RgbImage::from_fn(40, 48, |x, y| {
-            image::Rgb([
-                (x * 5 + i as u32 * 37) as u8,
-                (y * 4 + i as u32 * 11) as u8,
-                (i as u32 * 53) as u8,
-            ])
+            image::Rgb([(x * 5 + i as u32 * 37) as u8, (y * 4 + i as u32 * 11) as u8, (i as u32 * 53) as u8])
         });
         img.save(dir.join(format!("images/p{i:03}.png"))).unwrap();
-        let category = if i % 2 == 0 {
-            "Apparel & Accessories|Shoes"
-        } else {
-            "Apparel & Accessories|Clothing|Pants"
-        };
-        csv.push_str(&format!(
-            "p{i:03},{category},images/p{i:03}.png,Product {i}\n"
-        ));
+        let category =
+            if i % 2 == 0 { "Apparel & Accessories|Shoes" } else { "Apparel & Accessories|Clothing|Pants" };
+        csv.push_str(&format!("p{i:03},{category},images/p{i:03}.png,Product {i}\n"));
     }
     let path = dir.join("catalog.csv");
     std::fs::write(&path, csv).unwrap();

@@ -38,10 +38,7 @@ fn graph_not_matching_its_manifest_is_refused() {
     bytes[last] ^= 1;
     std::fs::write(dir.path().join("embed.onnx"), bytes).unwrap();
     let err = load_error(dir.path());
-    assert!(
-        err.contains("does not match its manifest: sha256 is"),
-        "{err}"
-    );
+    assert!(err.contains("does not match its manifest: sha256 is"), "{err}");
 }
 
 #[test]
@@ -49,16 +46,9 @@ fn manifest_shapes_are_checked_against_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     copy_tiny(dir.path());
     let m = std::fs::read_to_string(dir.path().join("manifest.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("manifest.toml"),
-        m.replace("regions = 4", "regions = 9"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("manifest.toml"), m.replace("regions = 4", "regions = 9")).unwrap();
     let err = load_error(dir.path());
-    assert!(
-        err.contains("output regions has shape [1, 4, 8], the manifest implies [1, 9, 8]"),
-        "{err}"
-    );
+    assert!(err.contains("output regions has shape [1, 4, 8], the manifest implies [1, 9, 8]"), "{err}");
 }
 
 #[test]
@@ -68,32 +58,14 @@ fn manifest_errors_name_the_file_and_the_problem() {
     let path = dir.path().join("manifest.toml");
     let m = std::fs::read_to_string(&path).unwrap();
     for (text, expected) in [
-        (
-            m.replace(
-                "precision = \"f32\"",
-                "precision = \"f32\"\ncolour = \"red\"",
-            ),
-            "unknown field `colour`",
-        ),
-        (
-            m.replace("attention = \"product\"", "attention = \"sideways\""),
-            "unknown variant `sideways`",
-        ),
-        (
-            m.replace("format = 1", "format = 2"),
-            "manifest format 2 is not supported",
-        ),
-        (
-            m.replace("key = \"key\"", ""),
-            "attention = \"product\" needs product.key",
-        ),
+        (m.replace("precision = \"f32\"", "precision = \"f32\"\ncolour = \"red\""), "unknown field `colour`"),
+        (m.replace("attention = \"product\"", "attention = \"sideways\""), "unknown variant `sideways`"),
+        (m.replace("format = 1", "format = 2"), "manifest format 2 is not supported"),
+        (m.replace("key = \"key\"", ""), "attention = \"product\" needs product.key"),
     ] {
         std::fs::write(&path, text).unwrap();
         let err = load_error(dir.path());
-        assert!(
-            err.contains("manifest.toml") && err.contains(expected),
-            "{err}"
-        );
+        assert!(err.contains("manifest.toml") && err.contains(expected), "{err}");
     }
 }
 

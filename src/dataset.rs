@@ -21,6 +21,34 @@ pub struct Pair {
     pub category: String,
 }
 
+/// Which scenes a pair belongs to: a split by scene (never by pair), from a hash of the scene id
+/// so that Rust and the Python trainer agree without sharing state. The first 8 bytes of
+/// sha256(scene id), big-endian, modulo 100: 0-69 train, 70-84 dev, 85-99 test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    All,
+    Train,
+    Dev,
+    Test,
+}
+
+impl Split {
+    pub fn of_scene(scene: &str) -> Split {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(scene.as_bytes());
+        let bucket = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default()) % 100;
+        match bucket {
+            0..70 => Split::Train,
+            70..85 => Split::Dev,
+            _ => Split::Test,
+        }
+    }
+
+    pub fn contains(self, scene: &str) -> bool {
+        self == Split::All || Split::of_scene(scene) == self
+    }
+}
+
 #[derive(Debug)]
 pub struct Dataset {
     pub dir: PathBuf,
@@ -54,6 +82,12 @@ impl Dataset {
             .map_err(|e| DatasetError::Read { path: dir.join("fashion-cat.json"), message: e.to_string() })?;
         let (pairs, problems) = parse_pairs(&read("fashion.json")?, &categories);
         Ok(Dataset { dir: dir.to_path_buf(), pairs, problems })
+    }
+
+    /// Keeps the pairs of one split only, as if the folder held nothing else.
+    pub fn restrict(mut self, split: Split) -> Dataset {
+        self.pairs.retain(|p| split.contains(&p.scene));
+        self
     }
 
     pub fn scene_path(&self, scene: &str) -> PathBuf {
@@ -98,6 +132,15 @@ pub fn parse_pairs(text: &str, categories: &HashMap<String, String>) -> (Vec<Pai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_is_by_scene_hash() {
+        // Values the Python trainer (models/ctl.py) asserts too.
+        // Buckets 20, 70, 89 (computed with Python's hashlib, as models/ctl.py does).
+        let got = ["ccp-0002", "ccp-0005", "ccp-0006"].map(Split::of_scene);
+        assert_eq!(got, [Split::Train, Split::Dev, Split::Test]);
+        assert!(Split::All.contains("ccp-0002") && !Split::Dev.contains("ccp-0002"));
+    }
 
     #[test]
     fn bad_lines_are_reported() {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lookd::dataset::Dataset;
+use lookd::dataset::{Dataset, Split};
 use lookd::eval;
 use lookd::model::ModelFolder;
 
@@ -19,6 +19,9 @@ pub struct Args {
     /// Seed of the candidate draws
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Evaluate one split of the folder only (by scene hash; see `Split`), as if it held nothing else
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    split: Split,
     /// Score only the first N trials (the draws stay those of the full run)
     #[arg(long)]
     limit: Option<usize>,
@@ -29,7 +32,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
-    let data = Dataset::open(&a.data)?;
+    let data = Dataset::open(&a.data)?.restrict(a.split);
     for (line, why) in &data.problems {
         log::warn!("{}/fashion.json line {line}: skipped: {why}", a.data.display());
     }
@@ -38,7 +41,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code::OK);
     }
-    println!("eval {} with {} (seed {})", a.data.display(), folder.manifest.model_id(), a.seed);
+    println!(
+        "eval {} ({:?} split) with {} (seed {})",
+        a.data.display(),
+        a.split,
+        folder.manifest.model_id(),
+        a.seed
+    );
     println!(
         "pairs: {} in file, {} used (dropped: {} query under 10%, {} with under 3 candidates, {} unreadable)",
         r.pairs_in_file, r.pairs_used, r.dropped_small_query, r.dropped_few_candidates, r.dropped_unreadable

@@ -18,12 +18,22 @@ pub enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
+    /// Time the scene graph in tract on one thread: median, p95 and min over --runs calls
+    Bench {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
+        Command::Bench { dir, runs, json } => bench(&dir, runs, json),
     }
 }
 
@@ -63,4 +73,34 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
     let ok = worst <= tolerance;
     println!("{} (tolerance {tolerance:.0e})", if ok { "ok" } else { "FAILED" });
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
+}
+
+fn bench(dir: &std::path::Path, runs: usize, json: bool) -> anyhow::Result<i32> {
+    let folder = ModelFolder::open(dir)?;
+    let m = &folder.manifest;
+    let started = std::time::Instant::now();
+    let mut scene = SceneModel::load(&folder).context("scene graph")?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let pixels = lookd::model::reference_pixels(m.input.width, m.input.height);
+    for _ in 0..3 {
+        scene.embed(&pixels)?;
+    }
+    let mut ms: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            scene.embed(&pixels).map(|_| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_, _>>()?;
+    ms.sort_by(f64::total_cmp);
+    let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    let (p50, p95, min) = (pick(0.5), pick(0.95), ms[0]);
+    if json {
+        let out = serde_json::json!({"model": m.model_id(), "precision": m.precision, "runs": ms.len(),
+            "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});
+        println!("{out}");
+    } else {
+        println!("{} ({}): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
+            m.model_id(), m.precision, ms.len());
+    }
+    Ok(code::OK)
 }

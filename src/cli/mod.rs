@@ -8,6 +8,8 @@ mod config;
 mod eval;
 mod model;
 mod recommend;
+mod run;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -51,6 +53,10 @@ enum Command {
     /// Print or check the daemon's configuration
     #[command(subcommand)]
     Config(config::Command),
+    /// Run the daemon: camera in, recommendations out over MQTT
+    Run(run::Args),
+    /// Print what a running lookd publishes
+    Watch(watch::Args),
 }
 
 /// Where the model folder is looked for when `--model` is not given.
@@ -68,6 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Eval(a) => eval::run(a),
         Command::Model(c) => model::run(c),
         Command::Config(c) => config::run(c),
+        Command::Run(a) => run::run(a),
+        Command::Watch(a) => watch::run(a),
     }
 }
 

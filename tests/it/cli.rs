@@ -82,21 +82,7 @@ fn recommend_matches_the_reference_with_the_tiny_model() {
 fn recommend_matches_the_reference_on_real_photos() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // The first 25 catalog rows of each category: a real, small catalog.
-    let text = std::fs::read_to_string(data.join("catalog/catalog.csv")).unwrap();
-    let mut per_category = std::collections::HashMap::new();
-    let mut csv = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let category = line.split(',').nth(1).unwrap_or("").to_string();
-        let n = per_category.entry(category).or_insert(0);
-        if i == 0 || *n < 25 {
-            csv.push_str(line);
-            csv.push('\n');
-            *n += 1;
-        }
-    }
-    let csv_path = dir.path().join("catalog.csv");
-    std::fs::write(&csv_path, csv).unwrap();
+    let csv_path = crate::real_catalog(&data, dir.path(), 25);
     let scene = data.join("ccp/scenes/ccp-0002.jpg");
     check_recommend_matches_reference(&default_model(), &csv_path, &data.join("catalog"), &scene, "shoes");
 }

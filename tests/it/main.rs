@@ -6,6 +6,7 @@
 
 mod cache;
 mod cli;
+mod daemon;
 mod model;
 
 use std::path::{Path, PathBuf};
@@ -68,4 +69,42 @@ pub fn synth_catalog(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("catalog.csv");
     std::fs::write(&path, csv).unwrap();
     path
+}
+
+/// A catalog CSV of the first `per_category` rows of each category of the shared catalog,
+/// with the images left where they are (pass `--images <data>/catalog`).
+pub fn real_catalog(data: &Path, dir: &Path, per_category: usize) -> PathBuf {
+    let text = std::fs::read_to_string(data.join("catalog/catalog.csv")).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    let mut csv = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let category = line.split(',').nth(1).unwrap_or("").to_string();
+        let n = counts.entry(category).or_insert(0);
+        if i == 0 || *n < per_category {
+            csv.push_str(line);
+            csv.push('\n');
+            *n += 1;
+        }
+    }
+    let path = dir.join("catalog.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether an external program is installed; CI must have it, elsewhere its tests are skipped.
+pub fn have(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{program} is missing: .ci/run must install it");
+        eprintln!("{program} not installed: test skipped");
+    }
+    found
 }

@@ -1,0 +1,183 @@
+//! `lookd run`: the daemon. Start-up problems exit with a meaningful code (78 for the config);
+//! once running, everything is logged, counted and retried, and SIGTERM/SIGINT stop it in order.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lookd::cache::build::{build, BuildPlan};
+use lookd::cache::{CacheError, ProductCache};
+use lookd::capture::folder::FolderSource;
+use lookd::capture::synthetic::SyntheticSource;
+use lookd::capture::FrameSource;
+use lookd::config::{Broker, Config, Source};
+use lookd::model::{ModelFolder, SceneModel};
+use lookd::pipeline::{self, Engine, Options};
+use lookd::publish::{self, Mqtt, Settings};
+use lookd::systemd::notify;
+
+use super::{code, progress};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file
+    #[arg(long, default_value = "/etc/lookd/lookd.toml")]
+    config: PathBuf,
+    /// Stop after this many frames (soak tests and benchmarks)
+    #[arg(long)]
+    max_frames: Option<u64>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let config = Config::load(&a.config)?;
+    let folder = ModelFolder::open(&config.model).context("loading the model")?;
+    if !folder.manifest.trained {
+        log::warn!(
+            "model {} has untrained heads: ranking with ImageNet features only",
+            folder.manifest.model_id()
+        );
+    }
+    let cache = open_or_build_cache(&config, &folder)?;
+    let scene = SceneModel::load(&folder).context("loading the scene graph")?;
+    if cache.find_category(&config.category).is_err() {
+        let err = cache.find_category(&config.category).err().unwrap_or_default();
+        anyhow::bail!(lookd::config::ConfigError::Invalid {
+            path: a.config,
+            key: "pipeline.category",
+            message: err
+        });
+    }
+    let settings = mqtt_settings(&config)?;
+    if let Broker::Embedded { listen, websocket } = &config.broker {
+        publish::start_embedded_broker(listen, websocket.as_deref())?;
+        log::info!(
+            "embedded broker on {listen}{}",
+            websocket.as_ref().map(|w| format!(", websocket on {w}")).unwrap_or_default()
+        );
+    }
+    let mqtt = Mqtt::start(settings);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
+    }
+    wait_for(&mqtt, Duration::from_secs(5));
+    let mut engine = Engine::new(folder, scene, cache);
+    let opts = Options {
+        category: config.category.clone(),
+        top: config.top,
+        min_interval: config.min_interval,
+        change_threshold: config.change_threshold,
+        hold_off: config.hold_off,
+        stats_interval: config.stats_interval,
+        rotate: config.rotate,
+        mirror: config.mirror,
+        roi: config.roi,
+        max_frames: a.max_frames,
+    };
+    notify("READY=1");
+    log::info!(
+        "ready in {:.2} s: {} products, broker {}, publishing under {}/",
+        started.elapsed().as_secs_f64(),
+        engine.cache.len(),
+        if mqtt.is_connected() { "connected" } else { "not connected yet (retrying)" },
+        config.prefix
+    );
+    let counters = pipeline::run(source(&config), &mut engine, &mqtt, &opts, &shutdown);
+    notify("STOPPING=1");
+    log::info!("stopping after {} frames", counters.frames_in.load(Ordering::Relaxed));
+    mqtt.shutdown(Duration::from_millis(1500));
+    Ok(code::OK)
+}
+
+fn wait_for(mqtt: &Mqtt, limit: Duration) {
+    let end = Instant::now() + limit;
+    while !mqtt.is_connected() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn source(config: &Config) -> Box<dyn FrameSource> {
+    match &config.source {
+        Source::Folder { path, rate } => Box::new(FolderSource::new(path, *rate)),
+        Source::Synthetic { width, height, rate } => {
+            Box::new(SyntheticSource::new(*width, *height, *rate, 10))
+        }
+        #[cfg(target_os = "linux")]
+        Source::V4l { device, width, height, fps, format } => {
+            let wanted = format.as_deref().and_then(lookd::capture::v4l::parse_format);
+            Box::new(lookd::capture::v4l::V4lSource::new(device.clone(), *width, *height, *fps, wanted))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Source::V4l { .. } => Box::new(FolderSource::new(Path::new("/nonexistent-v4l-needs-linux"), 1.0)),
+    }
+}
+
+/// Opens the cache, building it first when it is missing or made for another model.
+fn open_or_build_cache(config: &Config, folder: &ModelFolder) -> anyhow::Result<ProductCache> {
+    let fingerprint = folder.product_fingerprint();
+    match ProductCache::open(&config.cache, Some(&fingerprint)) {
+        Ok(c) => return Ok(c),
+        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            log::info!("no product cache at {}: building it", config.cache.display())
+        }
+        Err(e) => log::warn!("{e}; building it again"),
+    }
+    let plan = BuildPlan {
+        folder,
+        catalog: &config.catalog_csv,
+        images: config.catalog_images.as_deref(),
+        out: &config.cache,
+        batch: 1,
+    };
+    let report =
+        build(&plan, &mut progress("building the product cache")).context("building the product cache")?;
+    log::info!("product cache: {} embedded, {} rows skipped", report.embedded, report.skipped.len());
+    Ok(ProductCache::open(&config.cache, Some(&fingerprint))?)
+}
+
+pub fn mqtt_settings(config: &Config) -> anyhow::Result<Settings> {
+    let (host, port, tls) = match &config.broker {
+        Broker::Embedded { listen, .. } => {
+            let addr: std::net::SocketAddr = listen.parse().context("broker.listen")?;
+            let host =
+                if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            (host, addr.port(), false)
+        }
+        Broker::External { host, port, tls } => (host.clone(), *port, *tls),
+    };
+    let ca = match (&config.ca_file, tls) {
+        (Some(path), true) => {
+            Some(std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?)
+        }
+        _ => None,
+    };
+    let password =
+        config.password_file.as_deref().map(|p| publish::read_secret("MQTT password file", p)).transpose()?;
+    let credentials = match (&config.username, password) {
+        (Some(u), Some(p)) => Some((u.clone(), p)),
+        (Some(u), None) => Some((u.clone(), String::new())),
+        _ => None,
+    };
+    Ok(Settings {
+        host,
+        port,
+        ca,
+        client_id: config.client_id.clone(),
+        credentials,
+        keep_alive: config.keep_alive,
+        qos: config.qos,
+        prefix: config.prefix.clone(),
+        max_payload: config.max_payload,
+    })
+}
+
+/// Used by `watch`: the same settings with another client id.
+pub fn watcher_settings(config_path: &Path) -> anyhow::Result<Settings> {
+    let config = Config::load(config_path)?;
+    let mut s = mqtt_settings(&config)?;
+    s.client_id = format!("{}-watch-{}", s.client_id, std::process::id());
+    Ok(s)
+}

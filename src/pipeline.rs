@@ -1,0 +1,491 @@
+//! The daemon's loop: capture -> one-slot latest-wins hand-off -> inference -> publisher.
+//!
+//! Capture runs on its own thread and never waits for inference: a frame not yet taken is
+//! replaced by the next, and the replacement counted as a drop. Inference skips frames whose
+//! scene has not changed (a cheap thumbnail difference), waits until a change has lasted the
+//! hold-off (no flicker), and respects a maximum rate. Publishing never blocks (the publisher
+//! keeps the latest message per topic while the broker is away). Every failure in the loop is
+//! logged, counted and survived; nothing here exits the process.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use image::RgbImage;
+
+use crate::cache::{CategoryBlock, ProductCache};
+use crate::capture::{Frame, FrameSource};
+use crate::embedding::SceneEmbedding;
+use crate::model::{ModelError, ModelFolder, SceneModel};
+use crate::preprocess::{self, pixel};
+use crate::publish::payload::{
+    self, CategoryState, Command, CommandError, Recommendations, StageTimes, Stats,
+};
+use crate::publish::{Mqtt, Received};
+use crate::recommend::recommend;
+
+/// What the pipeline needs from MQTT; `Mqtt` is the real one.
+pub trait Publisher: Sync {
+    fn publish_retained(&self, suffix: &str, payload: Vec<u8>);
+    fn publish(&self, suffix: &str, payload: Vec<u8>);
+    fn commands(&self) -> Vec<Received>;
+    fn is_connected(&self) -> bool;
+    fn reconnects(&self) -> u64;
+}
+
+impl Publisher for Mqtt {
+    fn publish_retained(&self, suffix: &str, payload: Vec<u8>) {
+        Mqtt::publish_retained(self, suffix, payload)
+    }
+    fn publish(&self, suffix: &str, payload: Vec<u8>) {
+        Mqtt::publish(self, suffix, payload)
+    }
+    fn commands(&self) -> Vec<Received> {
+        Mqtt::commands(self)
+    }
+    fn is_connected(&self) -> bool {
+        Mqtt::is_connected(self)
+    }
+    fn reconnects(&self) -> u64 {
+        Mqtt::reconnects(self)
+    }
+}
+
+/// A one-value, latest-wins hand-off between two threads.
+pub struct Slot<T> {
+    value: Mutex<Option<T>>,
+    ready: Condvar,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { value: Mutex::new(None), ready: Condvar::new() }
+    }
+}
+
+impl<T> Slot<T> {
+    /// Puts `v`; returns true when it replaced a value nobody took (a drop).
+    pub fn put(&self, v: T) -> bool {
+        let replaced = self.value.lock().unwrap_or_else(|e| e.into_inner()).replace(v).is_some();
+        self.ready.notify_one();
+        replaced
+    }
+
+    /// Takes the value, waiting at most `timeout`.
+    pub fn take(&self, timeout: Duration) -> Option<T> {
+        let guard = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut guard, _) =
+            self.ready.wait_timeout_while(guard, timeout, |v| v.is_none()).unwrap_or_else(|e| e.into_inner());
+        guard.take()
+    }
+}
+
+/// Counters shared by the capture thread and the loop; all monotonic.
+#[derive(Default)]
+pub struct Counters {
+    pub frames_in: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub frames_bad: AtomicU64,
+    pub inferences: AtomicU64,
+    pub camera_errors: AtomicU64,
+    pub camera: Mutex<String>,
+}
+
+impl Counters {
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How the loop behaves (from `Config`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub category: String,
+    pub top: usize,
+    pub min_interval: Duration,
+    pub change_threshold: f32,
+    pub hold_off: Duration,
+    pub stats_interval: Duration,
+    pub rotate: u32,
+    pub mirror: bool,
+    pub roi: Option<[f32; 4]>,
+    /// Stop after this many frames have been accounted for (soak tests); `None`: until shutdown.
+    pub max_frames: Option<u64>,
+}
+
+/// The model and cache, loaded once.
+pub struct Engine {
+    pub folder: ModelFolder,
+    pub scene: SceneModel,
+    pub cache: ProductCache,
+    pixels: Vec<f32>,
+}
+
+impl Engine {
+    pub fn new(folder: ModelFolder, scene: SceneModel, cache: ProductCache) -> Engine {
+        Engine { folder, scene, cache, pixels: Vec::new() }
+    }
+
+    fn embed(&mut self, img: &RgbImage) -> Result<SceneEmbedding, ModelError> {
+        let i = &self.folder.manifest.input;
+        preprocess::to_model_input(img, None, i.width, i.height, &mut self.pixels)
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        self.scene.embed(&self.pixels)
+    }
+}
+
+/// Recent latencies of one stage, for p50/p95 in the stats.
+#[derive(Default)]
+struct Window(VecDeque<f32>);
+
+impl Window {
+    fn push(&mut self, ms: f32) {
+        if self.0.len() == 256 {
+            self.0.pop_front();
+        }
+        self.0.push_back(ms);
+    }
+    fn p50_p95(&self) -> [f32; 2] {
+        let mut v: Vec<f32> = self.0.iter().copied().collect();
+        if v.is_empty() {
+            return [0.0; 2];
+        }
+        v.sort_by(f32::total_cmp);
+        let at = |q: f32| v[((v.len() - 1) as f32 * q).round() as usize];
+        [at(0.5), at(0.95)]
+    }
+}
+
+fn ms(d: Duration) -> f32 {
+    d.as_secs_f32() * 1e3
+}
+
+fn now_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs capture on its own thread and the loop on this one until `shutdown` (or `max_frames`).
+/// The capture thread is not joined: a camera read can block for seconds, shutdown must not.
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    engine: &mut Engine,
+    publisher: &dyn Publisher,
+    opts: &Options,
+    shutdown: &Arc<AtomicBool>,
+) -> Arc<Counters> {
+    let counters = Arc::new(Counters::default());
+    let slot: Arc<Slot<Frame>> = Arc::default();
+    {
+        let (counters, slot, shutdown) = (counters.clone(), slot.clone(), shutdown.clone());
+        let spawned = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(source.as_mut(), &slot, &counters, &shutdown));
+        if let Err(e) = spawned {
+            log::error!("cannot start the capture thread: {e}");
+        }
+    }
+    Loop::new(engine, publisher, opts, counters.clone()).run(&slot, shutdown);
+    counters
+}
+
+fn capture_loop(source: &mut dyn FrameSource, slot: &Slot<Frame>, c: &Counters, shutdown: &AtomicBool) {
+    let mut backoff = Duration::from_millis(250);
+    let mut failing = false;
+    while !shutdown.load(Ordering::Relaxed) {
+        match source.next_frame() {
+            Ok(frame) => {
+                if failing {
+                    log::info!("camera back: {}", source.describe());
+                    failing = false;
+                }
+                backoff = Duration::from_millis(250);
+                *c.camera.lock().unwrap_or_else(|e| e.into_inner()) = format!("ok: {}", source.describe());
+                Counters::bump(&c.frames_in);
+                if slot.put(frame) {
+                    Counters::bump(&c.frames_dropped);
+                }
+            }
+            Err(e) => {
+                Counters::bump(&c.camera_errors);
+                if !failing {
+                    log::warn!("{e}; retrying");
+                    failing = true;
+                }
+                *c.camera.lock().unwrap_or_else(|e| e.into_inner()) = format!("error: {e}");
+                let end = Instant::now() + backoff;
+                while Instant::now() < end && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+struct Loop<'a> {
+    engine: &'a mut Engine,
+    publisher: &'a dyn Publisher,
+    opts: &'a Options,
+    c: Arc<Counters>,
+    category: CategoryBlock,
+    last_thumb: Vec<u8>,
+    last_scene: Option<(SceneEmbedding, u64, SystemTime, StageTimes)>,
+    changed_since: Option<Instant>,
+    last_embed: Option<Instant>,
+    windows: BTreeMap<&'static str, Window>,
+    started: Instant,
+    last_stats: (Instant, u64, u64),
+    watchdog: Option<Duration>,
+    last_watchdog: Instant,
+}
+
+impl<'a> Loop<'a> {
+    fn new(
+        engine: &'a mut Engine,
+        publisher: &'a dyn Publisher,
+        opts: &'a Options,
+        c: Arc<Counters>,
+    ) -> Loop<'a> {
+        let category = engine
+            .cache
+            .find_category(&opts.category)
+            .cloned()
+            .or_else(|_| engine.cache.categories().first().cloned().ok_or(()))
+            .unwrap_or(CategoryBlock { path: opts.category.clone(), start: 0, len: 0 });
+        let now = Instant::now();
+        Loop {
+            engine,
+            publisher,
+            opts,
+            c,
+            category,
+            last_thumb: Vec::new(),
+            last_scene: None,
+            changed_since: None,
+            last_embed: None,
+            windows: BTreeMap::new(),
+            started: now,
+            last_stats: (now, 0, 0),
+            watchdog: crate::systemd::watchdog_interval(),
+            last_watchdog: now,
+        }
+    }
+
+    fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool) {
+        self.publish_category_state();
+        while !shutdown.load(Ordering::Relaxed) {
+            self.ping_watchdog();
+            self.handle_commands();
+            if self.last_stats.0.elapsed() >= self.opts.stats_interval {
+                self.publish_stats();
+            }
+            if let Some(max) = self.opts.max_frames {
+                let seen = Counters::get(&self.c.frames_in);
+                if seen >= max && slot.take(Duration::ZERO).is_none_or(|f| self.handle_frame(f).is_none()) {
+                    break;
+                }
+            }
+            if let Some(frame) = slot.take(Duration::from_millis(100)) {
+                self.handle_frame(frame);
+            }
+        }
+    }
+
+    fn ping_watchdog(&mut self) {
+        if let Some(every) = self.watchdog {
+            if self.last_watchdog.elapsed() >= every {
+                crate::systemd::notify("WATCHDOG=1");
+                self.last_watchdog = Instant::now();
+            }
+        }
+    }
+
+    /// Returns `Some(())` when the frame was embedded and published.
+    fn handle_frame(&mut self, frame: Frame) -> Option<()> {
+        let t0 = Instant::now();
+        let img = match self.convert(&frame) {
+            Ok(img) => img,
+            Err(e) => {
+                Counters::bump(&self.c.frames_bad);
+                log::debug!("frame {} dropped: {e}", frame.seq);
+                return None;
+            }
+        };
+        let thumb = preprocess::thumbnail(&img);
+        let convert = t0.elapsed();
+        let changed = preprocess::difference(&thumb, &self.last_thumb) >= self.opts.change_threshold;
+        if !changed {
+            self.changed_since = None;
+            Counters::bump(&self.c.frames_skipped);
+            return None;
+        }
+        let since = *self.changed_since.get_or_insert_with(Instant::now);
+        let rate_ok = self.last_embed.is_none_or(|t| t.elapsed() >= self.opts.min_interval);
+        if since.elapsed() < self.opts.hold_off || !rate_ok {
+            Counters::bump(&self.c.frames_skipped);
+            return None;
+        }
+        let t1 = Instant::now();
+        let scene = match self.engine.embed(&img) {
+            Ok(s) => s,
+            Err(e) => {
+                Counters::bump(&self.c.frames_bad);
+                log::warn!("frame {}: {e}", frame.seq);
+                return None;
+            }
+        };
+        let embed = t1.elapsed();
+        Counters::bump(&self.c.inferences);
+        self.last_thumb = thumb;
+        self.last_embed = Some(Instant::now());
+        self.changed_since = None;
+        let times = StageTimes { convert: ms(convert), embed: ms(embed), rank: 0.0, total: 0.0 };
+        self.last_scene = Some((scene, frame.seq, frame.ts, times));
+        self.publish_recommendations(t0);
+        Some(())
+    }
+
+    fn convert(&self, frame: &Frame) -> Result<RgbImage, preprocess::PreprocessError> {
+        let img = preprocess::orient(pixel::to_rgb(frame)?, self.opts.mirror, self.opts.rotate);
+        match self.opts.roi {
+            None => Ok(img),
+            Some(roi) => {
+                let r = preprocess::roi_rect(roi, img.width(), img.height());
+                Ok(image::imageops::crop_imm(&img, r.x, r.y, r.width, r.height).to_image())
+            }
+        }
+    }
+
+    fn publish_recommendations(&mut self, started: Instant) {
+        let Some((scene, seq, ts, mut times)) = self.last_scene.clone() else { return };
+        let t = Instant::now();
+        let items =
+            match recommend(&scene, &self.engine.cache, &self.engine.folder, &self.category, self.opts.top) {
+                Ok(items) => items,
+                Err(e) => {
+                    log::warn!("ranking {}: {e}", self.category.path);
+                    return;
+                }
+            };
+        times.rank = ms(t.elapsed());
+        times.total = ms(started.elapsed());
+        for (stage, v) in
+            [("convert", times.convert), ("embed", times.embed), ("rank", times.rank), ("total", times.total)]
+        {
+            self.windows.entry(stage).or_default().push(v);
+        }
+        let m = &self.engine.folder.manifest;
+        let msg = Recommendations {
+            frame: seq,
+            ts_ms: now_ms(ts),
+            model: m.model_id(),
+            trained: m.trained,
+            category: self.category.path.clone(),
+            items,
+            latency_ms: times,
+        };
+        let suffix = format!("recommendations/{}", payload::slug(&self.category.path));
+        self.publisher.publish_retained(&suffix, serde_json::to_vec(&msg).unwrap_or_default());
+    }
+
+    fn publish_category_state(&self) {
+        let available =
+            self.engine.cache.categories().iter().map(|c| (payload::slug(&c.path), c.path.clone())).collect();
+        let state = CategoryState {
+            category: self.category.path.clone(),
+            slug: payload::slug(&self.category.path),
+            available,
+        };
+        self.publisher.publish_retained("category/state", serde_json::to_vec(&state).unwrap_or_default());
+    }
+
+    fn handle_commands(&mut self) {
+        for Received { suffix, command } in self.publisher.commands() {
+            let result = command.and_then(|Command::SetCategory(name)| {
+                let by_slug = self.engine.cache.categories().iter().find(|c| payload::slug(&c.path) == name);
+                by_slug.cloned().map(Ok).unwrap_or_else(|| self.engine.cache.find_category(&name).cloned())
+            });
+            match result {
+                Ok(block) => {
+                    log::info!("category set to {}", block.path);
+                    self.category = block;
+                    self.publish_category_state();
+                    // Rank the scene we have for the new category at once: no new frame needed.
+                    self.publish_recommendations(Instant::now());
+                }
+                Err(error) => {
+                    log::warn!("command on {suffix} refused: {error}");
+                    let e = CommandError { topic: suffix, error, ts_ms: now_ms(SystemTime::now()) };
+                    self.publisher.publish("error", serde_json::to_vec(&e).unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        let (then, frames_then, inf_then) = self.last_stats;
+        let dt = then.elapsed().as_secs_f64().max(1e-3);
+        let (frames, inferences) = (Counters::get(&self.c.frames_in), Counters::get(&self.c.inferences));
+        let stats = Stats {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            fps_in: (frames - frames_then) as f64 / dt,
+            fps_processed: (inferences - inf_then) as f64 / dt,
+            frames_in: frames,
+            frames_dropped: Counters::get(&self.c.frames_dropped),
+            frames_skipped: Counters::get(&self.c.frames_skipped),
+            frames_bad: Counters::get(&self.c.frames_bad),
+            inferences,
+            camera_errors: Counters::get(&self.c.camera_errors),
+            camera: self.c.camera.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            broker: if self.publisher.is_connected() { "connected" } else { "disconnected" }.into(),
+            reconnects: self.publisher.reconnects(),
+            category: self.category.path.clone(),
+            cache_products: self.engine.cache.len(),
+            latency_ms: self.windows.iter().map(|(k, w)| (k.to_string(), w.p50_p95())).collect(),
+        };
+        log::info!(
+            "stats: {} frames in ({} dropped, {} skipped, {} bad), {} inferences, camera {}, broker {}",
+            stats.frames_in,
+            stats.frames_dropped,
+            stats.frames_skipped,
+            stats.frames_bad,
+            stats.inferences,
+            stats.camera,
+            stats.broker
+        );
+        crate::systemd::notify(&format!(
+            "STATUS={} inferences, {} frames, broker {}",
+            stats.inferences, stats.frames_in, stats.broker
+        ));
+        self.publisher.publish("stats", serde_json::to_vec(&stats).unwrap_or_default());
+        self.last_stats = (Instant::now(), frames, inferences);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_keeps_only_the_latest_and_counts_replacements() {
+        let slot = Slot::default();
+        assert!(!slot.put(1));
+        assert!(slot.put(2));
+        assert_eq!(slot.take(Duration::ZERO), Some(2));
+        assert_eq!(slot.take(Duration::from_millis(5)), None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut w = Window::default();
+        (1..=100).for_each(|i| w.push(i as f32));
+        assert_eq!(w.p50_p95(), [51.0, 95.0]);
+        (0..300).for_each(|_| w.push(1.0));
+        assert_eq!(w.p50_p95(), [1.0, 1.0], "only the last 256 count");
+    }
+}

@@ -1,0 +1,364 @@
+//! `lookd run` end to end: real photos through the real model, published to a real broker
+//! (mosquitto started here on 127.0.0.1, or lookd's embedded one) and read by mosquitto_sub.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use crate::{default_model, free_port, have, lookd, real_catalog, s, shared_data, stdout};
+
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path, port: u16) -> Mosquitto {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto").args(["-c", s(&conf)]).stderr(Stdio::null()).spawn().unwrap();
+        wait_port(port);
+        Mosquitto { child, port, conf }
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn restart(&mut self) {
+        self.child =
+            Command::new("mosquitto").args(["-c", s(&self.conf)]).stderr(Stdio::null()).spawn().unwrap();
+        wait_port(self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_port(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// mosquitto_sub on `<prefix>/#`: each line "topic payload" arrives on a channel.
+struct Sub {
+    child: Child,
+    lines: Receiver<(String, String)>,
+    /// Received, not yet matched by an `expect`, in arrival order.
+    unmatched: std::cell::RefCell<Vec<(String, serde_json::Value)>>,
+}
+
+impl Sub {
+    fn start(port: u16, prefix: &str) -> Sub {
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{prefix}/#"), "-v"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
+                if tx.send((topic.to_string(), payload.to_string())).is_err() {
+                    break;
+                }
+            }
+        });
+        Sub { child, lines, unmatched: Default::default() }
+    }
+
+    /// The first message on `topic` (after the prefix) that `pred` accepts, within `limit`;
+    /// earlier messages it does not match stay for later calls.
+    fn expect(
+        &self,
+        topic: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let matches = |t: &str, v: &serde_json::Value| t.ends_with(&format!("/{topic}")) && pred(v);
+        let mut unmatched = self.unmatched.borrow_mut();
+        if let Some(i) = unmatched.iter().position(|(t, v)| matches(t, v)) {
+            return unmatched.remove(i).1;
+        }
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let (t, payload) =
+                self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("nothing on {topic} in {limit:?}"));
+            let v = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+            if matches(&t, &v) {
+                return v;
+            }
+            unmatched.push((t, v));
+        }
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+            .args(["run", "--config", s(config)])
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+    /// SIGTERM, and the exit status within `limit`.
+    fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+}
+
+/// A temp folder with a small real catalog, its cache already built, and `scenes/` holding `scenes`.
+fn setup(data: PathBuf, scenes: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let csv = real_catalog(&data, &root, 12);
+    let images = data.join("catalog");
+    let cache = root.join("catalog.cache");
+    let o = lookd(&[
+        "catalog",
+        "build",
+        "--catalog",
+        s(&csv),
+        "--images",
+        s(&images),
+        "--model",
+        s(&default_model()),
+        "--out",
+        s(&cache),
+    ]);
+    assert!(o.status.success());
+    std::fs::create_dir(root.join("scenes")).unwrap();
+    for scene in scenes {
+        std::fs::copy(data.join("ccp/scenes").join(scene), root.join("scenes").join(scene)).unwrap();
+    }
+    Setup { _dir: dir, root, data }
+}
+
+fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
+    let config = s.root.join("lookd.toml");
+    let text = format!(
+        "device-id = \"t\"\nmodel = {model:?}\n[catalog]\ncsv = {csv:?}\nimages = {images:?}\ncache = {cache:?}\n\
+         [camera]\nsource = \"folder\"\npath = {scenes:?}\nrate = 10.0\nmirror = false\n\
+         [pipeline]\ncategory = \"shoes\"\nhold-off-ms = 0\nmax-rate = 20.0\nstats-interval-s = 1\n{extra}\n{broker}\n",
+        model = default_model(),
+        csv = s.root.join("catalog.csv"),
+        images = s.data.join("catalog"),
+        cache = s.root.join("catalog.cache"),
+        scenes = s.root.join("scenes"),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// What `lookd recommend` says for the same scene and cache.
+fn recommend_ids(s: &Setup, scene: &str, category: &str) -> Vec<String> {
+    let scene = s.root.join("scenes").join(scene);
+    let cache = s.root.join("catalog.cache");
+    let o = lookd(&[
+        "recommend",
+        "--scene",
+        crate::s(&scene),
+        "--category",
+        category,
+        "--model",
+        crate::s(&default_model()),
+        "--cache",
+        crate::s(&cache),
+        "--json",
+    ]);
+    assert!(o.status.success());
+    ids(&serde_json::from_str(&stdout(&o)).unwrap())
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The kiosk's view of one daemon: status, state, recommendations, a category command, a bad one.
+fn check_topics(setup: &Setup, port: u16) {
+    let sub = Sub::start(port, "lookd/t");
+    sub.expect("status", WAIT, |v| v == "online");
+    let state = sub.expect("category/state", WAIT, |_| true);
+    assert_eq!(state["slug"], "shoes");
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    assert_eq!(ids(&rec), recommend_ids(setup, "ccp-0002.jpg", "shoes"));
+
+    let publish = |payload: &str| {
+        let st = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "lookd/t/category/set", "-m", payload])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    publish("pants");
+    sub.expect("category/state", WAIT, |v| v["slug"] == "pants");
+    let pants = sub.expect("recommendations/pants", WAIT, |_| true);
+    assert_eq!(ids(&pants), recommend_ids(setup, "ccp-0002.jpg", "pants"));
+
+    publish("{\"category\": \"spacesuits\"}");
+    let err = sub.expect("error", WAIT, |_| true);
+    assert!(err["error"].as_str().unwrap().contains("unknown category \"spacesuits\""), "{err}");
+    // Nothing changed: a fresh subscriber still sees pants as the retained state.
+    let late = Sub::start(port, "lookd/t");
+    late.expect("category/state", WAIT, |v| v["slug"] == "pants");
+}
+
+#[test]
+fn daemon_publishes_to_mosquitto_and_obeys_commands() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(data, &["ccp-0002.jpg"]);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
+    let mut daemon = Daemon::start(&config);
+    check_topics(&setup, port);
+    // SIGTERM: offline first, then a clean exit within 2 s.
+    let sub = Sub::start(port, "lookd/t");
+    sub.expect("status", WAIT, |v| v == "online");
+    let status = daemon.terminate(Duration::from_secs(2)).expect("stopped within 2 s");
+    assert!(status.success(), "{status}");
+    sub.expect("status", Duration::from_secs(2), |v| v == "offline");
+}
+
+#[test]
+fn daemon_with_its_embedded_broker() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(data, &["ccp-0002.jpg"]);
+    let port = free_port();
+    let config = write_config(
+        &setup,
+        &format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\""),
+        "",
+    );
+    let _daemon = Daemon::start(&config);
+    wait_port(port);
+    check_topics(&setup, port);
+}
+
+#[test]
+fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(data, &["ccp-0002.jpg", "ccp-0003.jpg"]);
+    let port = free_port();
+    let mut broker = Mosquitto::start(&setup.root, port);
+    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
+    let _daemon = Daemon::start(&config);
+    let sub = Sub::start(port, "lookd/t");
+    let before = sub.expect("recommendations/shoes", WAIT, |_| true)["frame"].as_u64().unwrap();
+    drop(sub);
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(2)); // frames keep coming and being ranked meanwhile
+    broker.restart(); // no persistence: the broker lost every retained message
+    let back = Instant::now();
+    let sub = Sub::start(port, "lookd/t");
+    sub.expect("status", Duration::from_secs(5), |v| v == "online");
+    let first = sub.expect("recommendations/shoes", Duration::from_secs(5), |_| true);
+    assert!(back.elapsed() < Duration::from_secs(5), "reconnect took {:?}", back.elapsed());
+    sub.expect("category/state", Duration::from_secs(5), |_| true);
+    // Nothing stale: what arrives is newer than what was sent before the outage, and later
+    // messages never go back in time.
+    let mut last = first["frame"].as_u64().unwrap();
+    assert!(last > before, "frame {last} is not newer than {before}");
+    for _ in 0..3 {
+        let next = sub.expect("recommendations/shoes", WAIT, |_| true)["frame"].as_u64().unwrap();
+        assert!(next > last, "frame {next} after {last}");
+        last = next;
+    }
+}
+
+#[test]
+fn failing_camera_is_reported_and_recovers() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(data, &["ccp-0002.jpg"]);
+    let scenes = setup.root.join("scenes");
+    let parked = setup.root.join("parked");
+    std::fs::rename(&scenes, &parked).unwrap(); // the "camera" is unplugged at start
+    let port = free_port();
+    let config = write_config(
+        &setup,
+        &format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\""),
+        "",
+    );
+    let _daemon = Daemon::start(&config);
+    wait_port(port);
+    let sub = Sub::start(port, "lookd/t");
+    let stats = sub.expect("stats", WAIT, |v| v["camera"].as_str().is_some_and(|c| c.starts_with("error")));
+    assert!(stats["camera_errors"].as_u64().unwrap() > 0);
+    std::fs::rename(&parked, &scenes).unwrap(); // plugged back in
+    sub.expect("recommendations/shoes", WAIT, |_| true);
+    sub.expect("stats", WAIT, |v| v["camera"].as_str().is_some_and(|c| c.starts_with("ok")));
+}
+
+#[test]
+fn docs_examples_parse_as_the_published_types() {
+    use lookd::publish::payload::{CategoryState, CommandError, Recommendations, Stats};
+    let doc = std::fs::read_to_string(crate::repo().join("docs/mqtt.md")).unwrap();
+    let blocks: Vec<&str> = doc.split("```json").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 4);
+    serde_json::from_str::<Recommendations>(blocks[0]).expect("recommendations example");
+    serde_json::from_str::<CategoryState>(blocks[1]).expect("category/state example");
+    serde_json::from_str::<CommandError>(blocks[2]).expect("error example");
+    serde_json::from_str::<Stats>(blocks[3]).expect("stats example");
+}

@@ -169,14 +169,20 @@ fn now_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// How long start-up waits for the first frame before declaring itself ready anyway.
+pub const READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// Runs capture on its own thread and the loop on this one until `shutdown` (or `max_frames`).
-/// The capture thread is not joined: a camera read can block for seconds, shutdown must not.
+/// `ready` is called once, when the first frame has arrived or `READY_WITHIN` has passed, with
+/// a line saying what is up. The capture thread is not joined: a camera read can block for
+/// seconds, shutdown must not.
 pub fn run(
     mut source: Box<dyn FrameSource>,
     engine: &mut Engine,
     publisher: &dyn Publisher,
     opts: &Options,
     shutdown: &Arc<AtomicBool>,
+    ready: &mut dyn FnMut(&str),
 ) -> Arc<Counters> {
     let counters = Arc::new(Counters::default());
     let slot: Arc<Slot<Frame>> = Arc::default();
@@ -189,7 +195,7 @@ pub fn run(
             log::error!("cannot start the capture thread: {e}");
         }
     }
-    Loop::new(engine, publisher, opts, counters.clone()).run(&slot, shutdown);
+    Loop::new(engine, publisher, opts, counters.clone()).run(&slot, shutdown, ready);
     counters
 }
 
@@ -276,9 +282,18 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool) {
+    fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool, ready: &mut dyn FnMut(&str)) {
         self.publish_category_state();
+        let mut announced = false;
         while !shutdown.load(Ordering::Relaxed) {
+            if !announced && (Counters::get(&self.c.frames_in) > 0 || self.started.elapsed() >= READY_WITHIN)
+            {
+                let camera = self.c.camera.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let broker =
+                    if self.publisher.is_connected() { "connected" } else { "not connected (retrying)" };
+                ready(&format!("camera {camera}; broker {broker}"));
+                announced = true;
+            }
             self.ping_watchdog();
             self.handle_commands();
             if self.last_stats.0.elapsed() >= self.opts.stats_interval {

@@ -77,15 +77,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         roi: config.roi,
         max_frames: a.max_frames,
     };
-    notify("READY=1");
-    log::info!(
-        "ready in {:.2} s: {} products, broker {}, publishing under {}/",
-        started.elapsed().as_secs_f64(),
-        engine.cache.len(),
-        if mqtt.is_connected() { "connected" } else { "not connected yet (retrying)" },
-        config.prefix
-    );
-    let counters = pipeline::run(source(&config), &mut engine, &mqtt, &opts, &shutdown);
+    let products = engine.cache.len();
+    let mut ready = |what: &str| {
+        notify("READY=1");
+        notify(&format!("STATUS=ready: {what}"));
+        let secs = started.elapsed().as_secs_f64();
+        log::info!("ready in {secs:.2} s: {products} products, {what}, publishing under {}/", config.prefix);
+    };
+    let counters = pipeline::run(source(&config), &mut engine, &mqtt, &opts, &shutdown, &mut ready);
     notify("STOPPING=1");
     log::info!("stopping after {} frames", counters.frames_in.load(Ordering::Relaxed));
     mqtt.shutdown(Duration::from_millis(1500));

@@ -18,7 +18,7 @@ use manifest::ManifestError;
 use crate::embedding::{AttentionMode, ProductEmbedding, SceneEmbedding};
 
 /// Bumped whenever `preprocess` changes what pixels a graph sees, so old caches are refused.
-pub const PREPROCESS_VERSION: u32 = 1;
+pub const PREPROCESS_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -7,7 +7,7 @@
 
 pub mod pixel;
 
-use image::{imageops::FilterType, RgbImage};
+use image::RgbImage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
@@ -48,21 +48,35 @@ pub fn to_model_input(
     height: usize,
     out: &mut Vec<f32>,
 ) -> Result<(), PreprocessError> {
-    let (w, h) = (width as u32, height as u32);
-    let resized = match crop {
-        Some(c) => {
-            let inside =
-                c.width > 0 && c.height > 0 && c.x + c.width <= img.width() && c.y + c.height <= img.height();
-            if !inside {
-                return Err(PreprocessError::Crop { crop: c, width: img.width(), height: img.height() });
-            }
-            let view = image::imageops::crop_imm(img, c.x, c.y, c.width, c.height).to_image();
-            resize(&view, w, h)
+    if let Some(c) = crop {
+        let inside =
+            c.width > 0 && c.height > 0 && c.x + c.width <= img.width() && c.y + c.height <= img.height();
+        if !inside {
+            return Err(PreprocessError::Crop { crop: c, width: img.width(), height: img.height() });
         }
-        None => resize(img, w, h),
-    };
+    }
+    let resized = resize(img, crop, width as u32, height as u32)?;
     write_planar(&resized, out);
     Ok(())
+}
+
+thread_local! {
+    /// One resizer per thread: its scratch buffers are reused from frame to frame.
+    static RESIZER: std::cell::RefCell<fast_image_resize::Resizer> = std::cell::RefCell::new(fast_image_resize::Resizer::new());
+}
+
+/// Bilinear (convolution, as Pillow's) resize with SIMD, of `img` or of its `crop`.
+fn resize(img: &RgbImage, crop: Option<Rect>, w: u32, h: u32) -> Result<RgbImage, PreprocessError> {
+    use fast_image_resize::{FilterType as F, ResizeAlg, ResizeOptions};
+    let mut options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(F::Bilinear));
+    if let Some(c) = crop {
+        options = options.crop(c.x as f64, c.y as f64, c.width as f64, c.height as f64);
+    }
+    let mut dst = RgbImage::new(w, h);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(img, &mut dst, &options))
+        .map_err(|e| PreprocessError::Frame(format!("resize to {w}x{h}: {e}")))?;
+    Ok(dst)
 }
 
 /// Flips left-right when `mirror`, then rotates clockwise by `degrees` (0, 90, 180 or 270).
@@ -90,7 +104,7 @@ pub const THUMB: u32 = 32;
 
 /// A small grey thumbnail of `img`, for `difference`.
 pub fn thumbnail(img: &RgbImage) -> Vec<u8> {
-    let small = image::imageops::resize(img, THUMB, THUMB, FilterType::Triangle);
+    let Ok(small) = resize(img, None, THUMB, THUMB) else { return Vec::new() };
     small.pixels().map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8).collect()
 }
 
@@ -101,13 +115,6 @@ pub fn difference(a: &[u8], b: &[u8]) -> f32 {
     }
     let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
     sum as f32 / (255.0 * a.len() as f32)
-}
-
-fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    if img.width() == w && img.height() == h {
-        return img.clone();
-    }
-    image::imageops::resize(img, w, h, FilterType::Triangle)
 }
 
 fn write_planar(img: &RgbImage, out: &mut Vec<f32>) {

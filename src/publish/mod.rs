@@ -314,6 +314,7 @@ pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
     };
     let mut options = net.options();
     options.set_last_will(LastWill::new(format!("{}/watchers", settings.prefix), "", QoS::AtMostOnce, false));
+    let mut warned = false;
     loop {
         let (client, mut connection) = Client::new(options.clone(), 16);
         for event in connection.iter() {
@@ -329,7 +330,10 @@ pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    log::warn!("watch: {e}; retrying in 1 s");
+                    if !warned {
+                        log::warn!("watch: {e}; retrying every second");
+                        warned = true;
+                    }
                     break;
                 }
             }

@@ -157,11 +157,10 @@ struct Setup {
 
 /// A temp folder with a small real catalog, its cache already built, and `scenes/` holding `scenes`.
 fn setup(data: PathBuf, scenes: &[&str]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let csv = real_catalog(&data, &root, 12);
-    let images = data.join("catalog");
-    let cache = root.join("catalog.cache");
+    let setup = setup_without_cache(data, scenes);
+    let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("catalog.cache"));
+    let images = setup.data.join("catalog");
+    let model = default_model();
     let o = lookd(&[
         "catalog",
         "build",
@@ -170,11 +169,19 @@ fn setup(data: PathBuf, scenes: &[&str]) -> Setup {
         "--images",
         s(&images),
         "--model",
-        s(&default_model()),
+        s(&model),
         "--out",
         s(&cache),
     ]);
     assert!(o.status.success());
+    setup
+}
+
+/// The same, but the daemon must build the cache itself at start-up.
+fn setup_without_cache(data: PathBuf, scenes: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    real_catalog(&data, &root, 12);
     std::fs::create_dir(root.join("scenes")).unwrap();
     for scene in scenes {
         std::fs::copy(data.join("ccp/scenes").join(scene), root.join("scenes").join(scene)).unwrap();
@@ -274,21 +281,34 @@ fn daemon_publishes_to_mosquitto_and_obeys_commands() {
 }
 
 #[test]
-fn daemon_with_its_embedded_broker() {
+fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
     let Some(data) = shared_data() else { return };
     if !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg"]);
-    let port = free_port();
-    let config = write_config(
-        &setup,
-        &format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\""),
-        "",
-    );
+    let setup = setup_without_cache(data, &["ccp-0002.jpg"]);
+    let (port, ws) = (free_port(), free_port());
+    let broker =
+        format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\"\nwebsocket = \"127.0.0.1:{ws}\"");
+    let config = write_config(&setup, &broker, "");
     let _daemon = Daemon::start(&config);
     wait_port(port);
+    assert!(setup.root.join("catalog.cache").exists(), "the cache is built before the broker starts");
     check_topics(&setup, port);
+    // MQTT over WebSocket for a kiosk browser: the listener accepts the upgrade.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", ws)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    write!(
+        conn,
+        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = [0u8; 12];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"HTTP/1.1 101");
 }
 
 #[test]

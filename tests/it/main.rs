@@ -7,6 +7,7 @@
 mod cache;
 mod cli;
 mod daemon;
+mod deploy;
 mod model;
 
 use std::path::{Path, PathBuf};

@@ -91,6 +91,8 @@ pub struct Counters {
     pub inferences: AtomicU64,
     pub camera_errors: AtomicU64,
     pub camera: Mutex<String>,
+    /// Set when the capture thread has stopped (after `max_frames`, or at shutdown).
+    pub capture_done: AtomicBool,
 }
 
 impl Counters {
@@ -161,6 +163,13 @@ impl Window {
     }
 }
 
+/// This process's resident memory in KiB, from /proc (0 elsewhere).
+pub fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn ms(d: Duration) -> f32 {
     d.as_secs_f32() * 1e3
 }
@@ -188,9 +197,10 @@ pub fn run(
     let slot: Arc<Slot<Frame>> = Arc::default();
     {
         let (counters, slot, shutdown) = (counters.clone(), slot.clone(), shutdown.clone());
+        let max = opts.max_frames;
         let spawned = std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(source.as_mut(), &slot, &counters, &shutdown));
+            .spawn(move || capture_loop(source.as_mut(), &slot, &counters, &shutdown, max));
         if let Err(e) = spawned {
             log::error!("cannot start the capture thread: {e}");
         }
@@ -199,10 +209,16 @@ pub fn run(
     counters
 }
 
-fn capture_loop(source: &mut dyn FrameSource, slot: &Slot<Frame>, c: &Counters, shutdown: &AtomicBool) {
+fn capture_loop(
+    source: &mut dyn FrameSource,
+    slot: &Slot<Frame>,
+    c: &Counters,
+    shutdown: &AtomicBool,
+    max_frames: Option<u64>,
+) {
     let mut backoff = Duration::from_millis(250);
     let mut failing = false;
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) && max_frames.is_none_or(|m| Counters::get(&c.frames_in) < m) {
         match source.next_frame() {
             Ok(frame) => {
                 if failing {
@@ -231,6 +247,7 @@ fn capture_loop(source: &mut dyn FrameSource, slot: &Slot<Frame>, c: &Counters, 
             }
         }
     }
+    c.capture_done.store(true, Ordering::Release);
 }
 
 struct Loop<'a> {
@@ -299,16 +316,17 @@ impl<'a> Loop<'a> {
             if self.last_stats.0.elapsed() >= self.opts.stats_interval {
                 self.publish_stats();
             }
-            if let Some(max) = self.opts.max_frames {
-                let seen = Counters::get(&self.c.frames_in);
-                if seen >= max && slot.take(Duration::ZERO).is_none_or(|f| self.handle_frame(f).is_none()) {
-                    break;
+            // Checked before the take: a frame put before capture ended is still handled below.
+            let capture_over = self.c.capture_done.load(Ordering::Acquire);
+            match slot.take(Duration::from_millis(100)) {
+                Some(frame) => {
+                    self.handle_frame(frame);
                 }
-            }
-            if let Some(frame) = slot.take(Duration::from_millis(100)) {
-                self.handle_frame(frame);
+                None if capture_over => break,
+                None => {}
             }
         }
+        self.publish_stats();
     }
 
     fn ping_watchdog(&mut self) {
@@ -461,17 +479,19 @@ impl<'a> Loop<'a> {
             reconnects: self.publisher.reconnects(),
             category: self.category.path.clone(),
             cache_products: self.engine.cache.len(),
+            rss_kb: rss_kb(),
             latency_ms: self.windows.iter().map(|(k, w)| (k.to_string(), w.p50_p95())).collect(),
         };
         log::info!(
-            "stats: {} frames in ({} dropped, {} skipped, {} bad), {} inferences, camera {}, broker {}",
+            "stats: {} frames in ({} dropped, {} skipped, {} bad), {} inferences, camera {}, broker {}, rss {} KiB",
             stats.frames_in,
             stats.frames_dropped,
             stats.frames_skipped,
             stats.frames_bad,
             stats.inferences,
             stats.camera,
-            stats.broker
+            stats.broker,
+            stats.rss_kb
         );
         crate::systemd::notify(&format!(
             "STATUS={} inferences, {} frames, broker {}",

@@ -343,7 +343,8 @@ pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
 }
 
 /// The embedded broker (rumqttd) on `listen`, and optionally MQTT over WebSocket on `websocket`,
-/// in its own thread. Small log segments keep its memory bounded on a kiosk.
+/// in its own thread. rumqttd keeps each topic's recent messages in memory (its commit log);
+/// two 256 KiB segments per topic bound that on a kiosk, which needs no history.
 pub fn start_embedded_broker(listen: &str, websocket: Option<&str>) -> Result<(), PublishError> {
     let server = |name: &str, addr: &str| {
         format!(
@@ -354,7 +355,7 @@ pub fn start_embedded_broker(listen: &str, websocket: Option<&str>) -> Result<()
     };
     let mut text = String::from(
         "id = 0\n[router]\nid = 0\nmax_connections = 64\nmax_outgoing_packet_count = 200\n\
-         max_segment_size = 1048576\nmax_segment_count = 2\n",
+         max_segment_size = 262144\nmax_segment_count = 2\n",
     );
     text.push_str(&server("v4", listen));
     if let Some(ws) = websocket {

@@ -73,6 +73,8 @@ pub struct Stats {
     pub reconnects: u64,
     pub category: String,
     pub cache_products: usize,
+    /// Resident memory of the process, KiB (0 where /proc is missing).
+    pub rss_kb: u64,
     /// p50 and p95 per stage over the last interval, milliseconds.
     pub latency_ms: BTreeMap<String, [f32; 2]>,
 }

@@ -382,3 +382,63 @@ fn docs_examples_parse_as_the_published_types() {
     serde_json::from_str::<CommandError>(blocks[2]).expect("error example");
     serde_json::from_str::<Stats>(blocks[3]).expect("stats example");
 }
+
+/// Frames in the soak run: 3,000 by default (CI), `LOOKD_SOAK_FRAMES=20000` for the full one.
+fn soak_frames() -> u64 {
+    std::env::var("LOOKD_SOAK_FRAMES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+}
+
+#[test]
+fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let frames = soak_frames();
+    let setup = setup(data, &["ccp-0002.jpg"]);
+    let port = free_port();
+    let broker = format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\"");
+    // Synthesized 640x480 frames as fast as they come, a new scene every 10 frames.
+    let camera = "[camera]\nsource = \"synthetic\"\nwidth = 640\nheight = 480\nrate = 5000.0\n";
+    let config = write_config(&setup, &broker, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("[camera]").unwrap();
+    let end = text.find("[pipeline]").unwrap();
+    std::fs::write(&config, format!("{}{camera}{}", &text[..start], &text[end..])).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+        .args(["run", "--config", s(&config), "--max-frames", &frames.to_string()])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    let sub = Sub::start(port, "lookd/t");
+    // RSS per stats message (every second), with the frame count it was taken at.
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let mut last = serde_json::Value::Null;
+    let limit = Duration::from_secs(60 + frames / 50);
+    let end = Instant::now() + limit;
+    while last["frames_in"].as_u64() != Some(frames) {
+        assert!(Instant::now() < end, "soak did not finish in {limit:?}: {last}");
+        last = sub.expect("stats", limit, |_| true);
+        samples.push((last["frames_in"].as_u64().unwrap(), last["rss_kb"].as_u64().unwrap()));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let n = |k: &str| last[k].as_u64().unwrap();
+    let accounted = n("frames_dropped") + n("frames_skipped") + n("frames_bad") + n("inferences");
+    assert_eq!(accounted, frames, "every frame dropped, skipped, bad or embedded: {last}");
+    assert!(n("inferences") > 0 && n("frames_bad") == 0, "{last}");
+    // Drift: the end against the first sample after a tenth of the run (warm-up).
+    let warm = samples.iter().find(|(f, _)| *f >= frames / 10).copied().unwrap_or(samples[0]);
+    let end_rss = samples.last().unwrap().1;
+    let drift = (end_rss as f64 - warm.1 as f64) / warm.1 as f64;
+    eprintln!(
+        "soak: {frames} frames, rss {} KiB after warm-up, {end_rss} KiB at the end, drift {:.2}%",
+        warm.1,
+        drift * 100.0
+    );
+    for (f, rss) in &samples {
+        eprintln!("soak: frames {f:>6} rss {rss} KiB");
+    }
+    assert!(drift <= 0.05, "RSS grew {:.1}% from {} to {end_rss} KiB", drift * 100.0, warm.1);
+}

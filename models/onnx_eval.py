@@ -99,6 +99,13 @@ def quantize(folder, data, out, n, per_channel):
     quantize_static(src, dst + ".tmp", Calibration(data, n), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                     calibrate_method=CalibrationMethod.MinMax)
+    # The quantizer leaves value_info shapes that mix the batch symbol with 1; tract refuses to
+    # unify those, and infers every shape itself anyway.
+    import onnx
+
+    q = onnx.load(dst + ".tmp")
+    del q.graph.value_info[:]
+    onnx.save(q, dst + ".tmp")
     os.replace(dst + ".tmp", dst)
     for f in os.listdir(folder):
         if f.endswith(".json") and f not in ("reference.json", "results.json"):

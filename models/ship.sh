@@ -10,12 +10,13 @@ PY=.venv/bin/python
 LOOKD="${LOOKD:-cargo run --release --quiet --}"
 mkdir -p out/ship
 $PY -u models/train.py --data "$DATA" --out models/default | tee out/ship/train.log
-$PY -u models/onnx_eval.py quantize --model models/default --data "$DATA" --out models/default-int8
+$PY -u models/onnx_eval.py quantize --model models/default --data "$DATA" --out out/models/default-int8
 for m in default default-int8; do
-  $PY models/onnx_eval.py eval --model models/$m --data "$DATA" --split dev > out/ship/ort-$m.json
-  $LOOKD eval --data "$DATA" --model models/$m --split dev --json > out/ship/tract-$m.json
-  $LOOKD model check models/$m --tolerance 1e-2 | tee out/ship/check-$m.txt
-  $LOOKD model bench models/$m --runs 30 --json > out/ship/bench-$m.json
+  dir=models/$m; [ "$m" = default-int8 ] && dir=out/$dir
+  $PY models/onnx_eval.py eval --model $dir --data "$DATA" --split dev > out/ship/ort-$m.json
+  $LOOKD eval --data "$DATA" --model $dir --split dev --json > out/ship/tract-$m.json
+  $LOOKD model check $dir --tolerance 1e-2 | tee out/ship/check-$m.txt
+  $LOOKD model bench $dir --runs 30 --json > out/ship/bench-$m.json
 done
 $PY models/card.py --results models/default/results.json --ship out/ship --out models/default/MODEL_CARD.md
-cp models/default/MODEL_CARD.md models/default-int8/MODEL_CARD.md
+

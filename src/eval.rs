@@ -12,7 +12,7 @@
 //! draws by partial Fisher-Yates, then 1 AUC draw), so the Python twin gets the same trials.
 //! Planning and scoring are pure; `run` does the image I/O and inference.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::dataset::{Dataset, Pair};
 use crate::embedding::{AttentionMode, ProductEmbedding};
@@ -138,6 +138,15 @@ pub struct Report {
     pub hybrid: Metrics,
     pub global_only: Metrics,
     pub local_only: Metrics,
+    /// Hybrid distance per category (the last part of its path).
+    pub per_category: BTreeMap<String, CategoryMetrics>,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CategoryMetrics {
+    pub pairs: usize,
+    pub fitb4: f64,
+    pub auc: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -174,6 +183,7 @@ pub fn run(
     let mut products =
         ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, memo: HashMap::new() };
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
+    let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut report = Report {
         pairs_in_file: data.pairs.len(),
         dropped_small_query: planned.dropped_small_query,
@@ -204,12 +214,18 @@ pub fn run(
         let embedding = scenes.embed(&pixels)?;
         let scores = score_candidates(folder, &pair.category, &embedding, &candidates)?;
         hybrid.add(scores.map(|s| s.distance));
+        let name = pair.category.rsplit('|').next().unwrap_or(&pair.category).to_string();
+        per_category.entry(name).or_default().add(scores.map(|s| s.distance));
         global.add(scores.map(|s| s.global));
         local.add(scores.map(|s| s.local));
     }
     progress(trials.len(), trials.len());
     report.pairs_used = hybrid.trials;
     (report.hybrid, report.global_only, report.local_only) = (hybrid.into(), global.into(), local.into());
+    report.per_category = per_category
+        .into_iter()
+        .map(|(c, t)| (c, CategoryMetrics { pairs: t.trials, fitb4: t.fitb(), auc: t.auc() }))
+        .collect();
     Ok(report)
 }
 

@@ -56,5 +56,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for (name, m) in [("hybrid", r.hybrid), ("global only", r.global_only), ("local only", r.local_only)] {
         println!("{name:<12} {:>7.4} {:>7.4}", m.fitb4, m.auc);
     }
+    println!("\nhybrid by category:\n{:<28} {:>6} {:>7} {:>7}", "category", "pairs", "FITB-4", "AUC");
+    for (c, m) in &r.per_category {
+        println!("{c:<28} {:>6} {:>7.4} {:>7.4}", m.pairs, m.fitb4, m.auc);
+    }
     Ok(code::OK)
 }

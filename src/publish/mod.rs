@@ -242,6 +242,7 @@ impl Network {
                     }
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.on_command(&p.topic, &p.payload),
                     Ok(Ok(_)) => {}
+                    Ok(Err(_)) if self.stop.load(Ordering::Relaxed) => break,
                     Ok(Err(e)) => {
                         let e = e.to_string();
                         if e != last_error {

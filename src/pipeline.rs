@@ -120,6 +120,23 @@ pub struct Options {
     pub max_frames: Option<u64>,
 }
 
+impl Options {
+    pub fn from_config(c: &crate::config::Config, max_frames: Option<u64>) -> Options {
+        Options {
+            category: c.category.clone(),
+            top: c.top,
+            min_interval: c.min_interval,
+            change_threshold: c.change_threshold,
+            hold_off: c.hold_off,
+            stats_interval: c.stats_interval,
+            rotate: c.rotate,
+            mirror: c.mirror,
+            roi: c.roi,
+            max_frames,
+        }
+    }
+}
+
 /// The model and cache, loaded once.
 pub struct Engine {
     pub folder: ModelFolder,

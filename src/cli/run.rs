@@ -65,18 +65,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     wait_for(&mqtt, Duration::from_secs(5));
     let mut engine = Engine::new(folder, scene, cache);
-    let opts = Options {
-        category: config.category.clone(),
-        top: config.top,
-        min_interval: config.min_interval,
-        change_threshold: config.change_threshold,
-        hold_off: config.hold_off,
-        stats_interval: config.stats_interval,
-        rotate: config.rotate,
-        mirror: config.mirror,
-        roi: config.roi,
-        max_frames: a.max_frames,
-    };
+    let opts = Options::from_config(&config, a.max_frames);
     let products = engine.cache.len();
     let mut ready = |what: &str| {
         notify("READY=1");

@@ -32,3 +32,26 @@ fn unit_verifies_without_warnings_and_is_hardened() {
     eprintln!("systemd-analyze security: exposure {score}");
     assert!(score <= 2.0, "{line}");
 }
+
+#[test]
+fn a_bad_config_exits_78_naming_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lookd.toml");
+    for (text, expected) in [
+        ("[camera]\nfsp = 30\n", "line 2"),
+        ("[camera]\nrotate = 45\n", "camera.rotate: must be 0, 90, 180 or 270"),
+        ("device-id = [\n", "TOML parse error"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        for command in ["check", "run"] {
+            let args: &[&str] = if command == "check" {
+                &["config", "check", "--config", s(&config)]
+            } else {
+                &["run", "--config", s(&config)]
+            };
+            let o = lookd(args);
+            assert_eq!(o.status.code(), Some(78), "{command}: {}", stderr(&o));
+            assert!(stderr(&o).contains(expected), "{command}: {}", stderr(&o));
+        }
+    }
+}

@@ -558,14 +558,8 @@ fn tls_with_password_works_and_plaintext_is_never_used() {
         pw = root.join("mqtt-password"),
     );
     let config = write_config(&setup, &mqtt, "");
-    // The log goes to a file: a pipe nobody reads would fill up and block the daemon.
     let log_path = root.join("lookd-tls.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lookd"))
-        .args(["run", "--config", s(&config)])
-        .env("RUST_LOG", "debug,rumqttd=off,tracing=off")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = run_logged(&config, "debug,rumqttd=off,tracing=off", &log_path);
     // A kiosk on the TLS listener, with the password, sees the recommendations.
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--cafile", s(&root.join("ca.pem"))])
@@ -582,9 +576,7 @@ fn tls_with_password_works_and_plaintext_is_never_used() {
         .output()
         .unwrap();
     assert!(!sub.status.success());
-    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    daemon.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = stop_and_read_log(daemon, &log_path);
     assert!(!log.contains("s3cret"), "the password reached the log");
     assert!(log.contains(&format!("connected to 127.0.0.1:{tls_port}")), "{log}");
 
@@ -594,22 +586,33 @@ fn tls_with_password_works_and_plaintext_is_never_used() {
     let mqtt = mqtt.replace(&tls_port.to_string(), &plain_port.to_string()) + "\nprefix = \"lookd/plain\"";
     let config = write_config(&setup, &mqtt, "");
     let log_path = root.join("lookd-plain.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lookd"))
-        .args(["run", "--config", s(&config)])
-        .env("RUST_LOG", "info,rumqttd=off,tracing=off")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = run_logged(&config, "info,rumqttd=off,tracing=off", &log_path);
     let seen = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &plain_port.to_string(), "-u", "lookd", "-P", secret])
         .args(["-t", "lookd/plain/#", "-C", "1", "-W", "6"])
         .output()
         .unwrap();
     assert!(seen.stdout.is_empty(), "published in plaintext: {}", String::from_utf8_lossy(&seen.stdout));
-    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    daemon.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = stop_and_read_log(daemon, &log_path);
     assert!(!log.contains("mqtt: connected"), "{log}");
+}
+
+/// `lookd run` logging to a file: a pipe nobody reads would fill up and block the daemon.
+fn run_logged(config: &Path, rust_log: &str, log: &Path) -> KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+        .args(["run", "--config", s(config)])
+        .env("RUST_LOG", rust_log)
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+/// SIGTERM, wait, and the whole log.
+fn stop_and_read_log(mut daemon: KillOnDrop, log: &Path) -> String {
+    let _ = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status();
+    let _ = daemon.0.wait();
+    std::fs::read_to_string(log).unwrap()
 }
 
 /// Kills a helper process when the test ends, passed or failed.

@@ -42,7 +42,7 @@ pub type Progress<'p> = &'p mut dyn FnMut(usize, usize);
 pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheError> {
     let catalog = Catalog::read(plan.catalog)?;
     remove_leftover_temps(plan.out);
-    let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| parent(plan.catalog));
+    let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| dir_of(plan.catalog));
     let fingerprint = plan.folder.product_fingerprint();
     let previous = previous_embeddings(plan.out, &fingerprint);
     let mut report =
@@ -81,10 +81,6 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
     write_atomically(plan.out, &bytes)?;
     report.skipped.sort_by_key(|p| p.line);
     Ok(report)
-}
-
-fn parent(p: &Path) -> PathBuf {
-    p.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn problem(entry: &CatalogEntry, reason: String) -> RowProblem {

@@ -42,12 +42,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let cache = open_or_build_cache(&config, &folder)?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?;
-    if cache.find_category(&config.category).is_err() {
-        let err = cache.find_category(&config.category).err().unwrap_or_default();
+    if let Err(message) = cache.find_category(&config.category) {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
             path: a.config,
             key: "pipeline.category",
-            message: err
+            message
         });
     }
     let settings = mqtt_settings(&config)?;

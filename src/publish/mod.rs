@@ -199,34 +199,34 @@ struct Network {
     commands: SyncSender<Received>,
 }
 
-impl Network {
-    fn options(&self) -> MqttOptions {
-        let s = &self.settings;
-        let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
-        o.set_keep_alive(s.keep_alive);
-        o.set_clean_session(true);
-        o.set_max_packet_size(s.max_payload.max(256 * 1024), 256 * 1024);
-        o.set_last_will(LastWill::new(format!("{}/status", s.prefix), "offline", QoS::AtLeastOnce, true));
-        if let Some((user, pass)) = &s.credentials {
-            o.set_credentials(user.clone(), pass.clone());
-        }
-        if let Some(ca) = &s.ca {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: ca.clone(),
-                alpn: None,
-                client_auth: None,
-            }));
-        }
-        o
+/// The client options for `s`: keep-alive, last will `offline`, credentials, TLS.
+fn mqtt_options(s: &Settings) -> MqttOptions {
+    let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    o.set_keep_alive(s.keep_alive);
+    o.set_clean_session(true);
+    o.set_max_packet_size(s.max_payload.max(256 * 1024), 256 * 1024);
+    o.set_last_will(LastWill::new(format!("{}/status", s.prefix), "offline", QoS::AtLeastOnce, true));
+    if let Some((user, pass)) = &s.credentials {
+        o.set_credentials(user.clone(), pass.clone());
     }
+    if let Some(ca) = &s.ca {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: ca.clone(),
+            alpn: None,
+            client_auth: None,
+        }));
+    }
+    o
+}
 
+impl Network {
     fn run(self) {
         let mut rng = SplitMix64::new(std::process::id() as u64);
         let mut delay = Duration::from_millis(250);
         let mut ever_connected = false;
         let mut last_error = String::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let (client, mut connection) = Client::new(self.options(), 64);
+            let (client, mut connection) = Client::new(mqtt_options(&self.settings), 64);
             self.shared.lock().unwrap_or_else(|e| e.into_inner()).client = Some(client);
             loop {
                 match connection.recv() {
@@ -305,15 +305,7 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 /// until `each` returns false. For `lookd watch` and the tests.
 pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let net = Network {
-        settings: settings.clone(),
-        shared: Arc::default(),
-        connected: Arc::default(),
-        reconnects: Arc::default(),
-        stop: Arc::default(),
-        commands: sync_channel(1).0,
-    };
-    let mut options = net.options();
+    let mut options = mqtt_options(settings);
     options.set_last_will(LastWill::new(format!("{}/watchers", settings.prefix), "", QoS::AtMostOnce, false));
     let mut warned = false;
     loop {

@@ -3,6 +3,7 @@
 //! Each command is one file with the same shape: an `Args` struct and a `run` returning
 //! `anyhow::Result<i32>`. Only this binary uses `anyhow`; the library has typed errors.
 
+mod bench;
 mod catalog;
 mod config;
 mod eval;
@@ -47,6 +48,8 @@ enum Command {
     Recommend(recommend::Args),
     /// Run the evaluation protocol (FITB-4, AUC) on a Shop-the-Look-layout folder
     Eval(eval::Args),
+    /// Time the daemon's per-frame path stage by stage on a folder of photos
+    Bench(bench::Args),
     /// Inspect and check a model folder
     #[command(subcommand)]
     Model(model::Command),
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Catalog(c) => catalog::run(c),
         Command::Recommend(a) => recommend::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Model(c) => model::run(c),
         Command::Config(c) => config::run(c),
         Command::Run(a) => run::run(a),

@@ -78,7 +78,8 @@ fn peak_rss_kb() -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn photos(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The first `n` photos of `dir` (by name), read into memory.
+fn photos(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading scenes folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -90,6 +91,7 @@ fn photos(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     paths.sort();
     paths
         .into_iter()
+        .take(n)
         .map(|p| Ok((p.display().to_string(), std::fs::read(&p).with_context(|| p.display().to_string())?)))
         .collect()
 }
@@ -119,7 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .cloned()
             .ok_or_else(|| UserError(format!("cache {} holds no products", a.cache.display())))?,
     };
-    let photos = photos(&a.scenes)?;
+    let photos = photos(&a.scenes, a.warmup + a.frames.max(1))?;
     if photos.is_empty() {
         return Err(UserError(format!("no JPEG or PNG photos in {}", a.scenes.display())).into());
     }

@@ -79,6 +79,33 @@ fn recommend_matches_the_reference_with_the_tiny_model() {
 }
 
 #[test]
+fn bench_times_every_stage_of_the_frame_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = synth_catalog(dir.path(), 12);
+    let cache = dir.path().join("c.cache");
+    let tiny = tiny_model();
+    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = ["--model", s(&tiny), "--cache", s(&cache), "--frames", "7", "--warmup", "2", "--json"];
+    let o = lookd(&[&["bench", "--scenes", s(&dir.path().join("images"))][..], &args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["frames"], 7);
+    assert_eq!(r["photos"], 9, "only the photos it times are read");
+    assert_eq!(r["category_products"], 6);
+    let stages: Vec<&str> = r["stages"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(stages, ["decode", "preprocess", "scene_graph", "ranking", "serialise", "total"]);
+    let total = &r["stages"][5][1];
+    assert!(total["p50_ms"].as_f64().unwrap() > 0.0 && total["max_ms"].as_f64() >= total["p95_ms"].as_f64());
+    assert!(r["fps"].as_f64().unwrap() > 0.0 && r["peak_rss_kb"].as_u64().unwrap() > 0);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = lookd(&[&["bench", "--scenes", s(&empty)][..], &args].concat());
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no JPEG or PNG photos"), "{}", stderr(&o));
+}
+
+#[test]
 fn recommend_matches_the_reference_on_real_photos() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -68,6 +68,7 @@ pub struct RawPipeline {
     pub change_threshold: f32,
     pub hold_off_ms: u64,
     pub stats_interval_s: u64,
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -142,6 +143,7 @@ impl Default for RawPipeline {
             change_threshold: 0.06,
             hold_off_ms: 2000,
             stats_interval_s: 10,
+            threads: 1,
         }
     }
 }
@@ -224,6 +226,7 @@ pub struct Config {
     pub change_threshold: f32,
     pub hold_off: Duration,
     pub stats_interval: Duration,
+    pub threads: usize,
     pub broker: Broker,
     pub prefix: String,
     pub client_id: String,
@@ -265,6 +268,7 @@ impl RawConfig {
         check(p.max_rate > 0.0 && p.max_rate.is_finite(), "pipeline.max-rate", "must be positive")?;
         check((0.0..=1.0).contains(&p.change_threshold), "pipeline.change-threshold", "must be 0 to 1")?;
         check(p.stats_interval_s > 0, "pipeline.stats-interval-s", "must be positive")?;
+        check((1..=64).contains(&p.threads), "pipeline.threads", "must be 1 to 64")?;
         check(!p.category.trim().is_empty(), "pipeline.category", "must name a category")?;
         let c = &self.camera;
         check([0, 90, 180, 270].contains(&c.rotate), "camera.rotate", "must be 0, 90, 180 or 270")?;
@@ -301,6 +305,7 @@ impl RawConfig {
             change_threshold: p.change_threshold,
             hold_off: Duration::from_millis(p.hold_off_ms),
             stats_interval: Duration::from_secs(p.stats_interval_s),
+            threads: p.threads,
             broker,
             qos: m.qos,
             keep_alive: Duration::from_secs(m.keep_alive_s.max(5)),

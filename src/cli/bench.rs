@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lookd::cache::ProductCache;
-use lookd::model::{ModelFolder, SceneModel};
+use lookd::model::SceneModel;
 use lookd::pipeline::rss_kb;
 use lookd::preprocess;
 use lookd::publish::payload::{Recommendations, StageTimes};
@@ -108,7 +108,7 @@ fn ms(t: Instant) -> f64 {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let start = Instant::now();
-    let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
+    let folder = a.model.open()?;
     let mut scene_model = SceneModel::load(&folder).context("loading the scene graph")?;
     let cache = ProductCache::open(&a.cache, Some(&folder.product_fingerprint()))?;
     let ready_ms = ms(start);

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use lookd::cache::build::{build, BuildPlan};
-use lookd::model::ModelFolder;
 
 use super::{code, progress, ModelArg};
 
@@ -34,7 +33,7 @@ pub struct BuildArgs {
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
     let Command::Build(a) = cmd;
-    let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
+    let folder = a.model.open()?;
     let plan = BuildPlan {
         folder: &folder,
         catalog: &a.catalog,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use lookd::dataset::{Dataset, Split};
 use lookd::eval;
-use lookd::model::ModelFolder;
 
 use super::{code, progress, ModelArg};
 
@@ -31,7 +30,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
+    let folder = a.model.open()?;
     let data = Dataset::open(&a.data)?.restrict(a.split);
     for (line, why) in &data.problems {
         log::warn!("{}/fashion.json line {line}: skipped: {why}", a.data.display());

@@ -14,6 +14,7 @@ mod watch;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Exit codes (sysexits.h): distinct for bad input, a missing file, and an internal failure.
@@ -68,6 +69,17 @@ pub struct ModelArg {
     /// Model folder (manifest.toml + ONNX graphs)
     #[arg(long, env = "LOOKD_MODEL", default_value = "models/default")]
     pub model: PathBuf,
+    /// Threads for the graphs' matrix products
+    #[arg(long, env = "LOOKD_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+}
+
+impl ModelArg {
+    /// Sets the inference thread count and opens the model folder.
+    pub fn open(&self) -> anyhow::Result<lookd::model::ModelFolder> {
+        lookd::model::set_threads(self.threads as usize);
+        Ok(lookd::model::ModelFolder::open(&self.model).context("loading the model")?)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {

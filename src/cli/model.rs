@@ -18,11 +18,14 @@ pub enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
-    /// Time the scene graph in tract on one thread: median, p95 and min over --runs calls
+    /// Time the scene graph in tract: median, p95 and min over --runs calls
     Bench {
         dir: PathBuf,
         #[arg(long, default_value_t = 30)]
         runs: usize,
+        /// Threads for the graph's matrix products
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -33,7 +36,10 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
-        Command::Bench { dir, runs, json } => bench(&dir, runs, json),
+        Command::Bench { dir, runs, threads, json } => {
+            lookd::model::set_threads(threads.max(1));
+            bench(&dir, runs, json)
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use lookd::cache::ProductCache;
-use lookd::model::{ModelFolder, SceneModel};
+use lookd::model::SceneModel;
 use lookd::preprocess;
 use lookd::recommend::recommend;
 
@@ -41,7 +41,7 @@ struct Output<'a> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let folder = ModelFolder::open(&a.model.model).context("loading the model")?;
+    let folder = a.model.open()?;
     let cache = ProductCache::open(&a.cache, Some(&folder.product_fingerprint()))?;
     let category = cache.find_category(&a.category).map_err(UserError)?;
     let bytes = std::fs::read(&a.scene).with_context(|| format!("reading scene {}", a.scene.display()))?;

@@ -118,6 +118,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs every graph's matrix products on `n` threads from now on (1: on the calling thread).
+/// Process-wide: call it once, before the first inference.
+pub fn set_threads(n: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    set_default_executor(if n > 1 {
+        Executor::multithread_with_name(n, "lookd-infer")
+    } else {
+        Executor::SingleThread
+    });
+}
+
 /// One optimised graph with its reusable state.
 struct Runner {
     path: PathBuf,

@@ -122,8 +122,7 @@ fn killed_build_leaves_the_previous_cache_intact() {
     let o = lookd(&args(&small_csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let before = std::fs::read(&out).unwrap();
-    let mut child =
-        std::process::Command::new(env!("CARGO_BIN_EXE_lookd")).args(args(&big_csv)).spawn().unwrap();
+    let mut child = crate::lookd_command().args(args(&big_csv)).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     child.kill().unwrap();
     let status = child.wait().unwrap();

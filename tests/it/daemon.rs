@@ -129,7 +129,7 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+        let child = crate::lookd_command()
             .args(["run", "--config", s(config)])
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
@@ -414,7 +414,7 @@ fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
     let start = text.find("[camera]").unwrap();
     let end = text.find("[pipeline]").unwrap();
     std::fs::write(&config, format!("{}{camera}{}", &text[..start], &text[end..])).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+    let mut child = crate::lookd_command()
         .args(["run", "--config", s(&config), "--max-frames", &frames.to_string()])
         .env("RUST_LOG", "warn")
         .spawn()
@@ -457,10 +457,6 @@ fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
         eprintln!("soak: frames {f:>6} rss {rss} KiB");
     }
     assert!(drift <= 0.05, "RSS grew {:.1}% from {} to {end_rss} KiB", drift * 100.0, warm.1);
-}
-
-fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// A CA and a server certificate for 127.0.0.1, made here with openssl (no key is committed).
@@ -540,7 +536,7 @@ fn tls_with_password_works_and_plaintext_is_never_used() {
              listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
              listener {plain_port} 127.0.0.1\n",
             // As root, mosquitto would switch to its own user and lose the test's private files.
-            user = if running_as_root() { "user root\n" } else { "" },
+            user = if crate::running_as_root() { "user root\n" } else { "" },
             passwd = s(&root.join("passwd")),
             ca = s(&root.join("ca.pem")),
             cert = s(&root.join("server.pem")),
@@ -599,7 +595,7 @@ fn tls_with_password_works_and_plaintext_is_never_used() {
 
 /// `lookd run` logging to a file: a pipe nobody reads would fill up and block the daemon.
 fn run_logged(config: &Path, rust_log: &str, log: &Path) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_lookd"))
+    let child = crate::lookd_command()
         .args(["run", "--config", s(config)])
         .env("RUST_LOG", rust_log)
         .stderr(std::fs::File::create(log).unwrap())

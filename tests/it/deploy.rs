@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use crate::{have, lookd, repo, s, stderr};
+use std::path::Path;
+
+use crate::{have, lookd, repo, running_as_root, s, stderr};
 
 #[test]
 fn shipped_config_passes_its_own_check() {
@@ -54,4 +56,78 @@ fn a_bad_config_exits_78_naming_the_key_and_line() {
             assert!(stderr(&o).contains(expected), "{command}: {}", stderr(&o));
         }
     }
+}
+
+/// Purges the test's install however the test ends.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "lookd"]).output();
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program).args(args).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{program} {args:?}: {said}");
+    said
+}
+
+#[test]
+fn deb_installs_binary_unit_config_and_model_and_removes_them() {
+    if !have("dpkg-deb") || std::env::var_os("LOOKD_TEST_RUNNER").is_some() {
+        return;
+    }
+    let host = run_ok("dpkg", &["--print-architecture"]);
+    let installed = Command::new("dpkg").args(["-s", "lookd"]).output().is_ok_and(|o| o.status.success());
+    if !running_as_root() || host.trim() != "amd64" || installed || Path::new("/usr/bin/lookd").exists() {
+        // Never touch a lookd this machine already has; installing needs root.
+        assert!(
+            std::env::var_os("CI").is_none() || installed,
+            "CI must run the install test as root on amd64"
+        );
+        eprintln!("not root on amd64, or lookd already installed: deb install test skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("bash")
+        .arg(repo().join("cross/deb"))
+        .args(["amd64", env!("CARGO_BIN_EXE_lookd")])
+        .env("LOOKD_DEB_COMPRESSION", "gzip")
+        .env("LOOKD_DEB_OUT", dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cross/deb: {}", String::from_utf8_lossy(&o.stderr));
+    let deb = String::from_utf8_lossy(&o.stdout).trim().lines().last().unwrap().to_string();
+    let _purge = Purge;
+    run_ok("dpkg", &["-i", &deb]);
+    let files = [
+        "/usr/bin/lookd",
+        "/lib/systemd/system/lookd.service",
+        "/etc/lookd/lookd.toml",
+        "/usr/share/lookd/models/default/manifest.toml",
+        "/usr/share/lookd/models/default/embed.onnx",
+    ];
+    for f in files {
+        assert!(Path::new(f).exists(), "{f} not installed");
+    }
+    assert!(Path::new("/etc/lookd/mqtt-password").exists(), "the unit's credential file");
+    let groups = run_ok("id", &["-nG", "lookd"]);
+    assert!(groups.split_whitespace().any(|g| g == "lookd"), "{groups}");
+    run_ok("/usr/bin/lookd", &["config", "check", "--config", "/etc/lookd/lookd.toml"]);
+    run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default"]);
+    if have("systemd-analyze") {
+        let said = run_ok("systemd-analyze", &["verify", "/lib/systemd/system/lookd.service"]);
+        assert!(said.trim().is_empty(), "{said}");
+    }
+    run_ok("dpkg", &["-r", "lookd"]);
+    for f in &files[..2] {
+        assert!(!Path::new(f).exists(), "{f} left after dpkg -r");
+    }
+    assert!(!Path::new(files[4]).exists(), "the model is removed with the package");
+    assert!(Path::new("/etc/lookd/lookd.toml").exists(), "dpkg -r keeps the edited configuration");
+    run_ok("dpkg", &["--purge", "lookd"]);
+    assert!(!Path::new("/etc/lookd").exists(), "purge removes /etc/lookd");
+    assert!(!Command::new("id").arg("lookd").output().unwrap().status.success(), "purge removes the user");
 }

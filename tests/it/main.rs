@@ -37,8 +37,21 @@ pub fn shared_data() -> Option<PathBuf> {
     }
 }
 
+/// A command that runs the lookd binary under test. Cross-built test suites run under qemu
+/// (cross/check): `LOOKD_TEST_RUNNER` names the emulator, which then also runs the binary.
+pub fn lookd_command() -> Command {
+    match std::env::var_os("LOOKD_TEST_RUNNER") {
+        Some(runner) if !runner.is_empty() => {
+            let mut c = Command::new(runner);
+            c.arg(env!("CARGO_BIN_EXE_lookd"));
+            c
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_lookd")),
+    }
+}
+
 pub fn lookd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lookd")).args(args).env("RUST_LOG", "warn").output().expect("run lookd")
+    lookd_command().args(args).env("RUST_LOG", "warn").output().expect("run lookd")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -98,6 +111,10 @@ pub fn free_port() -> u16 {
 }
 
 /// Whether an external program is installed; CI must have it, elsewhere its tests are skipped.
+pub fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
 pub fn have(program: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])

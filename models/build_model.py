@@ -1,8 +1,10 @@
 """Build a lookd model folder: an ONNX embedding graph, manifest.toml and reference outputs.
 
-Two backbones share one contract (models/README.md):
-  efficientnet-lite0  the real ImageNet backbone with untrained (fixed random) projection
-                      heads: the default model until the trained Complete-the-Look heads land
+Three backbones share one contract (models/README.md), all with untrained (fixed random)
+projection heads (models/train.py trains real ones):
+  efficientnet-lite0  the real ImageNet backbone
+  resnet50            torchvision's ResNet50; untrained unless --weights names a state_dict
+                      file (nothing is downloaded): the architecture for latency work
   tiny                a few random conv layers on 32x32 input, for lookd's own tests
 
 The graph takes plain RGB pixels (0..255, f32, NCHW) and has the normalisation folded in.
@@ -67,6 +69,21 @@ class LiteEmbed(nn.Module):
         return self.heads(*self.backbone(image))
 
 
+class ResNetEmbed(nn.Module):
+    """torchvision's ResNet50 (ctl.ResNetBackbone) with untrained heads. Without a weights file
+    the backbone is untrained too: the real architecture and shapes, for latency work only."""
+
+    def __init__(self, dim, seed, weights=None):
+        super().__init__()
+        from ctl import ResNetBackbone
+
+        self.backbone = ResNetBackbone(weights)
+        self.heads = Heads(ResNetBackbone.final_channels, ResNetBackbone.mid_channels, dim, seed)
+
+    def forward(self, image):
+        return self.heads(*self.backbone(image))
+
+
 class TinyEmbed(nn.Module):
     def __init__(self, dim, seed):
         super().__init__()
@@ -88,6 +105,7 @@ class TinyEmbed(nn.Module):
 SPECS = {
     # name: (module, input side, dim, grid side, pretty backbone name)
     "efficientnet-lite0": (LiteEmbed, 224, 128, 7),
+    "resnet50": (ResNetEmbed, 224, 128, 7),
     "tiny": (TinyEmbed, 32, 8, 2),
 }
 OUTPUTS = ["global", "regions", "region_keys", "key"]
@@ -147,10 +165,14 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights", help="resnet50 only: a torchvision state_dict file (else untrained)")
     args = ap.parse_args()
-    args.name = args.name or f"{args.backbone}-untrained-heads"
+    if args.weights and args.backbone != "resnet50":
+        ap.error("--weights applies to --backbone resnet50 only")
+    untrained_backbone = args.backbone == "resnet50" and not args.weights
+    args.name = args.name or f"{args.backbone}-{'untrained' if untrained_backbone else 'untrained-heads'}"
     cls, side, dim, grid = SPECS[args.backbone]
-    model = cls(dim, args.seed).eval()
+    model = (cls(dim, args.seed, args.weights) if args.backbone == "resnet50" else cls(dim, args.seed)).eval()
     os.makedirs(args.out, exist_ok=True)
     graph = os.path.join(args.out, "embed.onnx")
     x = torch.from_numpy(reference_pixels(side))

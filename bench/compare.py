@@ -1,0 +1,319 @@
+"""lookd beside onnxruntime and numpy on this machine, in one run: writes BENCHMARKS.md's tables.
+
+Run through bench/compare (it builds lookd, prepares the model variants and the venv). Every
+figure below comes from this run, on the same machine, the same graphs and the same inputs:
+
+  scene graph   lookd/tract (`lookd model bench`) vs onnxruntime, f32 and int8, same threads
+  end to end    `lookd bench` (decode, preprocess, graph, ranking, JSON) vs onnxruntime graph only
+  ranking       lookd (criterion, `cargo bench --bench rank`) vs numpy doing the same math
+  backbones     EfficientNet-Lite0 vs an untrained ResNet50 (latency only)
+  the limit     this machine's sustained f32 GEMM rate, and each graph's share of it
+
+The tables replace the text between the compare markers in BENCHMARKS.md; the rest of that
+file (analysis, optimisation log) is written by hand.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+# One BLAS thread, as lookd's ranking: set before numpy loads.
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "models"))
+from build_model import reference_pixels  # noqa: E402
+
+D, R = 128, 49
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+def manifest(folder):
+    import tomllib
+
+    with open(os.path.join(folder, "manifest.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def median(xs):
+    return float(np.median(np.asarray(xs)))
+
+
+# ---------------------------------------------------------------- the limit
+
+
+def gemm_rate(n=1024, seconds=3.0):
+    """Sustained single-thread f32 GEMM, GFLOP/s: the best of repeated n x n x n products."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def graph_flops(path, side):
+    """Multiply-adds of Conv, Gemm and MatMul at batch 1, times 2."""
+    m = onnx.load(path)
+    for i in m.graph.input:
+        dims = i.type.tensor_type.shape.dim
+        for d, v in zip(dims, [1, 3, side, side]):
+            d.ClearField("dim_param")
+            d.dim_value = v
+    del m.graph.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m)
+    shapes = {}
+    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    for t in m.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    # QDQ graphs feed a Conv its weights through DequantizeLinear: follow it to the initializer.
+    produced_by = {o: n for n in m.graph.node for o in n.output}
+
+    def shape(name):
+        if name in shapes:
+            return shapes[name]
+        node = produced_by.get(name)
+        return shape(node.input[0]) if node is not None and node.op_type == "DequantizeLinear" else None
+
+    macs = 0
+    for node in m.graph.node:
+        if node.op_type == "Conv":
+            w, out = shape(node.input[1]), shape(node.output[0])
+            if w and out:
+                macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a, out = shape(node.input[0]), shape(node.output[0])
+            if a and out:
+                macs += int(np.prod(out)) * a[-1]
+    return 2 * macs
+
+
+# ---------------------------------------------------------------- graphs
+
+
+def ort_latency(folder, threads, runs):
+    m = manifest(folder)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(os.path.join(folder, m["scene"]["graph"]), opts, providers=["CPUExecutionProvider"])
+    x = reference_pixels(m["input"]["width"])
+    outputs = [m["scene"][k] for k in ("global", "regions", "keys")]
+    for _ in range(3):
+        sess.run(outputs, {m["input"]["name"]: x})
+    ms = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(outputs, {m["input"]["name"]: x})
+        ms.append((time.perf_counter() - t) * 1e3)
+    return median(ms)
+
+
+def lookd(args):
+    out = subprocess.run([LOOKD, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def tract_latency(folder, threads, runs):
+    return lookd(["model", "bench", folder, "--runs", str(runs), "--threads", str(threads), "--json"])["p50_ms"]
+
+
+# ---------------------------------------------------------------- ranking
+
+
+def unit_rows(rng, n):
+    v = rng.standard_normal((n, D), dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def numpy_rank(scene, globals_, keys, category_key):
+    """The hybrid distance of lookd's rank.rs, written the way a numpy user would."""
+    g, regions, rkeys = scene
+    gn = (globals_ * globals_).sum(1)
+    glob = (g @ g) + gn - 2 * globals_ @ g
+    if keys is None:
+        logits = -((rkeys - category_key) ** 2).sum(1)
+        a = np.exp(logits - logits.max())
+        a /= a.sum()
+        pooled = a @ regions
+        local = (a * (regions * regions).sum(1)).sum() + gn - 2 * globals_ @ pooled
+    else:
+        logits = 2 * keys @ rkeys.T - (rkeys * rkeys).sum(1)  # the key's own norm cancels
+        logits -= logits.max(1, keepdims=True)
+        a = np.exp(logits)
+        a /= a.sum(1, keepdims=True)
+        sq = (regions * regions).sum(1)[None, :] + gn[:, None] - 2 * globals_ @ regions.T
+        local = (a * sq).sum(1)
+    return 0.5 * (glob + local)
+
+
+def numpy_ranking(sizes, budget_s=2.0):
+    rng = np.random.default_rng(1)
+    scene = (unit_rows(rng, 1)[0], unit_rows(rng, R), unit_rows(rng, R))
+    category_key = unit_rows(rng, 1)[0]
+    out = {}
+    for p in sizes:
+        globals_, keys = unit_rows(rng, p), unit_rows(rng, p)
+        for mode, k in (("category-key", None), ("product-key", keys)):
+            numpy_rank(scene, globals_, k, category_key)
+            ms, end = [], time.perf_counter() + budget_s
+            while len(ms) < 3 or (time.perf_counter() < end and len(ms) < 50):
+                t = time.perf_counter()
+                numpy_rank(scene, globals_, k, category_key)
+                ms.append((time.perf_counter() - t) * 1e3)
+            out[(mode, p)] = median(ms)
+    return out
+
+
+def criterion_ranking(target_dir, sizes):
+    out = {}
+    for mode in ("category-key", "product-key"):
+        for p in sizes:
+            path = os.path.join(target_dir, "criterion", "rank", mode, str(p), "new", "estimates.json")
+            with open(path) as f:
+                out[(mode, p)] = json.load(f)["median"]["point_estimate"] / 1e6
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    tract = "?"
+    lock = open(os.path.join(REPO, "Cargo.lock")).read().split("\n[[package]]\n")
+    for pkg in lock:
+        if pkg.startswith('name = "tract-core"'):
+            tract = pkg.split('version = "')[1].split('"')[0]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB, Linux {platform.release()}; "
+        f"tract {tract}, onnxruntime {ort.__version__}, numpy {np.__version__}, Python {platform.python_version()}"
+    )
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}"
+
+
+def render(r):
+    lines = [BEGIN, "", f"Generated by `bench/compare` on {r['date']} (took {r['took_s']:.0f} s).", ""]
+    lines += [f"Machine: {r['machine']}.", ""]
+    lines += [f"Sustained f32 GEMM (numpy/OpenBLAS, 1 thread, 1024³): **{r['gemm_gflops']:.1f} GFLOP/s**.", ""]
+    lines += ["### Scene graph: lookd/tract vs onnxruntime (same graph, same input, median)", ""]
+    lines += ["| graph | threads | GFLOP | tract ms | onnxruntime ms | ratio tract/ORT | tract share of the GEMM rate |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for g in r["graphs"]:
+        share = g["gflop"] / (g["tract_ms"] / 1e3) / (r["gemm_gflops"] * g["threads"])
+        lines.append(
+            f"| {g['label']} | {g['threads']} | {g['gflop']:.2f} | {g['tract_ms']:.1f} | {g['ort_ms']:.1f} "
+            f"| {ratio(g['tract_ms'], g['ort_ms'])} | {share:.0%} |"
+        )
+    e = r["e2e"]
+    lines += ["", "### End to end: `lookd bench` (frame bytes in, ranking JSON out) vs onnxruntime's graph alone", ""]
+    lines += ["| stage | p50 ms | p95 ms | max ms |", "|---|---|---|---|"]
+    for name, s in e["stages"]:
+        lines.append(f"| {name} | {s['p50_ms']:.3f} | {s['p95_ms']:.3f} | {s['max_ms']:.3f} |")
+    lines += [
+        "",
+        f"{e['frames']} frames of ../shared/data/ccp/scenes, category {e['category']} "
+        f"({e['category_products']} of {e['cache_products']} products), {e['precision']} model: "
+        f"{e['fps']:.1f} frames/s; ready (model + cache) in {e['ready_ms']:.0f} ms; peak RSS {e['peak_rss_kb'] / 1024:.1f} MiB.",
+        "",
+        f"**lookd end-to-end p50 / onnxruntime scene-graph p50 = {e['total_p50']:.1f} / {e['ort_ms']:.1f} = "
+        f"{ratio(e['total_p50'], e['ort_ms'])}** (target ≤ 1.0).",
+    ]
+    lines += ["", "### Ranking: lookd vs numpy (same math, D = 128, R = 49, one thread, median ms)", ""]
+    lines += ["| mode | products | lookd ms | numpy ms | speed vs numpy | lookd ns/product |", "|---|---|---|---|---|---|"]
+    for (mode, p), ms in sorted(r["rank_lookd"].items()):
+        npms = r["rank_numpy"][(mode, p)]
+        lines.append(f"| {mode} | {p:,} | {ms:.3f} | {npms:.3f} | {npms / ms:.2f}× | {ms * 1e6 / p:.0f} |")
+    m = r["memory"]
+    if m:
+        lines += ["", "### Memory: `lookd run` peak RSS (folder camera, embedded broker, 40 frames)", ""]
+        lines += ["| cache | products | peak RSS MiB | target MiB |", "|---|---|---|---|"]
+        for row in m:
+            lines.append(f"| {row['label']} | {row['products']:,} | {row['peak_mib']:.1f} | {row['target']} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_report(text):
+    path = os.path.join(REPO, "BENCHMARKS.md")
+    old = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    head, rest = old.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path + ".tmp", "w") as f:
+        f.write(head + text + tail)
+    os.replace(path + ".tmp", path)
+
+
+def main():
+    global LOOKD
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lookd", required=True)
+    ap.add_argument("--target-dir", required=True, help="where criterion wrote its estimates")
+    ap.add_argument("--models", nargs="+", required=True, help="label=folder[@threads]")
+    ap.add_argument("--scenes", required=True)
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--memory", nargs="*", default=[], help="label=file:products:target (peak RSS JSON)")
+    ap.add_argument("--sizes", default="1000,10000,100000,1000000")
+    a = ap.parse_args()
+    LOOKD = a.lookd
+    started = time.time()
+    sizes = [int(s) for s in a.sizes.split(",")]
+    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    r["gemm_gflops"] = gemm_rate()
+    print(f"GEMM {r['gemm_gflops']:.1f} GFLOP/s", file=sys.stderr)
+    r["graphs"] = []
+    for spec in a.models:
+        label, rest = spec.split("=", 1)
+        folder, threads = (rest.split("@") + ["1"])[:2]
+        threads = int(threads)
+        m = manifest(folder)
+        path = os.path.join(folder, m["scene"]["graph"])
+        g = {"label": label, "threads": threads, "gflop": graph_flops(path, m["input"]["width"]) / 1e9}
+        g["tract_ms"] = tract_latency(folder, threads, a.runs)
+        g["ort_ms"] = ort_latency(folder, threads, a.runs)
+        print(f"{label}: {g}", file=sys.stderr)
+        r["graphs"].append(g)
+    first = a.models[0].split("=", 1)[1].split("@")[0]
+    e = lookd(["bench", "--scenes", a.scenes, "--model", first, "--cache", a.cache, "--frames", "100", "--json"])
+    e["total_p50"] = dict(e["stages"])["total"]["p50_ms"]
+    e["ort_ms"] = r["graphs"][0]["ort_ms"]
+    r["e2e"] = e
+    r["rank_lookd"] = criterion_ranking(a.target_dir, sizes)
+    r["rank_numpy"] = numpy_ranking(sizes)
+    r["memory"] = []
+    for spec in a.memory:
+        label, rest = spec.split("=", 1)
+        path, products, target = rest.split(":")
+        with open(path) as f:
+            r["memory"].append({"label": label, "products": int(products), "peak_mib": json.load(f)["peak_kb"] / 1024,
+                                "target": target})
+    r["took_s"] = time.time() - started
+    write_report(render(r))
+    print(render(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -78,7 +78,7 @@ impl ModelArg {
     /// Sets the inference thread count and opens the model folder.
     pub fn open(&self) -> anyhow::Result<lookd::model::ModelFolder> {
         lookd::model::set_threads(self.threads as usize);
-        Ok(lookd::model::ModelFolder::open(&self.model).context("loading the model")?)
+        lookd::model::ModelFolder::open(&self.model).context("loading the model")
     }
 }
 

@@ -30,9 +30,22 @@ pub struct Rect {
     pub height: u32,
 }
 
+/// The widest or tallest photo or frame lookd decodes (8K); a larger header is refused before
+/// anything is allocated, so a hostile or corrupt file cannot exhaust memory.
+pub const MAX_SIDE: u32 = 8192;
+
 /// Decodes JPEG or PNG bytes to 8-bit RGB.
 pub fn decode(bytes: &[u8]) -> Result<RgbImage, PreprocessError> {
-    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?.to_rgb8();
+    let fail = |e: image::ImageError| PreprocessError::Decode(e.to_string());
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(u64::from(MAX_SIDE) * u64::from(MAX_SIDE) * 4);
+    reader.limits(limits);
+    let img = reader.decode().map_err(fail)?.to_rgb8();
     if img.width() == 0 || img.height() == 0 {
         return Err(PreprocessError::Empty { width: img.width(), height: img.height() });
     }
@@ -136,6 +149,20 @@ mod tests {
         let mut out = vec![9.0; 3];
         to_model_input(img, crop, size.0, size.1, &mut out).unwrap();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_photo_wider_than_the_limit_is_refused_not_decoded() {
+        let mut png = Vec::new();
+        let wide = RgbImage::new(MAX_SIDE + 1, 1);
+        wide.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let err = decode(&png).unwrap_err().to_string();
+        assert!(err.contains("limit"), "{err}");
+        let mut ok = Vec::new();
+        RgbImage::new(MAX_SIDE, 1)
+            .write_to(&mut std::io::Cursor::new(&mut ok), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode(&ok).unwrap().width(), MAX_SIDE);
     }
 
     fn two_by_two() -> RgbImage {

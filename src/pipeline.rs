@@ -118,6 +118,18 @@ pub struct Options {
     pub roi: Option<[f32; 4]>,
     /// Stop after this many frames have been accounted for (soak tests); `None`: until shutdown.
     pub max_frames: Option<u64>,
+    /// How often the loop says it is alive (`Notice::Watchdog`); `None`: never.
+    pub watchdog: Option<Duration>,
+}
+
+/// What the loop tells its supervisor (systemd, under `lookd run`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Notice<'a> {
+    /// Start-up is over; the text says what is up.
+    Ready(&'a str),
+    /// The loop is alive. Sent from the loop itself, between frames: a hung inference, ranking
+    /// or publish stops it, and the supervisor restarts the process.
+    Watchdog,
 }
 
 impl Options {
@@ -133,6 +145,7 @@ impl Options {
             mirror: c.mirror,
             roi: c.roi,
             max_frames,
+            watchdog: crate::systemd::watchdog_interval(),
         }
     }
 }
@@ -199,16 +212,16 @@ fn now_ms(t: SystemTime) -> u64 {
 pub const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs capture on its own thread and the loop on this one until `shutdown` (or `max_frames`).
-/// `ready` is called once, when the first frame has arrived or `READY_WITHIN` has passed, with
-/// a line saying what is up. The capture thread is not joined: a camera read can block for
-/// seconds, shutdown must not.
+/// `supervisor` hears `Notice::Ready` once, when the first frame has arrived or `READY_WITHIN`
+/// has passed, and `Notice::Watchdog` every `opts.watchdog` while the loop turns. The capture
+/// thread is not joined: a camera read can block for seconds, shutdown must not.
 pub fn run(
     mut source: Box<dyn FrameSource>,
     engine: &mut Engine,
     publisher: &dyn Publisher,
     opts: &Options,
     shutdown: &Arc<AtomicBool>,
-    ready: &mut dyn FnMut(&str),
+    supervisor: &mut dyn FnMut(Notice),
 ) -> Arc<Counters> {
     let counters = Arc::new(Counters::default());
     let slot: Arc<Slot<Frame>> = Arc::default();
@@ -222,7 +235,7 @@ pub fn run(
             log::error!("cannot start the capture thread: {e}");
         }
     }
-    Loop::new(engine, publisher, opts, counters.clone()).run(&slot, shutdown, ready);
+    Loop::new(engine, publisher, opts, counters.clone()).run(&slot, shutdown, supervisor);
     counters
 }
 
@@ -280,7 +293,6 @@ struct Loop<'a> {
     windows: BTreeMap<&'static str, Window>,
     started: Instant,
     last_stats: (Instant, u64, u64),
-    watchdog: Option<Duration>,
     last_watchdog: Instant,
 }
 
@@ -311,12 +323,11 @@ impl<'a> Loop<'a> {
             windows: BTreeMap::new(),
             started: now,
             last_stats: (now, 0, 0),
-            watchdog: crate::systemd::watchdog_interval(),
             last_watchdog: now,
         }
     }
 
-    fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool, ready: &mut dyn FnMut(&str)) {
+    fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool, supervisor: &mut dyn FnMut(Notice)) {
         self.publish_category_state();
         let mut announced = false;
         while !shutdown.load(Ordering::Relaxed) {
@@ -325,10 +336,10 @@ impl<'a> Loop<'a> {
                 let camera = self.c.camera.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let broker =
                     if self.publisher.is_connected() { "connected" } else { "not connected (retrying)" };
-                ready(&format!("camera {camera}; broker {broker}"));
+                supervisor(Notice::Ready(&format!("camera {camera}; broker {broker}")));
                 announced = true;
             }
-            self.ping_watchdog();
+            self.ping_watchdog(supervisor);
             self.handle_commands();
             if self.last_stats.0.elapsed() >= self.opts.stats_interval {
                 self.publish_stats();
@@ -346,10 +357,10 @@ impl<'a> Loop<'a> {
         self.publish_stats();
     }
 
-    fn ping_watchdog(&mut self) {
-        if let Some(every) = self.watchdog {
+    fn ping_watchdog(&mut self, supervisor: &mut dyn FnMut(Notice)) {
+        if let Some(every) = self.opts.watchdog {
             if self.last_watchdog.elapsed() >= every {
-                crate::systemd::notify("WATCHDOG=1");
+                supervisor(Notice::Watchdog);
                 self.last_watchdog = Instant::now();
             }
         }

@@ -14,7 +14,7 @@ use lookd::capture::synthetic::SyntheticSource;
 use lookd::capture::FrameSource;
 use lookd::config::{Broker, Config, Source};
 use lookd::model::{ModelFolder, SceneModel};
-use lookd::pipeline::{self, Engine, Options};
+use lookd::pipeline::{self, Engine, Notice, Options};
 use lookd::publish::{self, Mqtt, Settings};
 use lookd::systemd::notify;
 
@@ -67,13 +67,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let mut engine = Engine::new(folder, scene, cache);
     let opts = Options::from_config(&config, a.max_frames);
     let products = engine.cache.len();
-    let mut ready = |what: &str| {
+    let mut supervisor = |notice: Notice| {
+        let Notice::Ready(what) = notice else {
+            notify("WATCHDOG=1");
+            return;
+        };
         notify("READY=1");
         notify(&format!("STATUS=ready: {what}"));
         let secs = started.elapsed().as_secs_f64();
         log::info!("ready in {secs:.2} s: {products} products, {what}, publishing under {}/", config.prefix);
     };
-    let counters = pipeline::run(source(&config), &mut engine, &mqtt, &opts, &shutdown, &mut ready);
+    let counters = pipeline::run(source(&config), &mut engine, &mqtt, &opts, &shutdown, &mut supervisor);
     notify("STOPPING=1");
     log::info!("stopping after {} frames", counters.frames_in.load(Ordering::Relaxed));
     mqtt.shutdown(Duration::from_millis(1500));

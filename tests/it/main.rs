@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod daemon;
 mod deploy;
+mod faults;
 mod model;
 
 use std::path::{Path, PathBuf};

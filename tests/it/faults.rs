@@ -1,0 +1,193 @@
+//! Camera faults and the watchdog, injected into the real pipeline in-process: a scripted frame
+//! source (there is no camera on these machines) feeds the daemon's loop with the tiny model
+//! and a real product cache; a recording publisher stands in for MQTT, which other tests cover.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use lookd::cache::ProductCache;
+use lookd::capture::{CaptureError, Frame, FrameSource, PixelFormat};
+use lookd::model::{ModelFolder, SceneModel};
+use lookd::pipeline::{self, Counters, Engine, Notice, Options, Publisher};
+use lookd::publish::Received;
+
+use crate::{lookd, s, stderr, synth_catalog, tiny_model};
+
+enum Step {
+    Frame(PixelFormat, u32, u32, Vec<u8>),
+    Fail(CaptureError),
+    Stall(Duration),
+}
+
+/// Plays its steps in order, one every `gap` (so the loop takes each frame before the next).
+struct Script {
+    steps: std::vec::IntoIter<Step>,
+    gap: Duration,
+    seq: u64,
+}
+
+impl FrameSource for Script {
+    fn next_frame(&mut self) -> Result<Frame, CaptureError> {
+        std::thread::sleep(self.gap);
+        loop {
+            match self.steps.next() {
+                Some(Step::Stall(d)) => std::thread::sleep(d),
+                Some(Step::Fail(e)) => return Err(e),
+                Some(Step::Frame(format, width, height, pixels)) => {
+                    self.seq += 1;
+                    return Ok(Frame { pixels, format, width, height, seq: self.seq, ts: SystemTime::now() });
+                }
+                None => return Err(CaptureError::Unavailable("script over".into())),
+            }
+        }
+    }
+    fn describe(&self) -> String {
+        "script".into()
+    }
+}
+
+/// Records what would go to the broker; `hang_on` makes the n-th recommendation take `hang`.
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<String>>,
+    hang_on: Option<(usize, Duration)>,
+}
+
+impl Publisher for Recorder {
+    fn publish_retained(&self, suffix: &str, _: Vec<u8>) {
+        let n = {
+            let mut sent = self.sent.lock().unwrap();
+            sent.push(suffix.to_string());
+            sent.iter().filter(|s| s.starts_with("recommendations/")).count()
+        };
+        if let Some((at, hang)) = self.hang_on {
+            if suffix.starts_with("recommendations/") && n == at {
+                std::thread::sleep(hang);
+            }
+        }
+    }
+    fn publish(&self, suffix: &str, _: Vec<u8>) {
+        self.sent.lock().unwrap().push(suffix.to_string());
+    }
+    fn commands(&self) -> Vec<Received> {
+        Vec::new()
+    }
+    fn is_connected(&self) -> bool {
+        true
+    }
+    fn reconnects(&self) -> u64 {
+        0
+    }
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let csv = synth_catalog(dir, 8);
+    let cache = dir.join("c.cache");
+    let tiny = tiny_model();
+    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let folder = ModelFolder::open(&tiny).unwrap();
+    let scene = SceneModel::load(&folder).unwrap();
+    let cache = ProductCache::open(&cache, Some(&folder.product_fingerprint())).unwrap();
+    Engine::new(folder, scene, cache)
+}
+
+fn options(frames: u64) -> Options {
+    Options {
+        category: "shoes".into(),
+        top: 3,
+        min_interval: Duration::ZERO,
+        change_threshold: 0.0, // every readable frame is embedded
+        hold_off: Duration::ZERO,
+        stats_interval: Duration::from_secs(3600),
+        rotate: 0,
+        mirror: false,
+        roi: None,
+        max_frames: Some(frames),
+        watchdog: Some(Duration::from_millis(50)),
+    }
+}
+
+fn yuyv(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    (0..width * height * 2).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed)).collect()
+}
+
+fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3) as u8 ^ seed, (y * 5) as u8, seed.wrapping_mul(7)])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+    out
+}
+
+/// Runs the loop over `steps`; returns the counters, what was published and when each watchdog
+/// notice came.
+fn run(steps: Vec<Step>, publisher: &Recorder) -> (Arc<Counters>, Vec<Instant>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = engine(dir.path());
+    let frames = steps.iter().filter(|s| matches!(s, Step::Frame(..))).count() as u64;
+    let source = Script { steps: steps.into_iter(), gap: Duration::from_millis(120), seq: 0 };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mut pings = Vec::new();
+    let mut ready = 0;
+    let mut supervisor = |n: Notice| match n {
+        Notice::Watchdog => pings.push(Instant::now()),
+        Notice::Ready(_) => ready += 1,
+    };
+    let counters =
+        pipeline::run(Box::new(source), &mut engine, publisher, &options(frames), &shutdown, &mut supervisor);
+    shutdown.store(true, Ordering::Relaxed);
+    assert_eq!(ready, 1, "READY exactly once");
+    (counters, pings)
+}
+
+fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+fn largest_gap(pings: &[Instant]) -> Duration {
+    pings.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(Duration::MAX)
+}
+
+#[test]
+fn camera_faults_are_counted_never_fatal_and_the_waiting_loop_keeps_the_watchdog_fed() {
+    let truncated = jpeg(64, 48, 3)[..200].to_vec();
+    let steps = vec![
+        Step::Frame(PixelFormat::Yuyv, 64, 48, yuyv(64, 48, 1)),
+        Step::Frame(PixelFormat::Mjpg, 64, 48, truncated),
+        Step::Frame(PixelFormat::Yuyv, 64, 48, Vec::new()), // zero-length buffer
+        Step::Frame(PixelFormat::Yuyv, 64, 48, vec![7; 100]), // shorter than 64x48 needs
+        Step::Fail(CaptureError::Read("device vanished".into())),
+        Step::Stall(Duration::from_millis(1500)), // no frame for a while: only waiting
+        Step::Frame(PixelFormat::Yuyv, 32, 24, yuyv(32, 24, 5)), // resolution change
+        Step::Frame(PixelFormat::Mjpg, 80, 60, jpeg(80, 60, 9)),
+        Step::Frame(PixelFormat::Nv12, 33, 17, vec![90; 33 * 17 + 2 * 17 * 9]), // odd size
+    ];
+    let publisher = Recorder::default();
+    let (c, pings) = run(steps, &publisher);
+    assert_eq!(get(&c.frames_in), 7);
+    assert_eq!(get(&c.frames_bad), 3, "truncated MJPG, empty buffer, short buffer");
+    assert_eq!(get(&c.camera_errors), 1);
+    assert_eq!(get(&c.frames_dropped), 0);
+    assert_eq!(get(&c.inferences), 4, "every readable frame, whatever its size, was ranked");
+    let sent = publisher.sent.lock().unwrap();
+    assert_eq!(sent.iter().filter(|s| s.starts_with("recommendations/")).count(), 4);
+    assert!(largest_gap(&pings) < Duration::from_millis(400), "watchdog gap {:?}", largest_gap(&pings));
+}
+
+#[test]
+fn a_hung_loop_stops_feeding_the_watchdog_and_resumes_after() {
+    // 16 frames, 120 ms apart: the capture outlasts the hang, so the loop turns again after it.
+    let steps = (1..=16).map(|i| Step::Frame(PixelFormat::Yuyv, 32, 24, yuyv(32, 24, i * 13))).collect();
+    let hang = Duration::from_millis(1200);
+    let publisher = Recorder { hang_on: Some((2, hang)), ..Recorder::default() };
+    let (c, pings) = run(steps, &publisher);
+    // Frames that came while the loop hung replaced each other: counted as dropped, not lost.
+    assert_eq!(get(&c.inferences) + get(&c.frames_dropped), 16);
+    let gap = largest_gap(&pings);
+    assert!(gap >= hang, "the watchdog was fed while the loop hung ({gap:?}): systemd could not restart it");
+    let hung_at = pings.windows(2).position(|w| w[1] - w[0] == gap).unwrap();
+    assert!(pings.len() > hung_at + 2, "pings resume after the hang");
+}

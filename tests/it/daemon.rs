@@ -79,7 +79,9 @@ impl Sub {
         let out = child.stdout.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
+            // Lossy: the commands a test sends on purpose may be binary.
+            for raw in BufReader::new(out).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&raw);
                 let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
                 if tx.send((topic.to_string(), payload.to_string())).is_err() {
                     break;
@@ -264,6 +266,21 @@ fn check_topics(setup: &Setup, port: u16) {
     publish("{\"category\": \"spacesuits\"}");
     let err = sub.expect("error", WAIT, |_| true);
     assert!(err["error"].as_str().unwrap().contains("unknown category \"spacesuits\""), "{err}");
+    // Malformed, oversized and binary payloads: each refused on the error topic, by name.
+    publish("{\"category\": ");
+    let err = sub.expect("error", WAIT, |_| true);
+    assert!(err["error"].as_str().unwrap().contains("bad JSON"), "{err}");
+    publish(&"x".repeat(5000));
+    let err = sub.expect("error", WAIT, |_| true);
+    assert!(err["error"].as_str().unwrap().contains("over the 4096-byte limit"), "{err}");
+    let bin = crate::repo().join("fuzz/corpus/command/binary");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "lookd/t/category/set", "-f", s(&bin)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let err = sub.expect("error", WAIT, |_| true);
+    assert!(err["error"].as_str().unwrap().contains("not UTF-8"), "{err}");
     // Nothing changed: a fresh subscriber still sees pants as the retained state.
     let late = Sub::start(port, "lookd/t");
     late.expect("category/state", WAIT, |v| v["slug"] == "pants");

@@ -189,6 +189,23 @@ def criterion_ranking(target_dir, sizes):
     return out
 
 
+def criterion_ms(target_dir, *parts):
+    path = os.path.join(target_dir, "criterion", *parts, "new", "estimates.json")
+    with open(path) as f:
+        return json.load(f)["median"]["point_estimate"] / 1e6
+
+
+def criterion_frames(target_dir):
+    rows = []
+    for fmt in ("yuyv", "mjpg"):
+        rows.append((f"1280×720 {fmt.upper()} → RGB", criterion_ms(target_dir, "frame-1280x720", "to-rgb", fmt)))
+        rows.append((f"1280×720 {fmt.upper()} → RGB → 224×224 model input",
+                     criterion_ms(target_dir, "frame-1280x720", "to-model-input-224", fmt)))
+    for n in (3781, 100000):
+        rows.append((f"open a {n:,}-product cache (mmap, CRC, metadata)", criterion_ms(target_dir, "cache-open", str(n))))
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -246,6 +263,10 @@ def render(r):
     for (mode, p), ms in sorted(r["rank_lookd"].items()):
         npms = r["rank_numpy"][(mode, p)]
         lines.append(f"| {mode} | {p:,} | {ms:.3f} | {npms:.3f} | {npms / ms:.2f}× | {ms * 1e6 / p:.0f} |")
+    lines += ["", "### Frame path and start-up (criterion, `cargo bench --bench frame`, median)", ""]
+    lines += ["| step | ms |", "|---|---|"]
+    for name, ms in r["frames"]:
+        lines.append(f"| {name} | {ms:.2f} |")
     m = r["memory"]
     if m:
         lines += ["", "### Memory: `lookd run` peak RSS (folder camera, embedded broker, 40 frames)", ""]
@@ -302,6 +323,7 @@ def main():
     e["ort_ms"] = r["graphs"][0]["ort_ms"]
     r["e2e"] = e
     r["rank_lookd"] = criterion_ranking(a.target_dir, sizes)
+    r["frames"] = criterion_frames(a.target_dir)
     r["rank_numpy"] = numpy_ranking(sizes)
     r["memory"] = []
     for spec in a.memory:

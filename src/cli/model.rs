@@ -26,6 +26,9 @@ pub enum Command {
         /// Threads for the graph's matrix products
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Also time each operator (as tract runs the optimised graph) and print the heaviest
+        #[arg(long)]
+        profile: bool,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -36,9 +39,13 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
-        Command::Bench { dir, runs, threads, json } => {
+        Command::Bench { dir, runs, threads, profile, json } => {
             lookd::model::set_threads(threads.max(1));
-            bench(&dir, runs, json)
+            bench(&dir, runs, json)?;
+            if profile {
+                print_profile(&dir, runs)?;
+            }
+            Ok(code::OK)
         }
     }
 }
@@ -109,4 +116,31 @@ fn bench(dir: &std::path::Path, runs: usize, json: bool) -> anyhow::Result<i32> 
             m.model_id(), m.precision, ms.len());
     }
     Ok(code::OK)
+}
+
+fn print_profile(dir: &std::path::Path, runs: usize) -> anyhow::Result<()> {
+    let folder = ModelFolder::open(dir)?;
+    let m = &folder.manifest;
+    let mut scene = SceneModel::load(&folder).context("scene graph")?;
+    let pixels = lookd::model::reference_pixels(m.input.width, m.input.height);
+    let mut per_op = std::collections::BTreeMap::new();
+    scene.profile(&pixels, &mut per_op)?; // warm-up
+    per_op.clear();
+    let runs = runs.max(1);
+    for _ in 0..runs {
+        scene.profile(&pixels, &mut per_op)?;
+    }
+    let total: f64 = per_op.values().map(|v| v.0).sum::<f64>() / runs as f64;
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!("per operator, mean over {runs} runs (total {total:.1} ms, with timing overhead):");
+    for (name, (ms, calls)) in rows.iter().take(15) {
+        let per_run = ms / runs as f64;
+        println!(
+            "{name:<28} {per_run:>8.2} ms {:>5.1}%  {} nodes",
+            100.0 * per_run / total,
+            calls / runs as u32
+        );
+    }
+    Ok(())
 }

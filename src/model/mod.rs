@@ -229,6 +229,30 @@ impl SceneModel {
     }
 }
 
+impl SceneModel {
+    /// Runs one image and adds each operator's time to `per_op` (name -> total ms, calls): where
+    /// the scene graph's time goes, as tract runs it after optimisation.
+    pub fn profile(
+        &mut self,
+        pixels: &[f32],
+        per_op: &mut BTreeMap<String, (f64, u32)>,
+    ) -> Result<(), ModelError> {
+        let r = &mut self.runner;
+        let input = Tensor::from_shape(&r.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        r.state
+            .run_plan_with_eval(tvec!(input.into()), |ctx, op_state, node, inputs| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let e = per_op.entry(node.op().name().to_string()).or_default();
+                e.0 += t.elapsed().as_secs_f64() * 1e3;
+                e.1 += 1;
+                out
+            })
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        Ok(())
+    }
+}
+
 /// The product graph, fixed at `batch` images per call.
 pub struct ProductModel {
     runner: Runner,

@@ -47,6 +47,16 @@ pub struct Header {
     meta_len: usize,
 }
 
+impl Header {
+    /// Where the JSON metadata starts in the file, and its length.
+    pub fn meta_at(&self) -> usize {
+        self.meta_at
+    }
+    pub fn meta_len(&self) -> usize {
+        self.meta_len
+    }
+}
+
 /// One stored product: its catalog row plus the hash of the image bytes it was embedded from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredProduct {
@@ -161,6 +171,18 @@ fn category_blocks(records: &[Record]) -> Vec<CategoryBlock> {
 /// Checks `bytes` fully (magic, version, length, checksum, offsets, metadata) and reads the
 /// header and metadata. The float blocks are left in place for the caller to view.
 pub fn decode(bytes: &[u8]) -> Result<(Header, Meta), CodecError> {
+    decode_with(bytes, &mut |_, _| {})
+}
+
+/// Bytes checksummed per step of [`decode_with`].
+pub const CHECK_CHUNK: usize = 4 << 20;
+
+/// [`decode`], calling `checked(offset, len)` after each `CHECK_CHUNK` of the checksum pass, so
+/// a memory-mapped caller can release the pages it will not need (offsets are chunk-aligned).
+pub fn decode_with(
+    bytes: &[u8],
+    checked: &mut dyn FnMut(usize, usize),
+) -> Result<(Header, Meta), CodecError> {
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return Err(CodecError::Magic);
     }
@@ -178,7 +200,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Meta), CodecError> {
         return Err(CodecError::Truncated { expected: total, actual: bytes.len() });
     }
     let (body, crc) = bytes.split_at(total - 4);
-    if crc32fast::hash(body).to_le_bytes() != crc {
+    let mut hasher = crc32fast::Hasher::new();
+    for (i, chunk) in body.chunks(CHECK_CHUNK).enumerate() {
+        hasher.update(chunk);
+        checked(i * CHECK_CHUNK, chunk.len());
+    }
+    if hasher.finalize().to_le_bytes() != crc {
         return Err(CodecError::Checksum);
     }
     let attention = match u32_at(16) {
@@ -286,6 +313,21 @@ mod tests {
 
     fn check(bytes: &[u8], expected: Result<(), CodecError>) {
         assert_eq!(decode(bytes).map(|_| ()), expected);
+    }
+
+    #[test]
+    fn the_checksum_pass_reports_every_byte_it_checked_in_order() {
+        let records = (0..9000).map(|i| record(&format!("p{i}"), "Shoes", i as f32)).collect();
+        let bytes = encode(records, 2, AttentionMode::Product, 4, [7; 32], "tiny@123");
+        let mut seen = Vec::new();
+        decode_with(&bytes, &mut |at, len| seen.push((at, len))).unwrap();
+        let mut next = 0;
+        for &(at, len) in &seen {
+            assert_eq!(at, next, "{seen:?}");
+            assert!(at % CHECK_CHUNK == 0 && len <= CHECK_CHUNK);
+            next = at + len;
+        }
+        assert_eq!(next, bytes.len() - 4, "everything but the CRC itself");
     }
 
     #[test]

@@ -38,6 +38,20 @@ enum Backing {
 }
 
 impl Backing {
+    /// Drops this process's resident pages of `at..at + len` (mapped files only); they stay in
+    /// the page cache, so touching them again is a minor fault, not a read.
+    fn release(&self, at: usize, len: usize) {
+        #[cfg(unix)]
+        if let Backing::Mapped(map) = self {
+            // SAFETY: a read-only, file-backed shared mapping: MADV_DONTNEED only drops page-table
+            // entries; later reads fault the same file contents back in.
+            let dropped = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at, len) };
+            if let Err(e) = dropped {
+                log::debug!("madvise(DONTNEED): {e}");
+            }
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mapped(m) => m,
@@ -79,8 +93,17 @@ impl ProductCache {
         fingerprint: Option<&[u8; 32]>,
     ) -> Result<ProductCache, CacheError> {
         let refused = |reason: String| CacheError::Refused { path: path.into(), reason };
-        let (header, meta) =
-            codec::decode(backing.bytes()).map_err(|e: CodecError| refused(e.to_string()))?;
+        // The checksum pass reads every page: behind it, mapped pages are given back, so
+        // resident memory (peak included) holds only the categories actually ranked.
+        let (header, meta) = codec::decode_with(backing.bytes(), &mut |at, len| backing.release(at, len))
+            .map_err(|e: CodecError| refused(e.to_string()))?;
+        // The metadata is parsed into `meta` now: its mapped bytes are not read again.
+        let page = 4096;
+        let meta_start = header.meta_at().next_multiple_of(page);
+        let meta_end = header.meta_at() + header.meta_len();
+        if meta_end > meta_start {
+            backing.release(meta_start, meta_end - meta_start);
+        }
         if let Some(expected) = fingerprint {
             if &header.fingerprint != expected {
                 return Err(refused(format!(

@@ -76,7 +76,8 @@ impl PixelFormat {
         let (w, h) = (width as usize, height as usize);
         match self {
             PixelFormat::Mjpg => None,
-            PixelFormat::Yuyv => Some(w * h * 2),
+            // A row holds whole Y U Y V groups: an odd width is padded to the next pair.
+            PixelFormat::Yuyv => Some(w.div_ceil(2) * 4 * h),
             PixelFormat::Nv12 | PixelFormat::Yu12 => Some(w * h + 2 * w.div_ceil(2) * h.div_ceil(2)),
             PixelFormat::Rgb24 => Some(w * h * 3),
         }

@@ -40,7 +40,7 @@ pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {
     match frame.format {
         PixelFormat::Rgb24 => out.copy_from_slice(&p[..expected]),
         PixelFormat::Yuyv => {
-            let stride = wu * 2;
+            let stride = wu.div_ceil(2) * 4; // whole Y U Y V groups, as frame_len counts them
             fill(&mut out, |x, y| {
                 let pair = y * stride + (x & !1) * 2;
                 (p[y * stride + x * 2], p[pair + 1], p[pair + 3])
@@ -114,6 +114,15 @@ mod tests {
             frame(PixelFormat::Yuyv, 4, 1, vec![16, 128, 235, 128, 81, 90, 81, 240]),
             &[BLACK, WHITE, RED, RED],
         );
+    }
+
+    #[test]
+    fn yuyv_of_odd_width_pads_its_rows_to_whole_pairs() {
+        // Found by the `frame` fuzz target: 3 pixels wide, each row is 2 groups (8 bytes).
+        let row = [16, 128, 235, 128, 81, 90, 0, 240];
+        check(frame(PixelFormat::Yuyv, 3, 2, [row, row].concat()), &[BLACK, WHITE, RED, BLACK, WHITE, RED]);
+        let short = frame(PixelFormat::Yuyv, 3, 2, vec![0; 12]);
+        assert!(to_rgb(&short).is_err(), "12 bytes are 3x2 at 2 bytes a pixel, but not whole pairs");
     }
 
     #[test]

@@ -7,11 +7,13 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Args::parse();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing=off"),
-    )
-    .format_timestamp(None)
-    .init();
+    // The embedded broker (rumqttd) logs every routed message as an error-level span; it stays
+    // silent unless RUST_LOG names it.
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    if !filter.contains("rumqttd") {
+        filter.push_str(",rumqttd=off,tracing=off");
+    }
+    env_logger::Builder::new().parse_filters(&filter).format_timestamp(None).init();
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

@@ -189,6 +189,25 @@ def criterion_ranking(target_dir, sizes):
     return out
 
 
+def catalog_batches(csv, rows, batches):
+    """`lookd catalog build` of the first `rows` catalog rows at each batch size: seconds."""
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        lines = open(csv).read().splitlines()[: rows + 1]
+        small = os.path.join(d, "catalog.csv")
+        with open(small, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        for b in batches:
+            t = time.perf_counter()
+            subprocess.run([LOOKD, "catalog", "build", "--catalog", small, "--images", os.path.dirname(csv),
+                            "--out", os.path.join(d, f"b{b}.cache"), "--batch", str(b)],
+                           check=True, capture_output=True)
+            out[b] = time.perf_counter() - t
+    return out
+
+
 def criterion_ms(target_dir, *parts):
     path = os.path.join(target_dir, "criterion", *parts, "new", "estimates.json")
     with open(path) as f:
@@ -267,6 +286,11 @@ def render(r):
     lines += ["| step | ms |", "|---|---|"]
     for name, ms in r["frames"]:
         lines.append(f"| {name} | {ms:.2f} |")
+    cb = r["catalog_batches"]
+    lines += ["", f"### `lookd catalog build`: batch size ({r['catalog_rows']} catalog photos, wall time)", ""]
+    lines += ["| --batch | seconds | photos/s | vs batch 1 |", "|---|---|---|---|"]
+    for b, sec in cb.items():
+        lines.append(f"| {b} | {sec:.1f} | {r['catalog_rows'] / sec:.1f} | {cb[1] / sec:.2f}× |")
     m = r["memory"]
     if m:
         lines += ["", "### Memory: `lookd run` peak RSS (folder camera, embedded broker, 40 frames)", ""]
@@ -295,6 +319,7 @@ def main():
     ap.add_argument("--models", nargs="+", required=True, help="label=folder[@threads]")
     ap.add_argument("--scenes", required=True)
     ap.add_argument("--cache", required=True)
+    ap.add_argument("--catalog", required=True, help="catalog CSV (its images beside it)")
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--memory", nargs="*", default=[], help="label=file:products:target (peak RSS JSON)")
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -324,6 +349,8 @@ def main():
     r["e2e"] = e
     r["rank_lookd"] = criterion_ranking(a.target_dir, sizes)
     r["frames"] = criterion_frames(a.target_dir)
+    r["catalog_rows"] = 200
+    r["catalog_batches"] = catalog_batches(a.catalog, r["catalog_rows"], [1, 4, 16])
     r["rank_numpy"] = numpy_ranking(sizes)
     r["memory"] = []
     for spec in a.memory:

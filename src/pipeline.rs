@@ -193,6 +193,18 @@ impl Window {
     }
 }
 
+/// Makes glibc return every large buffer (a camera frame, a decoded image) to the system when
+/// it is freed. By default glibc raises its mmap threshold after the first such free and serves
+/// later frames from a heap that it does not shrink, so a daemon's resident memory steps up by
+/// megabytes some thousand frames in and stays there. A no-op on other C libraries.
+pub fn keep_large_buffers_returnable() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the pipeline's threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// This process's resident memory in KiB, from /proc (0 elsewhere).
 pub fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

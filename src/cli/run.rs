@@ -32,7 +32,6 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let started = Instant::now();
-    pipeline::keep_large_buffers_returnable();
     let config = Config::load(&a.config)?;
     lookd::model::set_threads(config.threads);
     let folder = ModelFolder::open(&config.model).context("loading the model")?;

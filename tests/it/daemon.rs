@@ -273,7 +273,8 @@ fn check_topics(setup: &Setup, port: u16) {
     publish(&"x".repeat(5000));
     let err = sub.expect("error", WAIT, |_| true);
     assert!(err["error"].as_str().unwrap().contains("over the 4096-byte limit"), "{err}");
-    let bin = crate::repo().join("fuzz/corpus/command/binary");
+    let bin = setup.root.join("binary-command");
+    std::fs::write(&bin, [0xff, 0xfe, 0x00, 0x01, 0x80]).unwrap();
     let st = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "lookd/t/category/set", "-f", s(&bin)])
         .status()

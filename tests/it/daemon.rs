@@ -462,22 +462,31 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
     // less than the daemon publishes (a ranking per frame, stats every second).
     let relay = slow_relay(port, Duration::from_millis(200), 16384);
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "");
-    let _daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config);
+    // Memory is read from /proc, not from the stats: those come through the slow link, rarely.
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
+    };
     let sub = Sub::start(port, "lookd/t");
-    let mut rss = Vec::new();
-    let end = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < end {
-        let stats = sub.expect("stats", WAIT, |_| true);
-        rss.push(stats["rss_kb"].as_u64().unwrap());
-        // Inference is never held up by the link: the loop keeps embedding frames.
-        assert!(stats["inferences"].as_u64().unwrap() > 0, "{stats}");
-    }
     let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
     assert!(!ids(&rec).is_empty());
-    assert!(rss.len() >= 3, "stats still get through, late: {rss:?}");
-    let (first, last) = (rss[1], *rss.last().unwrap());
-    eprintln!("slow link: {} stats, RSS {first} -> {last} KiB", rss.len());
-    assert!(last as f64 <= first as f64 * 1.05 + 2048.0, "RSS grew behind a slow broker: {rss:?}");
+    std::thread::sleep(Duration::from_secs(5)); // warm-up: caches, buffers, the allocator's heap
+    let first = rss();
+    std::thread::sleep(Duration::from_secs(15));
+    let last = rss();
+    // Stats still get through, late, and show the loop kept embedding meanwhile: the camera
+    // gives 10 changed frames a second, and nothing waits for the link.
+    let stats = sub.expect("stats", WAIT, |v| v["inferences"].as_u64().is_some_and(|n| n >= 30));
+    eprintln!(
+        "slow link: RSS {first} -> {last} KiB over 15 s; {} inferences by the last stats",
+        stats["inferences"]
+    );
+    assert!(
+        last as f64 <= first as f64 * 1.05 + 2048.0,
+        "RSS grew behind a slow broker: {first} -> {last} KiB"
+    );
 }
 
 #[test]

@@ -207,11 +207,23 @@ pub fn release_free_memory() {
     }
 }
 
-/// This process's resident memory in KiB, from /proc (0 elsewhere).
-pub fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("");
+/// A KiB field (`VmRSS`, `VmHWM`, ...) of `/proc/<pid>/status`, `pid` being a number or
+/// `self`; 0 where /proc or the field is missing.
+pub fn proc_status_kb(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line =
+        status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':'))).unwrap_or("");
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// This process's resident memory in KiB (0 where /proc is missing).
+pub fn rss_kb() -> u64 {
+    proc_status_kb("self", "VmRSS")
+}
+
+/// This process's peak resident memory in KiB (0 where /proc is missing).
+pub fn peak_rss_kb() -> u64 {
+    proc_status_kb("self", "VmHWM")
 }
 
 fn ms(d: Duration) -> f32 {

@@ -9,12 +9,12 @@ use std::time::Instant;
 use anyhow::Context;
 use lookd::cache::ProductCache;
 use lookd::model::SceneModel;
-use lookd::pipeline::rss_kb;
+use lookd::pipeline::{peak_rss_kb, rss_kb};
 use lookd::preprocess;
 use lookd::publish::payload::{Recommendations, StageTimes};
 use lookd::recommend::recommend;
 
-use super::{code, ModelArg, UserError};
+use super::{code, quantile, ModelArg, UserError};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,13 +71,6 @@ struct Report {
     stages: Vec<(String, Summary)>,
 }
 
-/// The process's peak resident memory in KiB (VmHWM), 0 where /proc is missing.
-fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("");
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
-}
-
 /// The first `n` photos of `dir` (by name), read into memory.
 fn photos(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -98,8 +91,7 @@ fn photos(dir: &Path, n: usize) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 fn summary(mut v: Vec<f64>) -> Summary {
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Summary { p50_ms: at(0.5), p95_ms: at(0.95), max_ms: v[v.len() - 1] }
+    Summary { p50_ms: quantile(&v, 0.5), p95_ms: quantile(&v, 0.95), max_ms: v[v.len() - 1] }
 }
 
 fn ms(t: Instant) -> f64 {

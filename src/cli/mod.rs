@@ -82,6 +82,11 @@ impl ModelArg {
     }
 }
 
+/// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.command {
         Command::Catalog(c) => catalog::run(c),

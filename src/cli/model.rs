@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use lookd::model::{check_reference, ModelFolder, ProductModel, SceneModel};
 
-use super::code;
+use super::{code, quantile};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -105,8 +105,7 @@ fn bench(dir: &std::path::Path, runs: usize, json: bool) -> anyhow::Result<i32> 
         })
         .collect::<Result<_, _>>()?;
     ms.sort_by(f64::total_cmp);
-    let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    let (p50, p95, min) = (pick(0.5), pick(0.95), ms[0]);
+    let (p50, p95, min) = (quantile(&ms, 0.5), quantile(&ms, 0.95), ms[0]);
     if json {
         let out = serde_json::json!({"model": m.model_id(), "precision": m.precision, "runs": ms.len(),
             "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});

@@ -464,16 +464,13 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "");
     let daemon = Daemon::start(&config);
     // Memory is read from /proc, not from the stats: those come through the slow link, rarely.
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap()
-    };
+    let rss = || lookd::pipeline::proc_status_kb(&daemon.child.id().to_string(), "VmRSS");
     let sub = Sub::start(port, "lookd/t");
     let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
     assert!(!ids(&rec).is_empty());
     std::thread::sleep(Duration::from_secs(5)); // warm-up: caches, buffers, the allocator's heap
     let first = rss();
+    assert!(first > 0, "no VmRSS for the daemon in /proc");
     std::thread::sleep(Duration::from_secs(15));
     let last = rss();
     // Stats still get through, late, and show the loop kept embedding meanwhile: the camera

@@ -41,11 +41,7 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
         Command::Check { dir, tolerance } => check(&dir, tolerance),
         Command::Bench { dir, runs, threads, profile, json } => {
             lookd::model::set_threads(threads.max(1));
-            bench(&dir, runs, json)?;
-            if profile {
-                print_profile(&dir, runs)?;
-            }
-            Ok(code::OK)
+            bench(&dir, runs, profile, json)
         }
     }
 }
@@ -88,7 +84,7 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
 }
 
-fn bench(dir: &std::path::Path, runs: usize, json: bool) -> anyhow::Result<i32> {
+fn bench(dir: &std::path::Path, runs: usize, profile: bool, json: bool) -> anyhow::Result<i32> {
     let folder = ModelFolder::open(dir)?;
     let m = &folder.manifest;
     let started = std::time::Instant::now();
@@ -114,20 +110,18 @@ fn bench(dir: &std::path::Path, runs: usize, json: bool) -> anyhow::Result<i32> 
         println!("{} ({}): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
             m.model_id(), m.precision, ms.len());
     }
+    if profile {
+        print_profile(&mut scene, &pixels, runs)?;
+    }
     Ok(code::OK)
 }
 
-fn print_profile(dir: &std::path::Path, runs: usize) -> anyhow::Result<()> {
-    let folder = ModelFolder::open(dir)?;
-    let m = &folder.manifest;
-    let mut scene = SceneModel::load(&folder).context("scene graph")?;
-    let pixels = lookd::model::reference_pixels(m.input.width, m.input.height);
+/// Times each operator type over `runs` more calls of the already warm `scene`.
+fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize) -> anyhow::Result<()> {
     let mut per_op = std::collections::BTreeMap::new();
-    scene.profile(&pixels, &mut per_op)?; // warm-up
-    per_op.clear();
     let runs = runs.max(1);
     for _ in 0..runs {
-        scene.profile(&pixels, &mut per_op)?;
+        scene.profile(pixels, &mut per_op)?;
     }
     let total: f64 = per_op.values().map(|v| v.0).sum::<f64>() / runs as f64;
     let mut rows: Vec<_> = per_op.into_iter().collect();

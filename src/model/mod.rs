@@ -184,15 +184,8 @@ impl Runner {
 
     /// Runs `pixels` (`batch` images, NCHW, RGB 0..255) and returns each output as flat f32.
     fn run(&mut self, pixels: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if pixels.len() != self.batch * self.per_image {
-            return Err(ModelError::Input {
-                expected: self.batch * self.per_image,
-                actual: pixels.len(),
-                what: format!("{} image(s) of {:?}", self.batch, &self.shape[1..]),
-            });
-        }
-        let input = Tensor::from_shape(&self.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let outputs = self.state.run(tvec!(input.into())).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let input = self.input(pixels)?;
+        let outputs = self.state.run(input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         outputs
             .iter()
             .map(|t| {
@@ -201,6 +194,39 @@ impl Runner {
                     .map_err(|e| ModelError::Run(format!("{e:#}")))
             })
             .collect()
+    }
+
+    /// `pixels` as the graph's input, after checking there are exactly `batch` images.
+    fn input(&self, pixels: &[f32]) -> Result<TVec<TValue>, ModelError> {
+        if pixels.len() != self.batch * self.per_image {
+            return Err(ModelError::Input {
+                expected: self.batch * self.per_image,
+                actual: pixels.len(),
+                what: format!("{} image(s) of {:?}", self.batch, &self.shape[1..]),
+            });
+        }
+        let input = Tensor::from_shape(&self.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        Ok(tvec!(input.into()))
+    }
+
+    /// [`Runner::run`], adding each operator's time to `per_op` (name -> total ms, calls).
+    fn profile(
+        &mut self,
+        pixels: &[f32],
+        per_op: &mut BTreeMap<String, (f64, u32)>,
+    ) -> Result<(), ModelError> {
+        let input = self.input(pixels)?;
+        self.state
+            .run_plan_with_eval(input, |ctx, op_state, node, inputs| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let e = per_op.entry(node.op().name().to_string()).or_default();
+                e.0 += t.elapsed().as_secs_f64() * 1e3;
+                e.1 += 1;
+                out
+            })
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        Ok(())
     }
 }
 
@@ -227,9 +253,7 @@ impl SceneModel {
         let mut next = || out.next().unwrap_or_default();
         Ok(SceneEmbedding { dim: self.dim, global: next(), regions: next(), keys: next() })
     }
-}
 
-impl SceneModel {
     /// Runs one image and adds each operator's time to `per_op` (name -> total ms, calls): where
     /// the scene graph's time goes, as tract runs it after optimisation.
     pub fn profile(
@@ -237,19 +261,7 @@ impl SceneModel {
         pixels: &[f32],
         per_op: &mut BTreeMap<String, (f64, u32)>,
     ) -> Result<(), ModelError> {
-        let r = &mut self.runner;
-        let input = Tensor::from_shape(&r.shape, pixels).map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        r.state
-            .run_plan_with_eval(tvec!(input.into()), |ctx, op_state, node, inputs| {
-                let t = std::time::Instant::now();
-                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                let e = per_op.entry(node.op().name().to_string()).or_default();
-                e.0 += t.elapsed().as_secs_f64() * 1e3;
-                e.1 += 1;
-                out
-            })
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        Ok(())
+        self.runner.profile(pixels, per_op)
     }
 }
 

@@ -76,10 +76,19 @@ impl PixelFormat {
         let (w, h) = (width as usize, height as usize);
         match self {
             PixelFormat::Mjpg => None,
-            // A row holds whole Y U Y V groups: an odd width is padded to the next pair.
-            PixelFormat::Yuyv => Some(w.div_ceil(2) * 4 * h),
             PixelFormat::Nv12 | PixelFormat::Yu12 => Some(w * h + 2 * w.div_ceil(2) * h.div_ceil(2)),
-            PixelFormat::Rgb24 => Some(w * h * 3),
+            PixelFormat::Yuyv | PixelFormat::Rgb24 => self.row_len(width).map(|row| row * h),
+        }
+    }
+
+    /// The unpadded byte length of one row of a packed format (YUYV, RGB24), else `None`.
+    pub fn row_len(self, width: u32) -> Option<usize> {
+        let w = width as usize;
+        match self {
+            // A row holds whole Y U Y V groups: an odd width is padded to the next pair.
+            PixelFormat::Yuyv => Some(w.div_ceil(2) * 4),
+            PixelFormat::Rgb24 => Some(w * 3),
+            PixelFormat::Mjpg | PixelFormat::Nv12 | PixelFormat::Yu12 => None,
         }
     }
 }

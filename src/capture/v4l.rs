@@ -127,12 +127,9 @@ impl FrameSource for V4lSource {
             // Copy out now: the buffer goes back to the driver on the next read.
             let used = (meta.bytesused as usize).min(buf.len());
             let used = if used == 0 { buf.len() } else { used };
-            match format {
-                PixelFormat::Yuyv => {
-                    unpad(&buf[..used], stride, (width as usize).div_ceil(2) * 4, height as usize)
-                }
-                PixelFormat::Rgb24 => unpad(&buf[..used], stride, width as usize * 3, height as usize),
-                _ => buf[..used].to_vec(),
+            match format.row_len(width) {
+                Some(row) => unpad(&buf[..used], stride, row, height as usize),
+                None => buf[..used].to_vec(),
             }
         });
         match read {

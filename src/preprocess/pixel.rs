@@ -40,7 +40,7 @@ pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {
     match frame.format {
         PixelFormat::Rgb24 => out.copy_from_slice(&p[..expected]),
         PixelFormat::Yuyv => {
-            let stride = wu.div_ceil(2) * 4; // whole Y U Y V groups, as frame_len counts them
+            let stride = frame.format.row_len(w).unwrap_or(0);
             fill(&mut out, |x, y| {
                 let pair = y * stride + (x & !1) * 2;
                 (p[y * stride + x * 2], p[pair + 1], p[pair + 3])

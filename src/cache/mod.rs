@@ -38,9 +38,15 @@ enum Backing {
 }
 
 impl Backing {
-    /// Drops this process's resident pages of `at..at + len` (mapped files only); they stay in
-    /// the page cache, so touching them again is a minor fault, not a read.
+    /// Drops this process's resident pages that lie wholly inside `at..at + len` (mapped files
+    /// only); they stay in the page cache, so touching them again is a minor fault, not a read.
     fn release(&self, at: usize, len: usize) {
+        const PAGE: usize = 4096;
+        let (start, end) = (at.next_multiple_of(PAGE), at + len);
+        if end <= start {
+            return;
+        }
+        let (at, len) = (start, end - start);
         #[cfg(unix)]
         if let Backing::Mapped(map) = self {
             // SAFETY: a read-only, file-backed shared mapping: MADV_DONTNEED only drops page-table
@@ -98,12 +104,7 @@ impl ProductCache {
         let (header, meta) = codec::decode_with(backing.bytes(), &mut |at, len| backing.release(at, len))
             .map_err(|e: CodecError| refused(e.to_string()))?;
         // The metadata is parsed into `meta` now: its mapped bytes are not read again.
-        let page = 4096;
-        let meta_start = header.meta_at().next_multiple_of(page);
-        let meta_end = header.meta_at() + header.meta_len();
-        if meta_end > meta_start {
-            backing.release(meta_start, meta_end - meta_start);
-        }
+        backing.release(header.meta_at(), header.meta_len());
         if let Some(expected) = fingerprint {
             if &header.fingerprint != expected {
                 return Err(refused(format!(

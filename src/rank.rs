@@ -5,8 +5,9 @@
 //! hybrid(p) = (global(p) + local(p)) / 2, ranked ascending, ties broken by id.
 //!
 //! The negative sign makes the regions closest to the product's key weigh most. Every squared
-//! distance is expanded as |a|^2 + |b|^2 - 2 a.b, so the work is a few GEMMs over contiguous
-//! rows (exact for any vectors; the norms are 1 for the model's normalised outputs). No I/O here.
+//! distance is expanded as |a|^2 + |b|^2 - 2 a.b (exact for any vectors; the norms are 1 for the
+//! model's normalised outputs), so the work is dot products over contiguous rows: one fused
+//! pass per product with a category key, two GEMMs per chunk with per-product keys. No I/O here.
 
 use crate::embedding::SceneEmbedding;
 

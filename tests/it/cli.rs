@@ -81,11 +81,8 @@ fn recommend_matches_the_reference_with_the_tiny_model() {
 #[test]
 fn bench_times_every_stage_of_the_frame_path() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = synth_catalog(dir.path(), 12);
-    let cache = dir.path().join("c.cache");
+    let cache = crate::tiny_cache(dir.path(), 12);
     let tiny = tiny_model();
-    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let args = ["--model", s(&tiny), "--cache", s(&cache), "--frames", "7", "--warmup", "2", "--json"];
     let o = lookd(&[&["bench", "--scenes", s(&dir.path().join("images"))][..], &args].concat());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -158,11 +155,8 @@ fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
 #[test]
 fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = synth_catalog(dir.path(), 4);
-    let cache = dir.path().join("c.cache");
+    let cache = crate::tiny_cache(dir.path(), 4);
     let tiny = tiny_model();
-    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let garbage = dir.path().join("garbage.jpg");
     std::fs::write(&garbage, b"\xff\xd8\xff nothing").unwrap();
     let scene = dir.path().join("images/p000.png");

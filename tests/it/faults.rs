@@ -12,7 +12,7 @@ use lookd::model::{ModelFolder, SceneModel};
 use lookd::pipeline::{self, Counters, Engine, Notice, Options, Publisher};
 use lookd::publish::Received;
 
-use crate::{lookd, s, stderr, synth_catalog, tiny_model};
+use crate::{tiny_cache, tiny_model};
 
 enum Step {
     Frame(PixelFormat, u32, u32, Vec<u8>),
@@ -82,11 +82,8 @@ impl Publisher for Recorder {
 }
 
 fn engine(dir: &std::path::Path) -> Engine {
-    let csv = synth_catalog(dir, 8);
-    let cache = dir.join("c.cache");
+    let cache = tiny_cache(dir, 8);
     let tiny = tiny_model();
-    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny), "--out", s(&cache)]);
-    assert!(o.status.success(), "{}", stderr(&o));
     let folder = ModelFolder::open(&tiny).unwrap();
     let scene = SceneModel::load(&folder).unwrap();
     let cache = ProductCache::open(&cache, Some(&folder.product_fingerprint())).unwrap();

@@ -86,6 +86,17 @@ pub fn synth_catalog(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
+/// `synth_catalog(dir, n)` embedded with the tiny model by `lookd catalog build`; returns the
+/// cache's path (`dir/c.cache`).
+pub fn tiny_cache(dir: &Path, n: usize) -> PathBuf {
+    let csv = synth_catalog(dir, n);
+    let cache = dir.join("c.cache");
+    let o =
+        lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny_model()), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    cache
+}
+
 /// A catalog CSV of the first `per_category` rows of each category of the shared catalog,
 /// with the images left where they are (pass `--images <data>/catalog`).
 pub fn real_catalog(data: &Path, dir: &Path, per_category: usize) -> PathBuf {

@@ -185,13 +185,8 @@ def numpy_ranking(sizes, budget_s=2.0):
 
 
 def criterion_ranking(target_dir, sizes):
-    out = {}
-    for mode in ("category-key", "product-key"):
-        for p in sizes:
-            path = os.path.join(target_dir, "criterion", "rank", mode, str(p), "new", "estimates.json")
-            with open(path) as f:
-                out[(mode, p)] = json.load(f)["median"]["point_estimate"] / 1e6
-    return out
+    modes = ("category-key", "product-key")
+    return {(mode, p): criterion_ms(target_dir, "rank", mode, str(p)) for mode in modes for p in sizes}
 
 
 def catalog_batches(csv, rows, batches):

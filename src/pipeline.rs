@@ -518,6 +518,7 @@ impl<'a> Loop<'a> {
         let (then, frames_then, inf_then) = self.last_stats;
         let dt = then.elapsed().as_secs_f64().max(1e-3);
         let (frames, inferences) = (Counters::get(&self.c.frames_in), Counters::get(&self.c.inferences));
+        release_free_memory(); // before measuring, so the stats report what the process holds
         let stats = Stats {
             uptime_s: self.started.elapsed().as_secs_f64(),
             fps_in: (frames - frames_then) as f64 / dt,
@@ -533,10 +534,7 @@ impl<'a> Loop<'a> {
             reconnects: self.publisher.reconnects(),
             category: self.category.path.clone(),
             cache_products: self.engine.cache.len(),
-            rss_kb: {
-                release_free_memory();
-                rss_kb()
-            },
+            rss_kb: rss_kb(),
             latency_ms: self.windows.iter().map(|(k, w)| (k.to_string(), w.p50_p95())).collect(),
         };
         log::info!(

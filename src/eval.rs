@@ -10,12 +10,16 @@
 //!
 //! Pairs are visited in file order and the stream is drawn from only for kept pairs (3 FITB
 //! draws by partial Fisher-Yates, then 1 AUC draw), so the Python twin gets the same trials.
-//! Planning and scoring are pure; `run` does the image I/O and inference.
+//! Planning and scoring are pure; `run` does the image I/O and inference. Beside the plain
+//! numbers `run` reports the leakage checks of `crate::leakage`: the same trials with every
+//! candidate photometrically changed, and, given a catalog cache, the catalog rank check.
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::cache::ProductCache;
 use crate::dataset::{Dataset, Pair};
 use crate::embedding::{AttentionMode, ProductEmbedding};
+use crate::leakage::{self, Photometric};
 use crate::model::{ModelError, ModelFolder, ProductModel, SceneModel};
 use crate::preprocess::{self, Rect};
 use crate::rank::{self, Keys, Products, Score};
@@ -140,6 +144,41 @@ pub struct Report {
     pub local_only: Metrics,
     /// Hybrid distance per category (the last part of its path).
     pub per_category: BTreeMap<String, CategoryMetrics>,
+    /// The same trials with every candidate product photometrically changed.
+    pub photometric: Option<Distances>,
+    pub catalog: Option<CatalogReport>,
+}
+
+/// The three distances' metrics over one set of trials.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Distances {
+    pub hybrid: Metrics,
+    pub global_only: Metrics,
+    pub local_only: Metrics,
+}
+
+/// The catalog check (see `crate::leakage`): ranks are 1-based over the whole catalog.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CatalogReport {
+    pub catalog_products: usize,
+    /// Trials whose removed item has a coarse label the catalog holds in its category.
+    pub trials: usize,
+    pub median_rank: f64,
+    /// Median over the same trials of random's expected rank, (N + 1) / (M + 1).
+    pub random_median_rank: f64,
+    /// Share of trials ranked better than random's expectation.
+    pub better_than_random: f64,
+    /// Median rank by coarse label: (trials, model, random).
+    pub per_label: BTreeMap<String, (usize, f64, f64)>,
+}
+
+/// What `run` measures beside plain FITB/AUC.
+#[derive(Clone, Copy, Default)]
+pub struct Checks<'a> {
+    /// Also score every trial with photometrically changed candidates (seeded by the eval seed).
+    pub photometric: bool,
+    /// A cache of the store catalog built with the same model, with a `label` column.
+    pub catalog: Option<&'a ProductCache>,
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -167,6 +206,10 @@ pub enum EvalError {
     Model(#[from] ModelError),
     #[error("category {0:?} has no key in the model (category-key attention)")]
     NoCategoryKey(String),
+    #[error("catalog check: {0}")]
+    Catalog(#[from] crate::recommend::RecommendError),
+    #[error("catalog check: the cache has no `label` column (build it from a catalog CSV that has one)")]
+    NoLabels,
 }
 
 /// Embeds and scores every trial (at most `limit`). Unreadable images drop their trial.
@@ -175,15 +218,18 @@ pub fn run(
     folder: &ModelFolder,
     seed: u64,
     limit: Option<usize>,
+    checks: Checks,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, EvalError> {
     let planned = plan(&data.pairs, seed);
     let trials = &planned.trials[..planned.trials.len().min(limit.unwrap_or(usize::MAX))];
     let mut scenes = SceneModel::load(folder)?;
     let mut products =
-        ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, memo: HashMap::new() };
+        ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, seed, memo: HashMap::new() };
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
+    let mut photo = [Tally::default(); 3];
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut catalog = checks.catalog.map(CatalogCheck::new).transpose()?;
     let mut report = Report {
         pairs_in_file: data.pairs.len(),
         dropped_small_query: planned.dropped_small_query,
@@ -196,9 +242,15 @@ pub fn run(
         let pair = &data.pairs[trial.pair];
         let ids =
             [trial.pair, trial.negatives[0], trial.negatives[1], trial.negatives[2], trial.auc_negative];
-        let looked_up: Vec<Option<ProductEmbedding>> =
-            ids.iter().map(|&i| products.get(&data.pairs[i].product)).collect::<Result<_, _>>()?;
-        let candidates: Option<Vec<ProductEmbedding>> = looked_up.into_iter().collect();
+        let mut lookup = |photometric: bool| -> Result<Option<Vec<ProductEmbedding>>, ModelError> {
+            let looked_up: Vec<Option<ProductEmbedding>> = ids
+                .iter()
+                .map(|&i| products.get(&data.pairs[i].product, photometric))
+                .collect::<Result<_, _>>()?;
+            Ok(looked_up.into_iter().collect())
+        };
+        let candidates = lookup(false)?;
+        let changed = if checks.photometric { lookup(true)? } else { None };
         let scene =
             std::fs::read(data.scene_path(&pair.scene)).ok().and_then(|b| preprocess::decode(&b).ok());
         let (Some(candidates), Some(scene)) = (candidates, scene) else {
@@ -218,6 +270,15 @@ pub fn run(
         per_category.entry(name).or_default().add(scores.map(|s| s.distance));
         global.add(scores.map(|s| s.global));
         local.add(scores.map(|s| s.local));
+        if let Some(changed) = changed {
+            let s = score_candidates(folder, &pair.category, &embedding, &changed)?;
+            photo[0].add(s.map(|s| s.distance));
+            photo[1].add(s.map(|s| s.global));
+            photo[2].add(s.map(|s| s.local));
+        }
+        if let Some(c) = catalog.as_mut() {
+            c.add(pair, &embedding, folder)?;
+        }
     }
     progress(trials.len(), trials.len());
     report.pairs_used = hybrid.trials;
@@ -226,7 +287,84 @@ pub fn run(
         .into_iter()
         .map(|(c, t)| (c, CategoryMetrics { pairs: t.trials, fitb4: t.fitb(), auc: t.auc() }))
         .collect();
+    report.photometric = checks.photometric.then(|| Distances {
+        hybrid: photo[0].into(),
+        global_only: photo[1].into(),
+        local_only: photo[2].into(),
+    });
+    report.catalog = catalog.map(CatalogCheck::finish);
     Ok(report)
+}
+
+/// The catalog check's running state: the cache, its labels, and one rank per trial.
+struct CatalogCheck<'a> {
+    cache: &'a ProductCache,
+    labels: Vec<&'a str>,
+    distances: Vec<f32>,
+    /// (coarse label, model's rank, random's expected rank)
+    ranks: Vec<(&'static str, f64, f64)>,
+}
+
+impl<'a> CatalogCheck<'a> {
+    fn new(cache: &'a ProductCache) -> Result<CatalogCheck<'a>, EvalError> {
+        let labels: Vec<&str> =
+            cache.products().iter().map(|p| p.entry.fields.get("label").map_or("", String::as_str)).collect();
+        if labels.iter().all(|l| l.is_empty()) {
+            return Err(EvalError::NoLabels);
+        }
+        Ok(CatalogCheck { cache, labels, distances: vec![0.0; cache.len()], ranks: Vec::new() })
+    }
+
+    fn add(
+        &mut self,
+        pair: &Pair,
+        scene: &crate::embedding::SceneEmbedding,
+        folder: &ModelFolder,
+    ) -> Result<(), EvalError> {
+        let Some(coarse) = leakage::coarse_label(&pair.label) else { return Ok(()) };
+        let products = self.cache.products();
+        let matches: Vec<bool> = products
+            .iter()
+            .zip(&self.labels)
+            .map(|(p, &l)| p.entry.category == pair.category && l == coarse)
+            .collect();
+        if !matches.contains(&true) {
+            return Ok(());
+        }
+        for block in self.cache.categories() {
+            let scores = crate::recommend::score_block(scene, self.cache, folder, block)?;
+            for s in scores {
+                self.distances[block.start + s.index] = s.distance;
+            }
+        }
+        if let Some((rank, random)) = leakage::first_match_rank(&self.distances, &matches) {
+            self.ranks.push((coarse, rank as f64, random));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> CatalogReport {
+        let column = |ranks: &[&(&str, f64, f64)], k: usize| -> Vec<f64> {
+            ranks.iter().map(|r| if k == 1 { r.1 } else { r.2 }).collect()
+        };
+        let all: Vec<&(&str, f64, f64)> = self.ranks.iter().collect();
+        let mut per_label = BTreeMap::new();
+        for label in all.iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>() {
+            let some: Vec<&(&str, f64, f64)> = all.iter().copied().filter(|r| r.0 == label).collect();
+            per_label.insert(
+                label.to_string(),
+                (some.len(), leakage::median(&column(&some, 1)), leakage::median(&column(&some, 2))),
+            );
+        }
+        CatalogReport {
+            catalog_products: self.cache.len(),
+            trials: all.len(),
+            median_rank: leakage::median(&column(&all, 1)),
+            random_median_rank: leakage::median(&column(&all, 2)),
+            better_than_random: all.iter().filter(|r| r.1 < r.2).count() as f64 / all.len().max(1) as f64,
+            per_label,
+        }
+    }
 }
 
 fn score_candidates(
@@ -247,17 +385,19 @@ fn score_candidates(
     Ok([s[0], s[1], s[2], s[3], s[4]])
 }
 
-/// Product embeddings, each computed once; `None` for an unreadable image.
+/// Product embeddings, each computed once per (product, photometric change or not); `None` for
+/// an unreadable image.
 struct ProductLookup<'a> {
     model: ProductModel,
     data: &'a Dataset,
     folder: &'a ModelFolder,
-    memo: HashMap<String, Option<ProductEmbedding>>,
+    seed: u64,
+    memo: HashMap<(String, bool), Option<ProductEmbedding>>,
 }
 
 impl ProductLookup<'_> {
-    fn get(&mut self, id: &str) -> Result<Option<ProductEmbedding>, ModelError> {
-        if let Some(e) = self.memo.get(id) {
+    fn get(&mut self, id: &str, photometric: bool) -> Result<Option<ProductEmbedding>, ModelError> {
+        if let Some(e) = self.memo.get(&(id.to_string(), photometric)) {
             return Ok(e.clone());
         }
         let img = std::fs::read(self.data.product_path(id)).ok().and_then(|b| preprocess::decode(&b).ok());
@@ -267,11 +407,14 @@ impl ProductLookup<'_> {
             Some(img)
                 if preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels).is_ok() =>
             {
+                if photometric {
+                    Photometric::for_product(id, self.seed).apply(&mut pixels);
+                }
                 Some(self.model.embed(&pixels)?.remove(0))
             }
             _ => None,
         };
-        self.memo.insert(id.to_string(), embedding.clone());
+        self.memo.insert((id.to_string(), photometric), embedding.clone());
         Ok(embedding)
     }
 }

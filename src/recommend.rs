@@ -31,14 +31,13 @@ pub enum RecommendError {
     NoCategoryKey(String),
 }
 
-/// The `top` products of `category` closest to `scene`, best first.
-pub fn recommend(
+/// Every product of one category block of the cache, scored against `scene` (in block order).
+pub fn score_block(
     scene: &SceneEmbedding,
     cache: &ProductCache,
     folder: &ModelFolder,
     category: &CategoryBlock,
-    top: usize,
-) -> Result<Vec<Recommendation>, RecommendError> {
+) -> Result<Vec<rank::Score>, RecommendError> {
     if scene.dim != cache.dim() {
         return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
     }
@@ -50,8 +49,19 @@ pub fn recommend(
                 .ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
         ),
     };
+    Ok(rank::score(scene, &Products { globals: cache.globals(category), keys }))
+}
+
+/// The `top` products of `category` closest to `scene`, best first.
+pub fn recommend(
+    scene: &SceneEmbedding,
+    cache: &ProductCache,
+    folder: &ModelFolder,
+    category: &CategoryBlock,
+    top: usize,
+) -> Result<Vec<Recommendation>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
-    let scores = rank::score(scene, &Products { globals: cache.globals(category), keys });
+    let scores = score_block(scene, cache, folder, category)?;
     let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
     Ok(best
         .iter()

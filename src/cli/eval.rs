@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use lookd::cache::ProductCache;
 use lookd::dataset::{Dataset, Split};
-use lookd::eval;
+use lookd::eval::{self, Checks};
 
 use super::{code, progress, ModelArg};
 
@@ -24,6 +25,14 @@ pub struct Args {
     /// Score only the first N trials (the draws stay those of the full run)
     #[arg(long)]
     limit: Option<usize>,
+    /// Skip the photometric check (every candidate's colour temperature, brightness and
+    /// contrast changed, seeded by --seed), which doubles the product embeddings
+    #[arg(long)]
+    no_photometric: bool,
+    /// Also run the catalog check against this product cache (`lookd catalog build` from a
+    /// catalog CSV with a `label` column, with the same model)
+    #[arg(long, value_name = "CACHE")]
+    catalog_cache: Option<PathBuf>,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -35,7 +44,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for (line, why) in &data.problems {
         log::warn!("{}/fashion.json line {line}: skipped: {why}", a.data.display());
     }
-    let r = eval::run(&data, &folder, a.seed, a.limit, &mut progress("evaluating")).context("evaluating")?;
+    let cache = a
+        .catalog_cache
+        .as_ref()
+        .map(|path| ProductCache::open(path, Some(&folder.product_fingerprint())))
+        .transpose()?;
+    let checks = Checks { photometric: !a.no_photometric, catalog: cache.as_ref() };
+    let r = eval::run(&data, &folder, a.seed, a.limit, checks, &mut progress("evaluating"))
+        .context("evaluating")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(code::OK);
@@ -51,9 +67,31 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         "pairs: {} in file, {} used (dropped: {} query under 10%, {} with under 3 candidates, {} unreadable)",
         r.pairs_in_file, r.pairs_used, r.dropped_small_query, r.dropped_few_candidates, r.dropped_unreadable
     );
-    println!("{:<12} {:>7} {:>7}", "distance", "FITB-4", "AUC");
-    for (name, m) in [("hybrid", r.hybrid), ("global only", r.global_only), ("local only", r.local_only)] {
-        println!("{name:<12} {:>7.4} {:>7.4}", m.fitb4, m.auc);
+    let photo = r.photometric.unwrap_or_default();
+    println!("{:<12} {:>7} {:>7} {:>13} {:>10}", "distance", "FITB-4", "AUC", "photo FITB-4", "photo AUC");
+    for (name, m, p) in [
+        ("hybrid", r.hybrid, photo.hybrid),
+        ("global only", r.global_only, photo.global_only),
+        ("local only", r.local_only, photo.local_only),
+    ] {
+        if r.photometric.is_some() {
+            println!("{name:<12} {:>7.4} {:>7.4} {:>13.4} {:>10.4}", m.fitb4, m.auc, p.fitb4, p.auc);
+        } else {
+            println!("{name:<12} {:>7.4} {:>7.4} {:>13} {:>10}", m.fitb4, m.auc, "-", "-");
+        }
+    }
+    if let Some(c) = &r.catalog {
+        println!(
+            "\ncatalog check ({} products, {} scenes): median rank of the first right-label product {:.1}, random {:.1}; better than random in {:.1}%",
+            c.catalog_products,
+            c.trials,
+            c.median_rank,
+            c.random_median_rank,
+            100.0 * c.better_than_random
+        );
+        for (label, (n, model, random)) in &c.per_label {
+            println!("  {label:<12} {n:>4} scenes  median rank {model:>7.1}  random {random:>7.1}");
+        }
     }
     println!("\nhybrid by category:\n{:<28} {:>6} {:>7} {:>7}", "category", "pairs", "FITB-4", "AUC");
     for (c, m) in &r.per_category {

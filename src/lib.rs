@@ -21,5 +21,6 @@ pub mod preprocess;
 pub mod publish;
 pub mod rank;
 pub mod recommend;
+pub mod report;
 pub mod rng;
 pub mod systemd;

@@ -9,6 +9,7 @@ mod config;
 mod eval;
 mod model;
 mod recommend;
+mod report;
 mod run;
 mod watch;
 
@@ -51,6 +52,8 @@ enum Command {
     Eval(eval::Args),
     /// Time the daemon's per-frame path stage by stage on a folder of photos
     Bench(bench::Args),
+    /// Render what the mirror would show for a list of scenes: an HTML page and PNG contact sheets
+    Report(report::Args),
     /// Inspect and check a model folder
     #[command(subcommand)]
     Model(model::Command),
@@ -82,6 +85,31 @@ impl ModelArg {
     }
 }
 
+/// Opens the product cache, building it from `catalog` first when it is missing or was made
+/// by another model.
+pub fn open_or_build_cache(
+    cache: &std::path::Path,
+    catalog: &std::path::Path,
+    images: Option<&std::path::Path>,
+    folder: &lookd::model::ModelFolder,
+) -> anyhow::Result<lookd::cache::ProductCache> {
+    use lookd::cache::build::{build, BuildPlan};
+    use lookd::cache::{CacheError, ProductCache};
+    let fingerprint = folder.product_fingerprint();
+    match ProductCache::open(cache, Some(&fingerprint)) {
+        Ok(c) => return Ok(c),
+        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            log::info!("no product cache at {}: building it", cache.display())
+        }
+        Err(e) => log::warn!("{e}; building it again"),
+    }
+    let plan = BuildPlan { folder, catalog, images, out: cache, batch: 1 };
+    let report =
+        build(&plan, &mut progress("building the product cache")).context("building the product cache")?;
+    log::info!("product cache: {} embedded, {} rows skipped", report.embedded, report.skipped.len());
+    Ok(ProductCache::open(cache, Some(&fingerprint))?)
+}
+
 /// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
@@ -93,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Recommend(a) => recommend::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
         Command::Model(c) => model::run(c),
         Command::Config(c) => config::run(c),
         Command::Run(a) => run::run(a),

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lookd::cache::build::{build, BuildPlan};
-use lookd::cache::{CacheError, ProductCache};
 use lookd::capture::folder::FolderSource;
 use lookd::capture::synthetic::SyntheticSource;
 use lookd::capture::FrameSource;
@@ -18,7 +16,7 @@ use lookd::pipeline::{self, Engine, Notice, Options};
 use lookd::publish::{self, Mqtt, Settings};
 use lookd::systemd::notify;
 
-use super::{code, progress};
+use super::{code, open_or_build_cache};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,7 +39,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             folder.manifest.model_id()
         );
     }
-    let cache = open_or_build_cache(&config, &folder)?;
+    let cache =
+        open_or_build_cache(&config.cache, &config.catalog_csv, config.catalog_images.as_deref(), &folder)?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?;
     if let Err(message) = cache.find_category(&config.category) {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
@@ -105,29 +104,6 @@ fn source(config: &Config) -> Box<dyn FrameSource> {
         #[cfg(not(target_os = "linux"))]
         Source::V4l { .. } => Box::new(FolderSource::new(Path::new("/nonexistent-v4l-needs-linux"), 1.0)),
     }
-}
-
-/// Opens the cache, building it first when it is missing or made for another model.
-fn open_or_build_cache(config: &Config, folder: &ModelFolder) -> anyhow::Result<ProductCache> {
-    let fingerprint = folder.product_fingerprint();
-    match ProductCache::open(&config.cache, Some(&fingerprint)) {
-        Ok(c) => return Ok(c),
-        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            log::info!("no product cache at {}: building it", config.cache.display())
-        }
-        Err(e) => log::warn!("{e}; building it again"),
-    }
-    let plan = BuildPlan {
-        folder,
-        catalog: &config.catalog_csv,
-        images: config.catalog_images.as_deref(),
-        out: &config.cache,
-        batch: 1,
-    };
-    let report =
-        build(&plan, &mut progress("building the product cache")).context("building the product cache")?;
-    log::info!("product cache: {} embedded, {} rows skipped", report.embedded, report.skipped.len());
-    Ok(ProductCache::open(&config.cache, Some(&fingerprint))?)
 }
 
 pub fn mqtt_settings(config: &Config) -> anyhow::Result<Settings> {

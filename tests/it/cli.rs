@@ -138,18 +138,58 @@ fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
             }
         }
     }
-    let o =
-        lookd(&["eval", "--data", s(dir.path()), "--model", s(&default_model()), "--limit", "25", "--json"]);
+    // The catalog check ranks against a small real catalog (5 per category, 40 products).
+    let csv = crate::real_catalog(&data, dir.path(), 5);
+    let cache = dir.path().join("catalog.cache");
+    let model = default_model();
+    let images = data.join("catalog");
+    let build = ["catalog", "build", "--catalog", s(&csv), "--images", s(&images), "--model", s(&model)];
+    let o = lookd(&[&build[..], &["--out", s(&cache)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base = ["eval", "--data", s(dir.path()), "--model", s(&model), "--limit", "25", "--json"];
+    let o = lookd(&[&base[..], &["--catalog-cache", s(&cache)]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["pairs_in_file"], 120);
     assert_eq!(r["pairs_used"], 25);
     for m in ["hybrid", "global_only", "local_only"] {
         for k in ["fitb4", "auc"] {
-            let v = r[m][k].as_f64().unwrap();
-            assert!((0.0..=1.0).contains(&v), "{m}.{k} = {v}");
+            for v in [r[m][k].as_f64().unwrap(), r["photometric"][m][k].as_f64().unwrap()] {
+                assert!((0.0..=1.0).contains(&v), "{m}.{k} = {v}");
+            }
         }
     }
+    let c = &r["catalog"];
+    assert_eq!(c["catalog_products"], 40);
+    let trials = c["trials"].as_u64().unwrap();
+    assert!(trials > 5 && trials < 25, "bags and sunglasses are not in the catalog: {c}");
+    for k in ["median_rank", "random_median_rank"] {
+        let v = c[k].as_f64().unwrap();
+        assert!((1.0..=40.0).contains(&v), "{k} = {v}");
+    }
+    let labels = c["per_label"].as_object().unwrap();
+    assert!(
+        labels.keys().all(|l| [
+            "t-shirt",
+            "shirt",
+            "longsleeve",
+            "pants",
+            "shoes",
+            "dress",
+            "outwear",
+            "hat",
+            "skirt",
+            "shorts"
+        ]
+        .contains(&l.as_str())),
+        "{labels:?}"
+    );
+    let n: u64 = labels.values().map(|v| v[0].as_u64().unwrap()).sum();
+    assert_eq!(n, trials);
+    // Without the photometric check and the catalog, neither is reported.
+    let o = lookd(&[&base[..], &["--no-photometric"]].concat());
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(r["photometric"].is_null() && r["catalog"].is_null(), "{r}");
 }
 
 #[test]

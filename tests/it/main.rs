@@ -10,6 +10,7 @@ mod daemon;
 mod deploy;
 mod faults;
 mod model;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

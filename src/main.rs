@@ -7,6 +7,15 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Args::parse();
+    // `lookd model info | head` must end quietly when the reader goes away, not panic in println.
+    // Not the daemon: a journald restart must give it EPIPE on stderr, never kill it.
+    #[cfg(unix)]
+    if !args.is_daemon() {
+        // SAFETY: restores the default action for one signal before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The embedded broker (rumqttd) logs every routed message as an error-level span; it stays
     // silent unless RUST_LOG names it.
     let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());

@@ -66,6 +66,13 @@ enum Command {
     Watch(watch::Args),
 }
 
+impl Args {
+    /// Whether this invocation is the long-running daemon (`lookd run`).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
+
 /// Where the model folder is looked for when `--model` is not given.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArg {

@@ -121,6 +121,40 @@ def fitb_auc(d):
     return float(fitb), float(auc)
 
 
+# ---------------------------------------------------------------- photometric check
+
+PHOTO_TEMPERATURE, PHOTO_BRIGHTNESS, PHOTO_CONTRAST = 0.2, 0.2, 0.2
+
+
+def fnv1a64(text):
+    h = 0xCBF29CE484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    return h
+
+
+def photometric_params(product, seed):
+    """(temperature, brightness, contrast) of the photometric check for one candidate product,
+    as eval::Photometric::for_product: SplitMix64 seeded with FNV-1a(id) ^ seed, three uniforms."""
+    rng = SplitMix64(fnv1a64(product) ^ seed)
+
+    def uniform(half):
+        return np.float32(-half + 2 * half * ((rng.next_u64() >> 11) / float(1 << 53)))
+
+    t, b, c = uniform(PHOTO_TEMPERATURE), uniform(PHOTO_BRIGHTNESS), uniform(PHOTO_CONTRAST)
+    return t, np.float32(1) + b, np.float32(1) + c
+
+
+def photometric(x, params):
+    """A colour-temperature, brightness and contrast change of a [3,H,W] 0..255 float image:
+    gains (1+t, 1, 1-t) times the brightness, then contrast about the image's mean, clipped."""
+    t, b, c = params
+    gains = np.array([1 + t, 1, 1 - t], dtype=np.float32) * b
+    y = x.astype(np.float32) * gains[:, None, None]
+    m = np.float32(y.mean(dtype=np.float64))
+    return np.clip((y - m) * c + m, 0, 255).astype(np.float32)
+
+
 # ---------------------------------------------------------------- backbone
 
 

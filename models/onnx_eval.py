@@ -3,8 +3,8 @@
     onnx_eval.py eval --model models/default --data ../shared/data/ccp --split dev
     onnx_eval.py quantize --model models/default --data ../shared/data/ccp --out models/default-int8
 
-`eval` is the Python twin of `lookd eval` (same trials, same crops; PIL resizes instead of the
-image crate). `quantize` writes a static QDQ int8 copy of the folder (the form tract runs),
+`eval` is the Python twin of `lookd eval` (same trials, same crops, the same photometric check;
+PIL resizes instead of the image crate). `quantize` writes a static QDQ int8 copy of the folder (the form tract runs),
 calibrated on images of the train split only.
 """
 import argparse
@@ -41,31 +41,35 @@ def evaluate(folder, data, split, limit=None):
     trials = ctl.plan(pairs, 0)[:limit]
     memo = {}
 
-    def product(pid):
-        if pid not in memo:
-            x = to_input(load_rgb(f"{data}/products/{pid}.jpg"))[None]
-            g, _, _, k = sess.run(None, {"image": x})
-            memo[pid] = (g[0], k[0])
-        return memo[pid]
+    def product(pid, photometric):
+        if (pid, photometric) not in memo:
+            x = to_input(load_rgb(f"{data}/products/{pid}.jpg"))
+            if photometric:
+                x = ctl.photometric(x, ctl.photometric_params(pid, 0))
+            g, _, _, k = sess.run(None, {"image": x[None]})
+            memo[pid, photometric] = (g[0], k[0])
+        return memo[pid, photometric]
 
-    d = []
+    d = {False: [], True: []}
     for i, q, negs, auc in trials:
         p = pairs[i]
         img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
         sg, sr, sk, _ = (o[0] for o in sess.run(None, {"image": to_input(img, ctl.to_pixels(q, img.width, img.height))[None]}))
-        row = []
-        for j in [i, *negs, auc]:
-            pg, pk = product(pairs[j]["product"])
-            if keys is not None:
-                pk = np.asarray(keys[p["category"]], dtype=np.float32)
-            a = np.exp(-((sk - pk) ** 2).sum(1) - np.max(-((sk - pk) ** 2).sum(1)))
-            a /= a.sum()
-            g = ((sg - pg) ** 2).sum()
-            loc = (a * ((sr - pg) ** 2).sum(1)).sum()
-            row.append(0.5 * (g + loc))
-        d.append(row)
-    fitb, auc = ctl.fitb_auc(d)
-    return {"pairs": len(trials), "fitb4": fitb, "auc": auc}
+        for photometric, rows in d.items():
+            row = []
+            for j in [i, *negs, auc]:
+                pg, pk = product(pairs[j]["product"], photometric)
+                if keys is not None:
+                    pk = np.asarray(keys[p["category"]], dtype=np.float32)
+                a = np.exp(-((sk - pk) ** 2).sum(1) - np.max(-((sk - pk) ** 2).sum(1)))
+                a /= a.sum()
+                g = ((sg - pg) ** 2).sum()
+                loc = (a * ((sr - pg) ** 2).sum(1)).sum()
+                row.append(0.5 * (g + loc))
+            rows.append(row)
+    fitb, auc = ctl.fitb_auc(d[False])
+    pf, pa = ctl.fitb_auc(d[True])
+    return {"pairs": len(trials), "fitb4": fitb, "auc": auc, "photometric": {"fitb4": pf, "auc": pa}}
 
 
 class Calibration:

@@ -25,6 +25,7 @@ for m in default default-int8; do
   $PY models/onnx_eval.py eval --model $dir --data "$DATA" --split dev > out/ship/ort-$m.json
   extra=(); [ "$m" = default ] && extra=("${catalog_check[@]}")
   $LOOKD eval --data "$DATA" --model $dir --split dev --json "${extra[@]}" > out/ship/tract-$m.json
+  [ "$m" = default ] && $LOOKD eval --data "$DATA" --model $dir --split test --json > out/ship/tract-default-test.json
   $LOOKD model check $dir --tolerance 1e-2 | tee out/ship/check-$m.txt
   $LOOKD model bench $dir --runs 30 --json > out/ship/bench-$m.json
 done

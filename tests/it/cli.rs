@@ -246,3 +246,18 @@ fn trial_plan_matches_the_python_trainer() {
     let t = &p.trials[0];
     assert_eq!((t.pair, t.negatives, t.auc_negative), (0, [1334, 36, 1217], 2056));
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // every write to stdout now fails
+    let o = crate::lookd_command()
+        .args(["model", "info", s(&tiny_model())])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
+}

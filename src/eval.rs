@@ -224,8 +224,13 @@ pub fn run(
     let planned = plan(&data.pairs, seed);
     let trials = &planned.trials[..planned.trials.len().min(limit.unwrap_or(usize::MAX))];
     let mut scenes = SceneModel::load(folder)?;
-    let mut products =
-        ProductLookup { model: ProductModel::load(folder, 1)?, data, folder, seed, memo: HashMap::new() };
+    let mut products = ProductLookup {
+        model: ProductModel::load(folder, 1)?,
+        data,
+        folder,
+        photometric: checks.photometric.then_some(seed),
+        memo: HashMap::new(),
+    };
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
     let mut photo = [Tally::default(); 3];
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
@@ -242,15 +247,9 @@ pub fn run(
         let pair = &data.pairs[trial.pair];
         let ids =
             [trial.pair, trial.negatives[0], trial.negatives[1], trial.negatives[2], trial.auc_negative];
-        let mut lookup = |photometric: bool| -> Result<Option<Vec<ProductEmbedding>>, ModelError> {
-            let looked_up: Vec<Option<ProductEmbedding>> = ids
-                .iter()
-                .map(|&i| products.get(&data.pairs[i].product, photometric))
-                .collect::<Result<_, _>>()?;
-            Ok(looked_up.into_iter().collect())
-        };
-        let candidates = lookup(false)?;
-        let changed = if checks.photometric { lookup(true)? } else { None };
+        let looked_up: Vec<Option<Candidate>> =
+            ids.iter().map(|&i| products.get(&data.pairs[i].product)).collect::<Result<_, _>>()?;
+        let candidates: Option<Vec<Candidate>> = looked_up.into_iter().collect();
         let scene =
             std::fs::read(data.scene_path(&pair.scene)).ok().and_then(|b| preprocess::decode(&b).ok());
         let (Some(candidates), Some(scene)) = (candidates, scene) else {
@@ -264,12 +263,14 @@ pub fn run(
             continue;
         }
         let embedding = scenes.embed(&pixels)?;
-        let scores = score_candidates(folder, &pair.category, &embedding, &candidates)?;
+        let plain: Vec<&ProductEmbedding> = candidates.iter().map(|c| &c.plain).collect();
+        let scores = score_candidates(folder, &pair.category, &embedding, &plain)?;
         hybrid.add(scores.map(|s| s.distance));
         let name = pair.category.rsplit('|').next().unwrap_or(&pair.category).to_string();
         per_category.entry(name).or_default().add(scores.map(|s| s.distance));
         global.add(scores.map(|s| s.global));
         local.add(scores.map(|s| s.local));
+        let changed: Option<Vec<&ProductEmbedding>> = candidates.iter().map(|c| c.changed.as_ref()).collect();
         if let Some(changed) = changed {
             let s = score_candidates(folder, &pair.category, &embedding, &changed)?;
             photo[0].add(s.map(|s| s.distance));
@@ -344,25 +345,22 @@ impl<'a> CatalogCheck<'a> {
     }
 
     fn finish(self) -> CatalogReport {
-        let column = |ranks: &[&(&str, f64, f64)], k: usize| -> Vec<f64> {
-            ranks.iter().map(|r| if k == 1 { r.1 } else { r.2 }).collect()
+        // (trials, model's median rank, random's median expected rank)
+        let summary = |label: Option<&str>| {
+            let (model, random): (Vec<f64>, Vec<f64>) =
+                self.ranks.iter().filter(|r| label.is_none_or(|l| l == r.0)).map(|r| (r.1, r.2)).unzip();
+            (model.len(), leakage::median(&model), leakage::median(&random))
         };
-        let all: Vec<&(&str, f64, f64)> = self.ranks.iter().collect();
-        let mut per_label = BTreeMap::new();
-        for label in all.iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>() {
-            let some: Vec<&(&str, f64, f64)> = all.iter().copied().filter(|r| r.0 == label).collect();
-            per_label.insert(
-                label.to_string(),
-                (some.len(), leakage::median(&column(&some, 1)), leakage::median(&column(&some, 2))),
-            );
-        }
+        let labels: std::collections::BTreeSet<&str> = self.ranks.iter().map(|r| r.0).collect();
+        let (trials, median_rank, random_median_rank) = summary(None);
+        let better = self.ranks.iter().filter(|r| r.1 < r.2).count();
         CatalogReport {
             catalog_products: self.cache.len(),
-            trials: all.len(),
-            median_rank: leakage::median(&column(&all, 1)),
-            random_median_rank: leakage::median(&column(&all, 2)),
-            better_than_random: all.iter().filter(|r| r.1 < r.2).count() as f64 / all.len().max(1) as f64,
-            per_label,
+            trials,
+            median_rank,
+            random_median_rank,
+            better_than_random: better as f64 / trials.max(1) as f64,
+            per_label: labels.into_iter().map(|l| (l.to_string(), summary(Some(l)))).collect(),
         }
     }
 }
@@ -371,7 +369,7 @@ fn score_candidates(
     folder: &ModelFolder,
     category: &str,
     scene: &crate::embedding::SceneEmbedding,
-    candidates: &[ProductEmbedding],
+    candidates: &[&ProductEmbedding],
 ) -> Result<[Score; 5], EvalError> {
     let globals: Vec<f32> = candidates.iter().flat_map(|c| c.global.iter().copied()).collect();
     let per_product: Vec<f32> = candidates.iter().flat_map(|c| c.key.iter().copied()).collect();
@@ -385,37 +383,50 @@ fn score_candidates(
     Ok([s[0], s[1], s[2], s[3], s[4]])
 }
 
-/// Product embeddings, each computed once per (product, photometric change or not); `None` for
-/// an unreadable image.
+/// A candidate product's embeddings: of its photo, and of the photo under the photometric
+/// check when that check runs.
+#[derive(Clone)]
+struct Candidate {
+    plain: ProductEmbedding,
+    changed: Option<ProductEmbedding>,
+}
+
+/// Product embeddings, each product decoded and embedded once; `None` for an unreadable image.
 struct ProductLookup<'a> {
     model: ProductModel,
     data: &'a Dataset,
     folder: &'a ModelFolder,
-    seed: u64,
-    memo: HashMap<(String, bool), Option<ProductEmbedding>>,
+    /// `Some(seed)`: also embed the photometrically changed photo.
+    photometric: Option<u64>,
+    memo: HashMap<String, Option<Candidate>>,
 }
 
 impl ProductLookup<'_> {
-    fn get(&mut self, id: &str, photometric: bool) -> Result<Option<ProductEmbedding>, ModelError> {
-        if let Some(e) = self.memo.get(&(id.to_string(), photometric)) {
+    fn get(&mut self, id: &str) -> Result<Option<Candidate>, ModelError> {
+        if let Some(e) = self.memo.get(id) {
             return Ok(e.clone());
         }
         let img = std::fs::read(self.data.product_path(id)).ok().and_then(|b| preprocess::decode(&b).ok());
         let input = &self.folder.manifest.input;
         let mut pixels = Vec::new();
-        let embedding = match img {
+        let candidate = match img {
             Some(img)
                 if preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels).is_ok() =>
             {
-                if photometric {
-                    Photometric::for_product(id, self.seed).apply(&mut pixels);
-                }
-                Some(self.model.embed(&pixels)?.remove(0))
+                let plain = self.model.embed(&pixels)?.remove(0);
+                let changed = match self.photometric {
+                    Some(seed) => {
+                        Photometric::for_product(id, seed).apply(&mut pixels);
+                        Some(self.model.embed(&pixels)?.remove(0))
+                    }
+                    None => None,
+                };
+                Some(Candidate { plain, changed })
             }
             _ => None,
         };
-        self.memo.insert((id.to_string(), photometric), embedding.clone());
-        Ok(embedding)
+        self.memo.insert(id.to_string(), candidate.clone());
+        Ok(candidate)
     }
 }
 

@@ -23,6 +23,16 @@ pub enum Keys<'a> {
     Category(&'a [f32]),
 }
 
+impl<'a> Keys<'a> {
+    /// The attention key of product `i` (rows of `dim` floats).
+    pub fn of(&self, i: usize, dim: usize) -> &'a [f32] {
+        match *self {
+            Keys::PerProduct(keys) => &keys[i * dim..(i + 1) * dim],
+            Keys::Category(key) => key,
+        }
+    }
+}
+
 /// The candidates: `P` rows of `D` floats, and their keys.
 #[derive(Debug, Clone, Copy)]
 pub struct Products<'a> {

@@ -31,6 +31,23 @@ pub enum RecommendError {
     NoCategoryKey(String),
 }
 
+/// The attention keys of one category block: each product's own (product-key models) or the
+/// category's learned key (category-key models).
+pub fn block_keys<'c>(
+    cache: &'c ProductCache,
+    folder: &'c ModelFolder,
+    category: &CategoryBlock,
+) -> Result<Keys<'c>, RecommendError> {
+    Ok(match (cache.attention(), cache.keys(category)) {
+        (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
+        _ => Keys::Category(
+            folder
+                .category_key(&category.path)
+                .ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
+        ),
+    })
+}
+
 /// Every product of one category block of the cache, scored against `scene` (in block order).
 pub fn score_block(
     scene: &SceneEmbedding,
@@ -41,14 +58,7 @@ pub fn score_block(
     if scene.dim != cache.dim() {
         return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
     }
-    let keys = match (cache.attention(), cache.keys(category)) {
-        (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
-        _ => Keys::Category(
-            folder
-                .category_key(&category.path)
-                .ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
-        ),
-    };
+    let keys = block_keys(cache, folder, category)?;
     Ok(rank::score(scene, &Products { globals: cache.globals(category), keys }))
 }
 

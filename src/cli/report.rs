@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use image::RgbImage;
 use lookd::cache::ProductCache;
-use lookd::embedding::AttentionMode;
 use lookd::model::SceneModel;
 use lookd::preprocess;
-use lookd::recommend::{recommend, Recommendation};
+use lookd::recommend::{block_keys, recommend, Recommendation};
 use lookd::report::{self, Layout, Row};
 
 use super::{code, open_or_build_cache, progress, ModelArg, UserError};
@@ -195,16 +194,10 @@ fn attention_for(
     top: &Recommendation,
     scene: &lookd::embedding::SceneEmbedding,
 ) -> anyhow::Result<Vec<f32>> {
-    let d = cache.dim();
-    let key = match (cache.attention(), cache.keys(block)) {
-        (AttentionMode::Product, Some(keys)) => {
-            let rows = &cache.products()[block.start..block.start + block.len];
-            let i = rows.iter().position(|p| p.entry.id == top.id).context("top product not in its block")?;
-            keys[i * d..(i + 1) * d].to_vec()
-        }
-        _ => folder.category_key(&block.path).map(<[f32]>::to_vec).context("no category key")?,
-    };
-    Ok(lookd::rank::attention(&scene.keys, &key))
+    let rows = &cache.products()[block.start..block.start + block.len];
+    let i = rows.iter().position(|p| p.entry.id == top.id).context("top product not in its block")?;
+    let keys = block_keys(cache, folder, block).map_err(|e| UserError(e.to_string()))?;
+    Ok(lookd::rank::attention(&scene.keys, keys.of(i, cache.dim())))
 }
 
 /// A name safe as one path component (ids come from the catalog).

@@ -64,10 +64,10 @@ def colour_hist(x):
     return h / np.linalg.norm(h)
 
 
-def jitter(rng, x):
-    """Training colour jitter, wider than the photometric check and drawn independently."""
-    t, b, c = rng.uniform(-0.25, 0.25), rng.uniform(0.7, 1.3), rng.uniform(0.7, 1.3)
-    return ctl.photometric(x, (np.float32(t), np.float32(b), np.float32(c)))
+def jitter_params(rng):
+    """Training colour jitter (temperature, brightness, contrast): wider than the photometric
+    check and drawn from another stream."""
+    return tuple(np.float32(rng.uniform(lo, hi)) for lo, hi in ((-0.25, 0.25), (0.7, 1.3), (0.7, 1.3)))
 
 
 def random_query(rng, bbox, width, height):
@@ -119,7 +119,7 @@ class Features:
 
         def augmented(p):
             img = load_rgb(f"{data}/products/{p}.jpg")
-            return jitter(rng, to_input(img, random_product_crop(rng, img)))
+            return ctl.photometric(to_input(img, random_product_crop(rng, img)), jitter_params(rng))
 
         t0 = time.time()
         for prefix, jobs in [("p", [lambda p=p: to_input(load_rgb(f"{data}/products/{p}.jpg")) for p in products]),
@@ -158,8 +158,7 @@ class Features:
             box = random_query(rng, p["bbox"], img.width, img.height)
         x, crops = to_input(img, box), crop_inputs(img, box)
         if v > 0:
-            params = (np.float32(rng.uniform(-0.25, 0.25)), np.float32(rng.uniform(0.7, 1.3)),
-                      np.float32(rng.uniform(0.7, 1.3)))
+            params = jitter_params(rng)
             x, crops = ctl.photometric(x, params), [ctl.photometric(c, params) for c in crops]
         return x, crops
 

@@ -259,6 +259,39 @@ def distances(sg, sr, sk, pg, pk):
     return g, local, 0.5 * (g + local)
 
 
+def running_average(average, state, k):
+    """Weight averaging: the mean of the k + 1 state dicts seen so far (average: of the first k)."""
+    if average is None:
+        return {n: v.detach().clone().float() for n, v in state.items()}
+    return {n: a + (state[n].float() - a) / (k + 1) for n, a in average.items()}
+
+
+class Ensemble(nn.Module):
+    """M heads of D/M dimensions each, trained apart, as one set of D-dimensional embeddings: each
+    output is the members' L2-normalised outputs side by side, scaled by 1/sqrt(M), so it is still
+    unit length. The global distance is then the mean of the members' global distances; the local
+    distance uses one attention (softmax of the mean key distance) over the members' local
+    distances. lookd computes exactly the distances of a single head: nothing changes downstream."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.categories = members[0].categories
+        self.scale = len(members) ** -0.5
+
+    def _join(self, outputs):
+        return tuple(torch.cat(parts, -1) * self.scale for parts in zip(*outputs))
+
+    def scene(self, pooled, mid_cells):
+        return self._join([m.scene(pooled, mid_cells) for m in self.members])
+
+    def product(self, pooled, mid_pooled):
+        return self._join([m.product(pooled, mid_pooled) for m in self.members])
+
+    def category_keys(self):
+        return torch.cat([m.category_keys() for m in self.members], -1) * self.scale
+
+
 class Embed(nn.Module):
     """Backbone + trained heads as one exportable graph with lookd's four outputs."""
 
@@ -271,5 +304,5 @@ class Embed(nn.Module):
         pooled = final.mean((2, 3))
         cells = mid.flatten(2).transpose(1, 2)
         g, regions, keys = self.heads.scene(pooled, cells)
-        key = l2n(self.heads.att(mid.mean((2, 3))))
+        _, key = self.heads.product(pooled, mid.mean((2, 3)))
         return g, regions, keys, key

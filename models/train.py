@@ -25,6 +25,7 @@ import ctl  # noqa: E402
 from build_model import check_and_write_reference, reference_pixels, sha256  # noqa: E402
 
 SIDE = 224
+DIM = 128  # embedding width of the shipped model (an ensemble's members split it)
 AUGMENTS = 3  # random query variants per training pair, besides the protocol's own
 PRODUCT_AUGMENTS = 2  # random crops with colour jitter per training product, besides the photo itself
 CROP_GRID, CROP_SIDE = 2, 112  # the tutorial's regions: N x N crops of the query, each through the backbone
@@ -291,22 +292,24 @@ def head_distances(heads, prob, q, p, c, setup, view="plain"):
     return [x.numpy().reshape(t, k) for x in (g, loc, hyb)]
 
 
-def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, log=print):
-    """Trains one variant; each anchor meets `negatives` same-category negatives per step."""
+def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=128, swa_from=None, log=print):
+    """Trains one variant; each anchor meets `negatives` same-category negatives per step.
+    Early stopping on dev FITB-4 by default; with swa_from, all `epochs` run and the result is the
+    average of the weights after each epoch from swa_from on (dev is then not looked at)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     f = prob.f
     setup = variant_setup(variant)
     mode, which, regions, augment = setup
     c_region = f.s_crops.shape[2] if regions == "crops" else f.s_cells.shape[2]
-    heads = ctl.Heads(f.p_pooled.shape[1], c_region, prob.categories)
+    heads = ctl.Heads(f.p_pooled.shape[1], c_region, prob.categories, dim=dim)
     opt = torch.optim.Adam(heads.parameters(), lr=1e-3, weight_decay=1e-4)
     train = np.flatnonzero(prob.split == "train")
     by_cat = {}
     for i in train:
         by_cat.setdefault(prob.cat_index[i], []).append(i)
     dev = prob.trials("dev")
-    best, best_state, since = -1.0, None, 0
+    best, best_state, since, average = -1.0, None, 0, None
     for epoch in range(epochs):
         heads.train()
         order = rng.permutation(train)
@@ -336,6 +339,10 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, log=p
             loss.backward()
             opt.step()
         heads.eval()
+        if swa_from is not None:
+            if epoch >= swa_from:
+                average = ctl.running_average(average, heads.state_dict(), epoch - swa_from)
+            continue
         fitb, auc = score_trials(prob, dev, lambda q, p, c: head_distances(heads, prob, q, p, c, setup)[which])
         log(f"  {variant} epoch {epoch + 1}: loss {loss.item():.4f} dev FITB-4 {fitb:.4f} AUC {auc:.4f}")
         if fitb > best:
@@ -345,8 +352,13 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, log=p
             since += 1
             if since >= patience:
                 break
-    heads.load_state_dict(best_state)
+    heads.load_state_dict(best_state if swa_from is None else average)
     heads.eval()
+    return heads, mode, evaluate(prob, heads, setup)
+
+
+def evaluate(prob, heads, setup):
+    """All three distances on dev and test, plain and photometric, and dev per category."""
     result = {}
     for split in ("dev", "test"):
         trials = prob.trials(split)
@@ -358,7 +370,7 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, log=p
         result[split]["pairs"] = len(trials)
     result["dev-per-category"] = per_category(prob, prob.trials("dev"), trial_distances(
         prob, prob.trials("dev"), lambda q, p, c: head_distances(heads, prob, q, p, c, setup)[2]))
-    return heads, mode, result
+    return result
 
 
 def make_backbone(args):
@@ -400,7 +412,7 @@ backbone = "{backbone}"
 trained = true
 precision = "{precision}"
 attention = "{mode}"
-dim = 128
+dim = {DIM}
 regions = 49
 {cat_line}
 [input]
@@ -447,7 +459,13 @@ def main():
     ap.add_argument("--max-pairs", type=int, help="use only the first N pairs (a quick check of the pipeline)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--negatives", type=int, default=8, help="same-category negatives per anchor and step")
+    ap.add_argument("--members", type=int, default=4,
+                    help="the shipped model: this many heads of the chosen variant, 128/M dimensions each, side by side")
+    ap.add_argument("--member-epochs", type=int, default=30, help="epochs per member (no early stopping)")
+    ap.add_argument("--average-from", type=int, default=5, help="members: average the weights after each epoch from this one")
     args = ap.parse_args()
+    if args.members < 1 or DIM % args.members:
+        ap.error(f"--members must divide {DIM}")
     if args.backbone == "resnet50" and not args.weights:
         ap.error("--backbone resnet50 needs --weights (a trained model needs ImageNet features; "
                  "models/build_model.py --backbone resnet50 exports the untrained one for latency work)")
@@ -473,9 +491,26 @@ def main():
     best = max(SHIPPABLE, key=lambda v: sum(results["variants"][v]["dev"][view]["hybrid"][0] for view in VIEWS))
     results["shipped"] = best
     heads, mode = trained[best]
-    export(heads, mode, args.out, results["variants"][best], args)
+    shipped_result, name = results["variants"][best], best
+    if args.members > 1:
+        # Seeds spread models/train.py's one seed; every member sees the same train split.
+        members, member_results = [], []
+        for k in range(args.members):
+            h, _, r = train_variant(prob, best, args.seed + 1000 * (k + 1), epochs=args.member_epochs,
+                                    negatives=args.negatives, dim=DIM // args.members, swa_from=args.average_from)
+            members.append(h)
+            member_results.append(r)
+            print(f"member {k + 1}/{args.members}", json.dumps(r))
+        heads = ctl.Ensemble(members).eval()
+        shipped_result = evaluate(prob, heads, variant_setup(best))
+        results["ensemble"] = {"variant": best, "members": args.members, "member_dim": DIM // args.members,
+                               "epochs": args.member_epochs, "average_from": args.average_from,
+                               "member_results": member_results, **shipped_result}
+        name = f"{best}-x{args.members}"
+        print("ensemble", json.dumps(shipped_result))
+    export(heads, mode, args.out, shipped_result, args)
     short = "lite0" if args.backbone == "efficientnet-lite0" else "resnet50"
-    write_manifest(args.out, "embed.onnx", mode, "f32", f"ctl-{short}-{best}", results["variants"][best],
+    write_manifest(args.out, "embed.onnx", mode, "f32", f"ctl-{short}-{name}", shipped_result,
                    make_backbone(args)[1])
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -473,8 +473,9 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
     // come through the slow link late, so the daemon has done at least what they say.
     let warm = sub.expect("stats", 3 * WAIT, |v| v["inferences"].as_u64().is_some_and(|n| n >= 20));
     // RSS once a second for 20 s. A leak behind the link grows for as long as the link is slow;
-    // a one-off step (an allocator arena touched for the first time, seen once on a loaded CI
-    // machine: +15 MB, then flat) does not. So the second 10 s must not rise above the first's peak.
+    // a one-off step (say, an allocator arena touched late) does not. Two single samples could not
+    // tell them apart (one CI run: +15 MB between two samples 15 s apart). So the second 10 s must
+    // not rise above the first's peak.
     let samples: Vec<u64> = (0..20)
         .map(|_| {
             std::thread::sleep(Duration::from_secs(1));

@@ -240,7 +240,11 @@ class Heads(nn.Module):
         return l2n(self.glob(pooled)), l2n(self.local(mid_cells)), l2n(self.att(mid_cells))
 
     def product(self, pooled, mid_pooled):
-        return l2n(self.glob(pooled)), l2n(self.att(mid_pooled))
+        return l2n(self.glob(pooled)), self.key(mid_pooled)
+
+    def key(self, mid_pooled):
+        """The product's attention key from its pooled intermediate map."""
+        return l2n(self.att(mid_pooled))
 
     def category_keys(self):
         return l2n(self.cat_keys)
@@ -288,6 +292,9 @@ class Ensemble(nn.Module):
     def product(self, pooled, mid_pooled):
         return self._join([m.product(pooled, mid_pooled) for m in self.members])
 
+    def key(self, mid_pooled):
+        return torch.cat([m.key(mid_pooled) for m in self.members], -1) * self.scale
+
     def category_keys(self):
         return torch.cat([m.category_keys() for m in self.members], -1) * self.scale
 
@@ -304,5 +311,4 @@ class Embed(nn.Module):
         pooled = final.mean((2, 3))
         cells = mid.flatten(2).transpose(1, 2)
         g, regions, keys = self.heads.scene(pooled, cells)
-        _, key = self.heads.product(pooled, mid.mean((2, 3)))
-        return g, regions, keys, key
+        return g, regions, keys, self.heads.key(mid.mean((2, 3)))

@@ -34,16 +34,22 @@ def main():
     a = ap.parse_args()
     r = load(a.results)
     s = lambda f: load(os.path.join(a.ship, f))  # noqa: E731
-    b, v, shipped = r["baselines"], r["variants"], r["shipped"]
+    b, v, shipped, ens = r["baselines"], r["variants"], r["shipped"], r.get("ensemble")
     tract = {m: s(f"tract-{m}.json") for m in ("default", "default-int8")}
     ortr = {m: s(f"ort-{m}.json") for m in ("default", "default-int8")}
     bench = {m: s(f"bench-{m}.json") for m in ("default", "default-int8")}
 
+    slots = [(sp, view) for sp in ("dev", "test") for view in ("plain", "photometric")]  # the table's columns
+
     def base(name):
-        return [b[sp][name][view] for sp in ("dev", "test") for view in ("plain", "photometric")]
+        return [b[sp][name][view] for sp, view in slots]
 
     def trained(variant, distance):
-        return [v[variant][sp][view][distance] for sp in ("dev", "test") for view in ("plain", "photometric")]
+        return [v[variant][sp][view][distance] for sp, view in slots]
+
+    def member_mean(sp, view):
+        each = [mr[sp][view]["hybrid"] for mr in ens["member_results"]]
+        return tuple(sum(x) / len(each) for x in zip(*each))
 
     def shipped_row(name, m):
         """`lookd eval --json` nests the hybrid metrics; onnx_eval.py has them at the top."""
@@ -53,7 +59,6 @@ def main():
 
     f32 = tract["default"]
     f32t = s("tract-default-test.json") if os.path.exists(os.path.join(a.ship, "tract-default-test.json")) else None
-    ens = r.get("ensemble")
     trained_dev = (ens or v[shipped])["dev"]["plain"]["hybrid"][0]
     plain, photo = f32["hybrid"]["fitb4"], f32["photometric"]["hybrid"]["fitb4"]
     hist_photo = b["dev"]["colour-histogram"]["photometric"][0]
@@ -121,10 +126,9 @@ def main():
         row("trained: hybrid, product key, tutorial regions (2x2 crops through the backbone)",
             *trained("hybrid-product-crops", "hybrid")),
         *([row(f"trained: each of the {ens['members']} members of the shipped model ({ens['member_dim']}-d), mean",
-                *[tuple(sum(mr[sp][view]["hybrid"][k] for mr in ens["member_results"]) / len(ens["member_results"])
-                        for k in range(2)) for sp in ("dev", "test") for view in ("plain", "photometric")]),
+                *[member_mean(sp, view) for sp, view in slots]),
            row(f"trained: the shipped model, {ens['members']} members together",
-               *[ens[sp][view]["hybrid"] for sp in ("dev", "test") for view in ("plain", "photometric")])]
+               *[ens[sp][view]["hybrid"] for sp, view in slots])]
           if ens else []),
         row("shipped, f32, through `lookd eval` (tract)", fa(f32["hybrid"]), fa(f32["photometric"]["hybrid"]),
             fa(f32t["hybrid"]) if f32t else None, fa(f32t["photometric"]["hybrid"]) if f32t else None),

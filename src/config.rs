@@ -317,6 +317,23 @@ impl RawConfig {
     }
 }
 
+/// Where a secret file named in the config is: an absolute path as written; a relative one inside
+/// systemd's credentials directory (`$CREDENTIALS_DIRECTORY`, filled by the unit's
+/// `LoadCredential=`), which must then be given. Pure: the caller reads the environment.
+pub fn secret_path(path: &Path, credentials_dir: Option<&Path>) -> Result<PathBuf, String> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    match credentials_dir {
+        Some(dir) if !dir.as_os_str().is_empty() => Ok(dir.join(path)),
+        _ => Err(format!(
+            "{} is relative, so it names a systemd credential, but CREDENTIALS_DIRECTORY is not set \
+             (run under the unit, which has LoadCredential=, or give an absolute path)",
+            path.display()
+        )),
+    }
+}
+
 fn check(ok: bool, key: &'static str, message: &str) -> Result<(), Invalid> {
     if ok {
         Ok(())
@@ -437,5 +454,17 @@ mod tests {
         assert_eq!(c.broker, Broker::External { host: "10.0.0.5".into(), port: 1883, tls: false });
         let c = Config::parse("[mqtt]\nbroker = \"mqtts://b:1\"\nca-file = \"/ca\"", Path::new("t")).unwrap();
         assert_eq!(c.broker, Broker::External { host: "b".into(), port: 1, tls: true });
+    }
+
+    #[test]
+    fn a_relative_secret_is_a_systemd_credential() {
+        let creds = Path::new("/run/credentials/lookd.service");
+        let check = |path: &str, dir: Option<&Path>| secret_path(Path::new(path), dir);
+        assert_eq!(check("/etc/lookd/pw", Some(creds)).unwrap(), Path::new("/etc/lookd/pw"));
+        assert_eq!(check("/etc/lookd/pw", None).unwrap(), Path::new("/etc/lookd/pw"));
+        assert_eq!(check("mqtt-password", Some(creds)).unwrap(), creds.join("mqtt-password"));
+        let err = check("mqtt-password", None).unwrap_err();
+        assert!(err.contains("CREDENTIALS_DIRECTORY is not set"), "{err}");
+        assert!(check("mqtt-password", Some(Path::new(""))).is_err());
     }
 }

@@ -39,8 +39,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             folder.manifest.model_id()
         );
     }
-    let cache =
-        open_or_build_cache(&config.cache, &config.catalog_csv, config.catalog_images.as_deref(), &folder)?;
+    let mut building = StartupProgress::default();
+    let cache = open_or_build_cache(
+        &config.cache,
+        &config.catalog_csv,
+        config.catalog_images.as_deref(),
+        &folder,
+        &mut |done, total| building.tell(done, total),
+    )?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?;
     if let Err(message) = cache.find_category(&config.category) {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
@@ -49,7 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             message
         });
     }
-    let settings = mqtt_settings(&config)?;
+    let settings = mqtt_settings(&config, &a.config)?;
     if let Broker::Embedded { listen, websocket } = &config.broker {
         publish::start_embedded_broker(listen, websocket.as_deref())?;
         log::info!(
@@ -83,6 +89,31 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     Ok(code::OK)
 }
 
+/// How often a long start-up tells systemd it is still working, and by how much each message
+/// moves the start timeout: the unit's TimeoutStartSec (120 s) would otherwise kill a first start
+/// whose cache build takes longer (a large catalog on a Pi), and the restart would begin again.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+const EXTEND_BY: Duration = Duration::from_secs(60);
+
+/// Tells systemd, at most every PROGRESS_EVERY, how far the cache build is (STATUS), that start-up
+/// needs more time (EXTEND_TIMEOUT_USEC) and that the process is alive (WATCHDOG).
+#[derive(Default)]
+struct StartupProgress {
+    last: Option<Instant>,
+}
+
+impl StartupProgress {
+    fn tell(&mut self, done: usize, total: usize) {
+        if self.last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) && done < total {
+            return;
+        }
+        self.last = Some(Instant::now());
+        notify(&format!("EXTEND_TIMEOUT_USEC={}", EXTEND_BY.as_micros()));
+        notify(&format!("STATUS=building the product cache: {done}/{total}"));
+        notify("WATCHDOG=1");
+    }
+}
+
 fn wait_for(mqtt: &Mqtt, limit: Duration) {
     let end = Instant::now() + limit;
     while !mqtt.is_connected() && Instant::now() < end {
@@ -106,7 +137,8 @@ fn source(config: &Config) -> Box<dyn FrameSource> {
     }
 }
 
-pub fn mqtt_settings(config: &Config) -> anyhow::Result<Settings> {
+/// The client's settings; `path` (the config file) only names it in errors.
+pub fn mqtt_settings(config: &Config, path: &Path) -> anyhow::Result<Settings> {
     let (host, port, tls) = match &config.broker {
         Broker::Embedded { listen, .. } => {
             let addr: std::net::SocketAddr = listen.parse().context("broker.listen")?;
@@ -122,8 +154,16 @@ pub fn mqtt_settings(config: &Config) -> anyhow::Result<Settings> {
         }
         _ => None,
     };
-    let password =
-        config.password_file.as_deref().map(|p| publish::read_secret("MQTT password file", p)).transpose()?;
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let password = match config.password_file.as_deref() {
+        Some(file) => {
+            let file = lookd::config::secret_path(file, credentials_dir.as_deref()).map_err(|message| {
+                lookd::config::ConfigError::Invalid { path: path.into(), key: "mqtt.password-file", message }
+            })?;
+            Some(publish::read_secret("MQTT password file", &file)?)
+        }
+        None => None,
+    };
     let credentials = match (&config.username, password) {
         (Some(u), Some(p)) => Some((u.clone(), p)),
         (Some(u), None) => Some((u.clone(), String::new())),
@@ -145,7 +185,7 @@ pub fn mqtt_settings(config: &Config) -> anyhow::Result<Settings> {
 /// Used by `watch`: the same settings with another client id.
 pub fn watcher_settings(config_path: &Path) -> anyhow::Result<Settings> {
     let config = Config::load(config_path)?;
-    let mut s = mqtt_settings(&config)?;
+    let mut s = mqtt_settings(&config, config_path)?;
     s.client_id = format!("{}-watch-{}", s.client_id, std::process::id());
     Ok(s)
 }

@@ -3,7 +3,10 @@
 //! Incremental: a product whose image bytes hash the same as in the previous cache (for the
 //! same model) is copied, not re-embedded. A row whose image is missing or undecodable is
 //! reported and skipped. The new file is written beside the old one and renamed over it only
-//! when complete, so a crash or kill midway leaves the previous cache intact.
+//! when complete, so a crash or kill midway leaves the previous cache intact. Every
+//! `checkpoint_every` new embeddings the work so far is also saved, atomically, as a partial
+//! cache beside it (`.<name>.partial`): a build killed midway (systemd's start timeout on a slow
+//! board) starts again from there, not from nothing. The partial file goes once the cache is written.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -25,7 +28,13 @@ pub struct BuildPlan<'a> {
     pub out: &'a Path,
     /// Images per product-graph call.
     pub batch: usize,
+    /// Save the work so far after this many new embeddings (0: never).
+    pub checkpoint_every: usize,
 }
+
+/// New embeddings between two saves of a partial cache, by default: a few seconds of work on a
+/// Raspberry Pi, a few hundred KB to write.
+pub const CHECKPOINT_EVERY: usize = 200;
 
 #[derive(Debug, Default)]
 pub struct BuildReport {
@@ -44,13 +53,26 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
     remove_leftover_temps(plan.out);
     let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| dir_of(plan.catalog));
     let fingerprint = plan.folder.product_fingerprint();
-    let previous = previous_embeddings(plan.out, &fingerprint);
+    let partial = partial_path(plan.out);
+    let mut previous = previous_embeddings(&partial, &fingerprint);
+    previous.extend(previous_embeddings(plan.out, &fingerprint));
     let mut report =
         BuildReport { rows: catalog.entries.len(), skipped: catalog.problems.clone(), ..Default::default() };
     let mut embedder = Embedder::new(plan.folder, plan.batch);
     let mut records = Vec::with_capacity(catalog.entries.len());
+    let (mut saved, m) = (0, &plan.folder.manifest);
     for (done, entry) in catalog.entries.into_iter().enumerate() {
         progress(done, report.rows);
+        let embedded = records.len() - report.reused;
+        if plan.checkpoint_every > 0 && embedded >= saved + plan.checkpoint_every {
+            let bytes =
+                codec::encode(records.clone(), m.dim, m.attention, m.regions, fingerprint, &m.model_id());
+            match write_atomically(&partial, &bytes) {
+                Ok(()) => log::debug!("saved {embedded} new embeddings to {}", partial.display()),
+                Err(e) => log::warn!("{e}: an interrupted build will start again from the last save"),
+            }
+            saved = embedded;
+        }
         let bytes = match std::fs::read(base.join(&entry.image)) {
             Ok(b) => b,
             Err(e) => {
@@ -76,9 +98,13 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
     if records.is_empty() {
         return Err(CacheError::Empty { catalog: plan.catalog.to_path_buf() });
     }
-    let m = &plan.folder.manifest;
     let bytes = codec::encode(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id());
     write_atomically(plan.out, &bytes)?;
+    if let Err(e) = std::fs::remove_file(&partial) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {e}", partial.display());
+        }
+    }
     report.skipped.sort_by_key(|p| p.line);
     Ok(report)
 }
@@ -181,6 +207,12 @@ fn dir_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Where a build saves its work so far: `.<name>.partial` beside the cache.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir_of(out).join(format!(".{name}.partial"))
 }
 
 fn temp_prefix(path: &Path) -> String {

@@ -95,6 +95,7 @@ pub enum CodecError {
 }
 
 /// One product to write: its row, image hash and embeddings (`key` empty in the category mode).
+#[derive(Clone)]
 pub struct Record {
     pub product: StoredProduct,
     pub global: Vec<f32>,

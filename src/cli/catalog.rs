@@ -40,6 +40,7 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
         images: a.images.as_deref(),
         out: &a.out,
         batch: a.batch,
+        checkpoint_every: lookd::cache::build::CHECKPOINT_EVERY,
     };
     let started = std::time::Instant::now();
     let report = build(&plan, &mut progress("embedding products")).context("building the product cache")?;

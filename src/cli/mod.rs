@@ -94,11 +94,14 @@ impl ModelArg {
 
 /// Opens the product cache, building it from `catalog` first when it is missing or was made
 /// by another model.
+/// The cache, opened; or built first (progress logged and passed to `also`) when it is missing
+/// or was made by another model.
 pub fn open_or_build_cache(
     cache: &std::path::Path,
     catalog: &std::path::Path,
     images: Option<&std::path::Path>,
     folder: &lookd::model::ModelFolder,
+    also: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<lookd::cache::ProductCache> {
     use lookd::cache::build::{build, BuildPlan};
     use lookd::cache::{CacheError, ProductCache};
@@ -110,9 +113,20 @@ pub fn open_or_build_cache(
         }
         Err(e) => log::warn!("{e}; building it again"),
     }
-    let plan = BuildPlan { folder, catalog, images, out: cache, batch: 1 };
-    let report =
-        build(&plan, &mut progress("building the product cache")).context("building the product cache")?;
+    let plan = BuildPlan {
+        folder,
+        catalog,
+        images,
+        out: cache,
+        batch: 1,
+        checkpoint_every: lookd::cache::build::CHECKPOINT_EVERY,
+    };
+    let mut log_progress = progress("building the product cache");
+    let report = build(&plan, &mut |done, total| {
+        log_progress(done, total);
+        also(done, total);
+    })
+    .context("building the product cache")?;
     log::info!("product cache: {} embedded, {} rows skipped", report.embedded, report.skipped.len());
     Ok(ProductCache::open(cache, Some(&fingerprint))?)
 }

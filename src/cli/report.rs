@@ -72,7 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return Err(UserError("no scenes: give photos or folders, or --standard".into()).into());
     }
     let folder = a.model.open()?;
-    let cache = open_or_build_cache(&a.cache, &a.catalog, a.images.as_deref(), &folder)?;
+    let cache = open_or_build_cache(&a.cache, &a.catalog, a.images.as_deref(), &folder, &mut |_, _| {})?;
     let images =
         a.images.clone().unwrap_or_else(|| a.catalog.parent().unwrap_or(Path::new(".")).to_path_buf());
     let blocks = if a.categories.is_empty() {

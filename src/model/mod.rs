@@ -331,6 +331,10 @@ pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, Model
     if let Some(key) = &m.product.key {
         let product = ProductModel::load(folder, 1)?.embed(&pixels)?.remove(0);
         got.push((key, product.key));
+        // A product global of its own (heads that pool the regions) is checked too.
+        if m.product.global != m.scene.global {
+            got.push((&m.product.global, product.global));
+        }
     }
     got.into_iter()
         .map(|(name, values)| {
@@ -342,10 +346,21 @@ pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, Model
                     values.len()
                 )));
             }
-            let err = want.iter().zip(&values).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            Ok((name.to_string(), err))
+            Ok((name.to_string(), max_abs_diff(&want, &values)))
         })
         .collect()
+}
+
+/// The largest |a - b|; NaN when either side has a NaN (`f32::max` would skip it, and a graph
+/// that outputs NaN would pass its check).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| {
+        if m.is_nan() || d.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    })
 }
 
 fn flatten(v: &serde_json::Value) -> Vec<f32> {
@@ -353,5 +368,19 @@ fn flatten(v: &serde_json::Value) -> Vec<f32> {
         serde_json::Value::Array(items) => items.iter().flat_map(flatten).collect(),
         serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN) as f32],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_abs_diff;
+
+    #[test]
+    fn a_nan_output_is_never_within_tolerance() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert!(max_abs_diff(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+        assert!(max_abs_diff(&[f32::NAN, 1.0], &[1.0, 2.0]).is_nan(), "a NaN first is kept too");
+        let within = max_abs_diff(&[1.0], &[f32::NAN]) <= 1e-4;
+        assert!(!within, "NaN compares false with any tolerance");
     }
 }

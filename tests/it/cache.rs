@@ -10,7 +10,7 @@ use crate::{default_model, lookd, s, shared_data, stderr, synth_catalog, tiny_mo
 
 fn build_tiny(csv: &Path, out: &Path) -> lookd::cache::build::BuildReport {
     let folder = ModelFolder::open(&tiny_model()).unwrap();
-    let plan = BuildPlan { folder: &folder, catalog: csv, images: None, out, batch: 3 };
+    let plan = BuildPlan { folder: &folder, catalog: csv, images: None, out, batch: 3, checkpoint_every: 0 };
     build(&plan, &mut |_, _| {}).unwrap()
 }
 
@@ -41,8 +41,18 @@ fn batched_and_single_embeddings_agree() {
     let mut caches = Vec::new();
     for batch in [1, 2] {
         let out = dir.path().join(format!("b{batch}.cache"));
-        build(&BuildPlan { folder: &folder, catalog: &csv, images: None, out: &out, batch }, &mut |_, _| {})
-            .unwrap();
+        build(
+            &BuildPlan {
+                folder: &folder,
+                catalog: &csv,
+                images: None,
+                out: &out,
+                batch,
+                checkpoint_every: 0,
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
         caches.push(ProductCache::open(&out, None).unwrap());
     }
     for block in caches[0].categories() {
@@ -137,4 +147,34 @@ fn killed_build_leaves_the_previous_cache_intact() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+}
+
+#[test]
+fn a_build_killed_midway_resumes_from_its_last_save() {
+    let dir = tempfile::tempdir().unwrap();
+    // Under 256 photos: synth_catalog repeats its patterns after that, and a repeat is reused.
+    let csv = synth_catalog(dir.path(), 250);
+    let out = dir.path().join("c.cache");
+    let partial = lookd::cache::build::partial_path(&out);
+    let model = default_model();
+    let args = ["catalog", "build", "--catalog", s(&csv), "--model", s(&model), "--out", s(&out)];
+    let mut child = crate::lookd_command().args(args).env("RUST_LOG", "warn").spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !partial.exists() {
+        assert!(std::time::Instant::now() < end, "no partial cache after 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "the build ended before its first save");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(!out.exists(), "a killed first build wrote no cache");
+    let saved = ProductCache::open(&partial, None).unwrap().len();
+    assert!(saved >= lookd::cache::build::CHECKPOINT_EVERY, "{saved}");
+    // The restart embeds only what the save lacks.
+    let o = crate::lookd_command().args(args).env("RUST_LOG", "info").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains(&format!("({} embedded, {saved} unchanged and reused", 250 - saved)), "{log}");
+    assert!(!partial.exists(), "the partial cache outlived the finished build");
+    assert_eq!(ProductCache::open(&out, None).unwrap().len(), 250);
 }

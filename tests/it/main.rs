@@ -11,6 +11,7 @@ mod deploy;
 mod faults;
 mod model;
 mod report;
+mod startup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -191,17 +191,17 @@ def main():
     print(f"wrote {args.out}: embed.onnx sha256 {digest}, {os.path.getsize(graph)} bytes")
 
 
-def check_and_write_reference(out, graph, x, expected):
+def check_and_write_reference(out, graph, x, expected, outputs=OUTPUTS):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    got = sess.run(OUTPUTS, {"image": x})
-    for name, e, g in zip(OUTPUTS, expected, got):
+    got = sess.run(outputs, {"image": x})
+    for name, e, g in zip(outputs, expected, got):
         err = float(np.abs(e - g).max())
         print(f"  {name} {list(g.shape)} torch vs onnxruntime max abs {err:.2e}")
         if err > 1e-4:
             sys.exit(f"export check failed: {name} differs by {err}")
-    ref = {"input": "reference_pixels", "outputs": {n: g[0].tolist() for n, g in zip(OUTPUTS, got)}}
+    ref = {"input": "reference_pixels", "outputs": {n: g[0].tolist() for n, g in zip(outputs, got)}}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(ref, f)
 

@@ -217,6 +217,31 @@ def l2n(x):
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-12)
 
 
+class ColourCells(nn.Module):
+    """A soft colour histogram computed inside the graph, so lookd needs no mask and no new op:
+    the image average-pooled to 56x56, each pixel softly assigned to the 64 colours of a 4x4x4
+    RGB grid (softmax of the negative squared distance, sigma 0.15 on a 0..1 scale), the
+    assignments averaged over each cell of the 7x7 region grid. Returns the square roots
+    (Hellinger: unit L2 norm) per cell [N, 49, 64] and over the whole image [N, 64]. Fixed, not
+    trained."""
+
+    bins = 64
+
+    def __init__(self, sigma=0.15):
+        super().__init__()
+        levels = torch.tensor([0.125, 0.375, 0.625, 0.875])
+        grid = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+        self.register_buffer("centres", grid.reshape(1, -1, 3, 1, 1))
+        self.scale = 1.0 / (2 * sigma * sigma)
+
+    def forward(self, image):
+        x = F.avg_pool2d(image, 4) / 255.0
+        d2 = ((x[:, None] - self.centres) ** 2).sum(2)
+        cells = F.avg_pool2d(torch.softmax(-d2 * self.scale, dim=1), 8)
+        whole = cells.mean((2, 3))
+        return torch.sqrt(cells.flatten(2).transpose(1, 2) + 1e-8), torch.sqrt(whole + 1e-8)
+
+
 class Heads(nn.Module):
     """The tutorial's Style Embedding heads on backbone features.
 
@@ -224,22 +249,34 @@ class Heads(nn.Module):
     local: each region of the intermediate map -> 256 -> ReLU -> D
     attention: each region (or the product's pooled map) -> D -> ReLU -> D
     category keys (paper mode): one learned D-vector per category.
+    With c_colour > 0 every head also takes the ColourCells histogram of its image or region,
+    appended to its backbone feature (times COLOUR_GAIN, about the size of a backbone feature).
     """
 
-    def __init__(self, c_final, c_mid, categories, dim=128, dropout=0.3):
+    def __init__(self, c_final, c_mid, categories, dim=128, dropout=0.3, c_colour=0, pool=False):
         super().__init__()
-        self.glob = nn.Sequential(nn.Linear(c_final, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Dropout(dropout),
-                                  nn.Linear(512, dim))
-        self.local = nn.Sequential(nn.Linear(c_mid, 256), nn.ReLU(), nn.Linear(256, dim))
-        self.att = nn.Sequential(nn.Linear(c_mid, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.c_colour = c_colour
+        # pool: the global head also sees the regions pooled by a learned score (scene: where the
+        # person is; product: its mean over the image), so it is not dominated by the backdrop.
+        self.pool = nn.Sequential(nn.Linear(c_mid + c_colour, 64), nn.ReLU(), nn.Linear(64, 1)) if pool else None
+        extra = c_mid + c_colour if pool else 0
+        self.glob = nn.Sequential(nn.Linear(c_final + c_colour + extra, 512), nn.BatchNorm1d(512), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(512, dim))
+        self.local = nn.Sequential(nn.Linear(c_mid + c_colour, 256), nn.ReLU(), nn.Linear(256, dim))
+        self.att = nn.Sequential(nn.Linear(c_mid + c_colour, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.categories = list(categories)
         self.cat_keys = nn.Parameter(torch.randn(len(self.categories), dim) * 0.1)
 
     def scene(self, pooled, mid_cells):
         """pooled [N, Cf], mid_cells [N, R, Cm] -> global [N,D], regions [N,R,D], keys [N,R,D]."""
+        if self.pool is not None:
+            weights = torch.softmax(self.pool(mid_cells), dim=1)
+            pooled = torch.cat([pooled, (weights * mid_cells).sum(1)], -1)
         return l2n(self.glob(pooled)), l2n(self.local(mid_cells)), l2n(self.att(mid_cells))
 
     def product(self, pooled, mid_pooled):
+        if self.pool is not None:
+            return l2n(self.glob(torch.cat([pooled, mid_pooled], -1))), self.key(mid_pooled)
         return l2n(self.glob(pooled)), self.key(mid_pooled)
 
     def key(self, mid_pooled):
@@ -299,16 +336,29 @@ class Ensemble(nn.Module):
         return torch.cat([m.category_keys() for m in self.members], -1) * self.scale
 
 
-class Embed(nn.Module):
-    """Backbone + trained heads as one exportable graph with lookd's four outputs."""
+COLOUR_GAIN = 4.0
 
-    def __init__(self, backbone, heads):
+
+def with_colour(feature, colour):
+    """A head's input: the backbone feature, then the colour histogram (if the heads take one)."""
+    return feature if colour is None else torch.cat([feature, colour * COLOUR_GAIN], -1)
+
+
+class Embed(nn.Module):
+    """Backbone + trained heads as one exportable graph with lookd's outputs: the scene's global,
+    regions and region keys, and the product's key and global (the manifest's [product] global;
+    the same as the scene's global unless the heads pool their regions)."""
+
+    def __init__(self, backbone, heads, colour=False):
         super().__init__()
         self.backbone, self.heads = backbone, heads
+        self.colour = ColourCells() if colour else None
 
     def forward(self, image):
         final, mid = self.backbone(image)
         pooled = final.mean((2, 3))
         cells = mid.flatten(2).transpose(1, 2)
-        g, regions, keys = self.heads.scene(pooled, cells)
-        return g, regions, keys, self.heads.key(mid.mean((2, 3)))
+        c_cells, c_whole = self.colour(image) if self.colour is not None else (None, None)
+        g, regions, keys = self.heads.scene(with_colour(pooled, c_whole), with_colour(cells, c_cells))
+        product_global, key = self.heads.product(with_colour(pooled, c_whole), with_colour(mid.mean((2, 3)), c_whole))
+        return g, regions, keys, key, product_global

@@ -40,13 +40,14 @@ def evaluate(folder, data, split, limit=None):
     pairs = [p for p in ctl.read_stl(data) if split == "all" or ctl.split_of(p["scene"]) == split]
     trials = ctl.plan(pairs, 0)[:limit]
     memo = {}
+    scene_outputs = [m["scene"][k] for k in ("global", "regions", "keys")]
 
     def product(pid, photometric):
         if (pid, photometric) not in memo:
             x = to_input(load_rgb(f"{data}/products/{pid}.jpg"))
             if photometric:
                 x = ctl.photometric(x, ctl.photometric_params(pid, 0))
-            g, _, _, k = sess.run(None, {"image": x[None]})
+            g, k = sess.run([m["product"]["global"], m["product"].get("key", "key")], {"image": x[None]})
             memo[pid, photometric] = (g[0], k[0])
         return memo[pid, photometric]
 
@@ -54,7 +55,7 @@ def evaluate(folder, data, split, limit=None):
     for i, q, negs, auc in trials:
         p = pairs[i]
         img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
-        sg, sr, sk, _ = (o[0] for o in sess.run(None, {"image": to_input(img, ctl.to_pixels(q, img.width, img.height))[None]}))
+        sg, sr, sk = (o[0] for o in sess.run(scene_outputs, {"image": to_input(img, ctl.to_pixels(q, img.width, img.height))[None]}))
         for photometric, rows in d.items():
             row = []
             for j in [i, *negs, auc]:
@@ -100,13 +101,16 @@ def quantize(folder, data, out, n, per_channel):
     os.makedirs(out, exist_ok=True)
     src = os.path.join(folder, m["scene"]["graph"])
     dst = os.path.join(out, "embed.int8.onnx")
-    quantize_static(src, dst + ".tmp", Calibration(data, n), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                    calibrate_method=CalibrationMethod.MinMax)
-    # The quantizer leaves value_info shapes that mix the batch symbol with 1; tract refuses to
-    # unify those, and infers every shape itself anyway.
     import onnx
 
+    # The colour histogram (ctl.ColourCells) stays float: it has no weights to shrink, and tract
+    # refuses the quantizer's QDQ pairs around its Softmax/Pad (declutter: inconsistent pad).
+    float_nodes = [node.name for node in onnx.load(src).graph.node if node.name.startswith("/colour/")]
+    quantize_static(src, dst + ".tmp", Calibration(data, n), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=float_nodes)
+    # The quantizer leaves value_info shapes that mix the batch symbol with 1; tract refuses to
+    # unify those, and infers every shape itself anyway.
     q = onnx.load(dst + ".tmp")
     del q.graph.value_info[:]
     onnx.save(q, dst + ".tmp")
@@ -126,7 +130,7 @@ def quantize(folder, data, out, n, per_channel):
 
     _, sess = session(out)
     got = sess.run(None, {"image": reference_pixels(m["input"]["width"])})
-    names = ["global", "regions", "region_keys", "key"]
+    names = [o.name for o in sess.get_outputs()]
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump({"input": "reference_pixels", "outputs": {k: v[0].tolist() for k, v in zip(names, got)}}, f)
     print(f"wrote {dst} ({os.path.getsize(dst)} bytes, sha256 {digest})")

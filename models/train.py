@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ctl  # noqa: E402
@@ -26,11 +26,18 @@ from build_model import check_and_write_reference, reference_pixels, sha256  # n
 
 SIDE = 224
 DIM = 128  # embedding width of the shipped model (an ensemble's members split it)
-AUGMENTS = 3  # random query variants per training pair, besides the protocol's own
-PRODUCT_AUGMENTS = 2  # random crops with colour jitter per training product, besides the photo itself
-CROP_GRID, CROP_SIDE = 2, 112  # the tutorial's regions: N x N crops of the query, each through the backbone
-VARIANTS = ["global", "local", "hybrid-product", "hybrid-category", "hybrid-product-plain", "hybrid-product-crops"]
-SHIPPABLE = ["hybrid-product", "hybrid-category", "hybrid-product-plain"]
+AUGMENTS = 2  # random query variants per training pair, besides the protocol's own
+BACKDROPS = 2  # random query variants per training pair of the scene with its backdrop replaced
+PRODUCT_AUGMENTS = 1  # random crops with colour jitter per training product, besides the photo itself
+STUDIO_AUGMENTS = 2  # catalog shots (studio_composite) per training product, besides the cut-out itself
+# Variant names are tokens: the distance trained (global, local, hybrid), the attention key
+# (product, category), the training products (photo unless studio or mix), bg (scenes with
+# replaced backdrops too), colour (ColourCells inputs), pool (the global head also sees the
+# regions pooled by a learned score), plain (no augmentation at all).
+VARIANTS = ["global", "local", "hybrid-product", "hybrid-category", "hybrid-product-plain",
+            "hybrid-product-studio-bg", "hybrid-product-mix-bg", "hybrid-product-mix-bg-colour",
+            "hybrid-product-mix-bg-colour-pool"]
+SHIPPABLE = "hybrid"  # the variants that export as one graph lookd runs: the hybrids
 
 
 def load_rgb(path):
@@ -43,18 +50,6 @@ def to_input(img, box=None, side=SIDE):
         img = img.crop((x, y, x + w, y + h))
     img = img.resize((side, side), Image.BILINEAR)
     return np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
-
-
-def crop_inputs(img, box):
-    """The tutorial's regions: the query split into CROP_GRID x CROP_GRID crops, row-major."""
-    x, y, w, h = box if box is not None else (0, 0, img.width, img.height)
-    out = []
-    for r in range(CROP_GRID):
-        for c in range(CROP_GRID):
-            x0, y0 = x + w * c // CROP_GRID, y + h * r // CROP_GRID
-            x1, y1 = x + w * (c + 1) // CROP_GRID, y + h * (r + 1) // CROP_GRID
-            out.append(to_input(img, (x0, y0, max(x1 - x0, 1), max(y1 - y0, 1)), CROP_SIDE))
-    return out
 
 
 def colour_hist(x):
@@ -91,93 +86,144 @@ def random_product_crop(rng, img):
     return x, y, w, h
 
 
-class Features:
-    """Backbone outputs, computed once and cached:
-    products: p_* the photo; ph_* the photo under the photometric check (ctl.photometric_params,
-    seed 0); pa_* training products' random crops with colour jitter (owner: product row).
-    scenes: per pair the protocol's query, and for training pairs AUGMENTS random rectangles
-    with colour jitter (s_owner: pair index, variant); s_cells the stride-16 cells, s_crops the
-    pooled final feature of each of the query's CROP_GRID^2 crops."""
+def studio_composite(rng, photo, studio):
+    """A training product as a catalog shot: the garment's own pixels (where the studio cut-out
+    agrees with the photo) on a new plain backdrop (white, grey, a light colour or a vertical
+    gradient of two), with a random margin of 0-25% of each side, as catalog photos have."""
+    a, b = np.asarray(photo, dtype=np.int16), np.asarray(studio, dtype=np.int16)
+    garment = np.abs(a - b).max(-1) < 48
+    h, w = garment.shape
+    pl, pr, pt, pb = (int(rng.uniform(0, 0.25) * n) for n in (w, w, h, h))
+    H, W = h + pt + pb, w + pl + pr
+    kind = rng.random()
+    if kind < 0.35:
+        top = bottom = np.full(3, 255.0)
+    elif kind < 0.6:
+        top = bottom = np.full(3, rng.uniform(185, 245))
+    elif kind < 0.85:
+        top = bottom = rng.uniform(140, 250, 3)
+    else:
+        top, bottom = rng.uniform(150, 250, 3), rng.uniform(150, 250, 3)
+    ramp = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+    canvas = np.broadcast_to(top + (bottom - top) * ramp, (H, W, 3)).copy()
+    region = canvas[pt:pt + h, pl:pl + w]
+    region[garment] = b[garment]
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
 
-    def __init__(self, data, pairs, backbone, name, cache, seed, batch=32):
-        key = hashlib.sha256(f"{os.path.abspath(data)}|{len(pairs)}|{seed}|{AUGMENTS}|{PRODUCT_AUGMENTS}|"
-                             f"{CROP_GRID}|{CROP_SIDE}|{name}|v2".encode()).hexdigest()[:12]
+
+def replace_background(rng, img, mask):
+    """A scene whose backdrop (mask label 0, `null`) is heavily blurred or a plain light colour,
+    so the street behind the shopper cannot be matched: the mirror sees a shopper in a store."""
+    x = np.asarray(img, dtype=np.float32)
+    if rng.random() < 0.5:
+        fill = np.asarray(img.filter(ImageFilter.GaussianBlur(12)), dtype=np.float32)
+    else:
+        fill = np.broadcast_to(rng.uniform(90, 240, 3).astype(np.float32), x.shape)
+    back = (mask == 0)[..., None]
+    return Image.fromarray(np.where(back, fill, x).astype(np.uint8))
+
+
+class Features:
+    """Backbone outputs, computed once and cached. Per image: pooled final feature, pooled
+    intermediate map, a 512-bin colour histogram (the baseline) and ColourCells' 64 bins.
+    products: p_* the photo (ccp/), st_* the studio cut-out (ccp-studio/), ph_*/sth_* the same
+    under the photometric check (ctl.photometric_params, seed 0; dev and test products only, the
+    only ones evaluated); pa_* training products' random crops with colour jitter, sa_* training
+    products as catalog shots on new backdrops (studio_composite), random crop and jitter
+    (owner: product row). scenes: per pair the protocol's query (s_*), for training pairs
+    AUGMENTS random rectangles with colour jitter (s_owner: pair index, variant) and BACKDROPS
+    more with the backdrop replaced (sb_*, sb_owner: pair index); *_cells the stride-16 cells,
+    *_col the ColourCells cells."""
+
+    def __init__(self, data, studio, pairs, backbone, name, cache, seed, batch=32):
+        key = hashlib.sha256(f"{os.path.abspath(data)}|{os.path.abspath(studio)}|{len(pairs)}|{seed}|{AUGMENTS}|"
+                             f"{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|v3".encode()).hexdigest()[:12]
         path = os.path.join(cache, f"features-{key}.npz")
         if os.path.exists(path):
             z = np.load(path)
             self.__dict__.update({k: z[k] for k in z.files})
             print(f"features: reused {path}")
             return
-        self.backbone, self.batch = backbone, batch
+        self.backbone, self.colour, self.batch = backbone, ctl.ColourCells(), batch
         rng = np.random.default_rng(seed)
         products = sorted({p["product"] for p in pairs})
         self.product_ids = np.array(products)
         train_products = sorted({p["product"] for p in pairs if ctl.split_of(p["scene"]) == "train"})
+        evaluated = sorted({p["product"] for p in pairs if ctl.split_of(p["scene"]) != "train"})
         row = {p: i for i, p in enumerate(products)}
+        photo_of = lambda p: load_rgb(f"{data}/products/{p}.jpg")  # noqa: E731
+        studio_of = lambda p: load_rgb(f"{studio}/products/{p}.jpg")  # noqa: E731
 
-        def photo(p):
-            return ctl.photometric(to_input(load_rgb(f"{data}/products/{p}.jpg")), ctl.photometric_params(p, 0))
+        def photometric(img, p):
+            return ctl.photometric(to_input(img), ctl.photometric_params(p, 0))
 
-        def augmented(p):
-            img = load_rgb(f"{data}/products/{p}.jpg")
+        def augmented(img):
             return ctl.photometric(to_input(img, random_product_crop(rng, img)), jitter_params(rng))
 
         t0 = time.time()
-        for prefix, jobs in [("p", [lambda p=p: to_input(load_rgb(f"{data}/products/{p}.jpg")) for p in products]),
-                             ("ph", [lambda p=p: photo(p) for p in products]),
-                             ("pa", [lambda p=p: augmented(p) for p in train_products for _ in range(PRODUCT_AUGMENTS)])]:
+        for prefix, jobs in [
+                ("p", [lambda p=p: to_input(photo_of(p)) for p in products]),
+                ("st", [lambda p=p: to_input(studio_of(p)) for p in products]),
+                ("ph", [lambda p=p: photometric(photo_of(p), p) for p in evaluated]),
+                ("sth", [lambda p=p: photometric(studio_of(p), p) for p in evaluated]),
+                ("pa", [lambda p=p: augmented(photo_of(p)) for p in train_products for _ in range(PRODUCT_AUGMENTS)]),
+                ("sa", [lambda p=p: augmented(studio_composite(rng, photo_of(p), studio_of(p)))
+                        for p in train_products for _ in range(STUDIO_AUGMENTS)])]:
             f = self._run(jobs)
-            setattr(self, f"{prefix}_pooled", f["pooled"])
-            setattr(self, f"{prefix}_mid", f["mid_pooled"])
-            setattr(self, f"{prefix}_hist", f["hist"])
+            for k in ("pooled", "mid", "hist", "col"):
+                setattr(self, f"{prefix}_{k}", f[k])
+        self.eval_rows = np.array([row[p] for p in evaluated])
         self.pa_owner = np.array([row[p] for p in train_products for _ in range(PRODUCT_AUGMENTS)])
-        print(f"features: {len(products)} products, photometric and {len(self.pa_owner)} augmented in {time.time() - t0:.0f} s")
-        jobs, owner = [], []
+        self.sa_owner = np.array([row[p] for p in train_products for _ in range(STUDIO_AUGMENTS)])
+        print(f"features: {len(products)} products, photo and studio, {len(evaluated)} photometric,"
+              f" {len(self.pa_owner) + len(self.sa_owner)} augmented in {time.time() - t0:.0f} s")
+        jobs, owner, bjobs, bowner = [], [], [], []
         for i, p in enumerate(pairs):
             q = ctl.query_rect(p["bbox"])
-            n = 1 + (AUGMENTS if ctl.split_of(p["scene"]) == "train" else 0)
-            for v in range(n):
+            train = ctl.split_of(p["scene"]) == "train"
+            for v in range(1 + (AUGMENTS if train else 0)):
                 jobs.append(lambda p=p, q=q, v=v: self._scene_crop(data, p, q, v, rng))
                 owner.append((i, v))
+            for _ in range(BACKDROPS if train else 0):
+                bjobs.append(lambda p=p: self._scene_crop(data, p, None, 1, rng, backdrop=True))
+                bowner.append(i)
         t0 = time.time()
-        sf = self._run(jobs, crops=True)
-        print(f"features: {len(jobs)} scene queries in {time.time() - t0:.0f} s")
-        self.s_owner = np.array(owner)
-        self.s_pooled, self.s_cells, self.s_hist, self.s_crops = sf["pooled"], sf["cells"], sf["hist"], sf["crops"]
+        sf, bf = self._run(jobs), self._run(bjobs)
+        print(f"features: {len(jobs) + len(bjobs)} scene queries in {time.time() - t0:.0f} s")
+        self.s_owner, self.sb_owner = np.array(owner), np.array(bowner)
+        for prefix, f in (("s", sf), ("sb", bf)):
+            for k in ("pooled", "cells", "hist", "cells_col"):
+                setattr(self, f"{prefix}_{k}", f[k])
         os.makedirs(cache, exist_ok=True)
         np.savez(path + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
         os.replace(path + ".tmp.npz", path)
 
-    def _scene_crop(self, data, p, q, v, rng):
-        """(model input, crop inputs) of one scene query; variants after 0 are jittered."""
+    def _scene_crop(self, data, p, q, v, rng, backdrop=False):
+        """The model input of one scene query; variants after 0 are a random rectangle, jittered;
+        with backdrop, of the scene with its backdrop replaced."""
         img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
-        if q is None:
-            box = None
-        elif v == 0:
-            box = ctl.to_pixels(q, img.width, img.height)
+        if backdrop:
+            img = replace_background(rng, img, np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")))
+        if v == 0:
+            box = None if q is None else ctl.to_pixels(q, img.width, img.height)
         else:
             box = random_query(rng, p["bbox"], img.width, img.height)
-        x, crops = to_input(img, box), crop_inputs(img, box)
-        if v > 0:
-            params = jitter_params(rng)
-            x, crops = ctl.photometric(x, params), [ctl.photometric(c, params) for c in crops]
-        return x, crops
+        x = to_input(img, box)
+        return ctl.photometric(x, jitter_params(rng)) if v > 0 else x
 
-    def _run(self, jobs, crops=False):
-        out = {"pooled": [], "mid_pooled": [], "cells": [], "hist": [], "crops": []}
+    def _run(self, jobs):
+        out = {"pooled": [], "mid": [], "cells": [], "hist": [], "col": [], "cells_col": []}
         for s in range(0, len(jobs), self.batch):
-            done = [j() for j in jobs[s:s + self.batch]]
-            x = np.stack([d[0] for d in done] if crops else done)
+            x = torch.from_numpy(np.stack([j() for j in jobs[s:s + self.batch]]))
             with torch.no_grad():
-                final, mid = self.backbone(torch.from_numpy(x))
-                if crops:
-                    c = np.stack([c for d in done for c in d[1]])
-                    cf, _ = self.backbone(torch.from_numpy(c))
-                    out["crops"].append(cf.mean((2, 3)).reshape(len(done), CROP_GRID ** 2, -1).numpy().astype(np.float16))
+                final, mid = self.backbone(x)
+                col_cells, col = self.colour(x)
             out["pooled"].append(final.mean((2, 3)).numpy())
-            out["mid_pooled"].append(mid.mean((2, 3)).numpy())
+            out["mid"].append(mid.mean((2, 3)).numpy())
             out["cells"].append(mid.flatten(2).transpose(1, 2).numpy().astype(np.float16))
-            out["hist"].append(np.stack([colour_hist(i) for i in x]))
+            out["col"].append(col.numpy())
+            out["cells_col"].append(col_cells.numpy().astype(np.float16))
+            out["hist"].append(np.stack([colour_hist(i) for i in x.numpy()]))
         return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
@@ -186,18 +232,32 @@ class Problem:
 
     def __init__(self, pairs, feats):
         self.pairs, self.f = pairs, feats
-        prow = {p: i for i, p in enumerate(feats.product_ids)}
+        f = feats
+        prow = {p: i for i, p in enumerate(f.product_ids)}
         self.product_row = np.array([prow[p["product"]] for p in pairs])
-        self.query_rows = {}
-        for row, (i, v) in enumerate(feats.s_owner):
+        # Scene rows: the s_* queries, then the sb_* ones (offset by len(s_owner)).
+        self.query_rows, self.backdrop_rows = {}, {}
+        for row, (i, v) in enumerate(f.s_owner):
             self.query_rows.setdefault(int(i), []).append(row)
-        n = len(feats.product_ids)
-        # Training product views: the photo (row r) or one of its augmented copies (n + k).
-        self.product_views = [[r] for r in range(n)]
-        for k, owner in enumerate(feats.pa_owner):
-            self.product_views[int(owner)].append(n + k)
-        self.all_pooled = np.concatenate([feats.p_pooled, feats.pa_pooled])
-        self.all_mid = np.concatenate([feats.p_mid, feats.pa_mid])
+        for row, i in enumerate(f.sb_owner):
+            self.backdrop_rows.setdefault(int(i), []).append(len(f.s_owner) + row)
+        self.s_pooled = np.concatenate([f.s_pooled, f.sb_pooled])
+        self.s_cells = np.concatenate([f.s_cells, f.sb_cells])
+        self.s_col = np.concatenate([f.s_cells_col, f.sb_cells_col])
+        # Training product views, rows of all_*: the photo (r), its crops (n + k), the studio
+        # cut-out (n + a + r), its catalog shots (2n + a + k).
+        n, a = len(f.product_ids), len(f.pa_owner)
+        self.photo_views = [[r] for r in range(n)]
+        self.studio_views = [[n + a + r] for r in range(n)]
+        for k, owner in enumerate(f.pa_owner):
+            self.photo_views[int(owner)].append(n + k)
+        for k, owner in enumerate(f.sa_owner):
+            self.studio_views[int(owner)].append(2 * n + a + k)
+        for k in ("pooled", "mid", "col"):
+            setattr(self, f"all_{k}", np.concatenate([getattr(f, f"{s}_{k}") for s in ("p", "pa", "st", "sa")]))
+        # The photometric views exist for evaluated products only: row r -> its row there.
+        self.eval_row = np.full(n, -1)
+        self.eval_row[f.eval_rows] = np.arange(len(f.eval_rows))
         self.split = np.array([ctl.split_of(p["scene"]) for p in pairs])
         self.categories = sorted({p["category"] for p in pairs})
         self.cat_index = np.array([self.categories.index(p["category"]) for p in pairs])
@@ -209,11 +269,13 @@ class Problem:
         return [(idx[i], [idx[n] for n in negs], idx[a]) for i, _, negs, a in ctl.plan(sub, 0)]
 
     def products(self, rows, view):
-        """(pooled, mid-pooled, histogram) of product rows: the photo, or under the photometric check."""
-        f = self.f
-        if view == "photometric":
-            return f.ph_pooled[rows], f.ph_mid[rows], f.ph_hist[rows]
-        return f.p_pooled[rows], f.p_mid[rows], f.p_hist[rows]
+        """(pooled, mid-pooled, histogram, colour) of product rows in one view: the photo or the
+        studio cut-out, plain or under the photometric check."""
+        prefix = {"plain": "p", "photometric": "ph", "studio": "st", "studio-photometric": "sth"}[view]
+        if view.endswith("photometric"):
+            rows = self.eval_row[rows]
+            assert (rows >= 0).all(), "photometric views exist for dev and test products only"
+        return tuple(getattr(self.f, f"{prefix}_{k}")[rows] for k in ("pooled", "mid", "hist", "col"))
 
 
 def trial_distances(prob, trials, dist_fn):
@@ -232,7 +294,8 @@ def per_category(prob, trials, d):
     return {c: {"pairs": int((cats == c).sum()), "fitb4": ctl.fitb_auc(d[cats == c])[0]} for c in sorted(set(cats))}
 
 
-VIEWS = ["plain", "photometric"]
+VIEWS = ["plain", "photometric", "studio", "studio-photometric"]
+CHOOSE_VIEW = "studio"  # variants, early stopping and the shipped model are chosen on dev FITB-4 of this view
 
 
 def baselines(prob, split):
@@ -255,54 +318,74 @@ def baselines(prob, split):
             for name, fn in [("random", rand), ("imagenet-global", imagenet), ("colour-histogram", hist)]}
 
 
-def variant_setup(variant):
-    """(attention mode, which distance trains: 0 global 1 local 2 hybrid, regions, augment)."""
-    mode = "category" if variant == "hybrid-category" else "product"
-    which = {"global": 0, "local": 1}.get(variant, 2)
-    regions = "crops" if variant.endswith("-crops") else "cells"
-    return mode, which, regions, not variant.endswith("-plain")
+class Setup:
+    """What a variant's name says (see VARIANTS)."""
+
+    def __init__(self, variant):
+        t = variant.split("-")
+        self.mode = "category" if "category" in t else "product"
+        self.which = {"global": 0, "local": 1}.get(t[0], 2)
+        self.augment = "plain" not in t
+        self.products = "studio" if "studio" in t else "mix" if "mix" in t else "photo"
+        self.backdrops = "bg" in t
+        self.colour = "colour" in t
+        self.pool = "pool" in t
 
 
-def scene_inputs(prob, q, regions):
-    f = prob.f
-    cells = f.s_crops[q] if regions == "crops" else f.s_cells[q]
-    return torch.from_numpy(f.s_pooled[q]), torch.from_numpy(cells.astype(np.float32))
+def scene_inputs(prob, q, setup):
+    cells = torch.from_numpy(prob.s_cells[q].astype(np.float32))
+    pooled = torch.from_numpy(prob.s_pooled[q])
+    if not setup.colour:
+        return pooled, cells
+    col = torch.from_numpy(prob.s_col[q].astype(np.float32))
+    whole = torch.sqrt((col ** 2).mean(1))  # ColourCells' whole-image bins from its cells
+    return ctl.with_colour(pooled, whole), ctl.with_colour(cells, col)
 
 
-def product_inputs(pooled, mid, regions):
-    """In the crop scheme the regions are pooled final features, so the product's key is too."""
-    return torch.from_numpy(pooled), torch.from_numpy(pooled if regions == "crops" else mid)
+def product_inputs(pooled, mid, col, setup):
+    if not setup.colour:
+        return torch.from_numpy(pooled), torch.from_numpy(mid)
+    col = torch.from_numpy(col)
+    return ctl.with_colour(torch.from_numpy(pooled), col), ctl.with_colour(torch.from_numpy(mid), col)
 
 
 def head_distances(heads, prob, q, p, c, setup, view="plain"):
     """All three distances for query rows q [T] against product rows p [T, K]."""
-    mode, _, regions, _ = setup
     t, k = p.shape
     unique, back = np.unique(p.ravel(), return_inverse=True)  # each product's heads run once
-    pooled, mid, _ = prob.products(unique, view)
+    pooled, mid, _, col = prob.products(unique, view)
     with torch.no_grad():
-        sg, sr, sk = heads.scene(*scene_inputs(prob, q, regions))
-        pg, pk = heads.product(*product_inputs(pooled, mid, regions))
+        sg, sr, sk = heads.scene(*scene_inputs(prob, q, setup))
+        pg, pk = heads.product(*product_inputs(pooled, mid, col, setup))
         back = torch.from_numpy(back)
         pg, pk = pg[back], pk[back]
-        if mode == "category":
+        if setup.mode == "category":
             pk = heads.category_keys()[torch.from_numpy(prob.cat_index[c.ravel()])]
         rep = lambda x: x.repeat_interleave(k, 0)  # noqa: E731
         g, loc, hyb = ctl.distances(rep(sg), rep(sr), rep(sk), pg, pk)
     return [x.numpy().reshape(t, k) for x in (g, loc, hyb)]
 
 
+def training_views(prob, setup, r, rng):
+    """A random training view of product row r: the variant's photos and/or catalog shots."""
+    if not setup.augment:
+        return r
+    views = {"photo": prob.photo_views[r], "studio": prob.studio_views[r],
+             "mix": prob.photo_views[r] + prob.studio_views[r]}[setup.products]
+    return views[rng.integers(len(views))]
+
+
 def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=128, swa_from=None, log=print):
     """Trains one variant; each anchor meets `negatives` same-category negatives per step.
-    Early stopping on dev FITB-4 by default; with swa_from, all `epochs` run and the result is the
-    average of the weights after each epoch from swa_from on (dev is then not looked at)."""
+    Early stopping on dev FITB-4 (CHOOSE_VIEW) by default; with swa_from, all `epochs` run and the
+    result is the average of the weights after each epoch from swa_from on (dev is then not looked at)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     f = prob.f
-    setup = variant_setup(variant)
-    mode, which, regions, augment = setup
-    c_region = f.s_crops.shape[2] if regions == "crops" else f.s_cells.shape[2]
-    heads = ctl.Heads(f.p_pooled.shape[1], c_region, prob.categories, dim=dim)
+    setup = Setup(variant)
+    colour = ctl.ColourCells.bins if setup.colour else 0
+    heads = ctl.Heads(f.p_pooled.shape[1], f.s_cells.shape[2], prob.categories, dim=dim, c_colour=colour,
+                      pool=setup.pool)
     opt = torch.optim.Adam(heads.parameters(), lr=1e-3, weight_decay=1e-4)
     train = np.flatnonzero(prob.split == "train")
     by_cat = {}
@@ -315,7 +398,8 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
         order = rng.permutation(train)
         for s in range(0, len(order), 256):
             b = order[s:s + 256]
-            q = np.array([rng.choice(prob.query_rows[i]) if augment else prob.query_rows[i][0] for i in b])
+            queries = [prob.query_rows[i] + (prob.backdrop_rows.get(i, []) if setup.backdrops else []) for i in b]
+            q = np.array([rng.choice(rows) if setup.augment else rows[0] for rows in queries])
             neg = []
             for _ in range(negatives):
                 for i in b:
@@ -325,15 +409,16 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
                         j = pool[rng.integers(len(pool))]
                     neg.append(j)
             neg = np.array(neg)
-            sg, sr, sk = heads.scene(*scene_inputs(prob, q, regions))
+            sg, sr, sk = heads.scene(*scene_inputs(prob, q, setup))
             losses = []
             for rows in (b, neg):
-                views = [rng.choice(prob.product_views[r]) if augment else r for r in prob.product_row[rows]]
-                pg, pk = heads.product(*product_inputs(prob.all_pooled[views], prob.all_mid[views], regions))
-                if mode == "category":
+                views = [training_views(prob, setup, r, rng) for r in prob.product_row[rows]]
+                pg, pk = heads.product(*product_inputs(prob.all_pooled[views], prob.all_mid[views],
+                                                       prob.all_col[views], setup))
+                if setup.mode == "category":
                     pk = heads.category_keys()[torch.from_numpy(prob.cat_index[rows])]
                 n = len(rows) // len(b)  # the scene side repeats once per negative drawn
-                losses.append(ctl.distances(sg.repeat(n, 1), sr.repeat(n, 1, 1), sk.repeat(n, 1, 1), pg, pk)[which])
+                losses.append(ctl.distances(sg.repeat(n, 1), sr.repeat(n, 1, 1), sk.repeat(n, 1, 1), pg, pk)[setup.which])
             loss = torch.clamp(losses[0].repeat(negatives) - losses[1] + ctl.MARGIN, min=0).mean()
             opt.zero_grad()
             loss.backward()
@@ -343,8 +428,9 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
             if epoch >= swa_from:
                 average = ctl.running_average(average, heads.state_dict(), epoch - swa_from)
             continue
-        fitb, auc = score_trials(prob, dev, lambda q, p, c: head_distances(heads, prob, q, p, c, setup)[which])
-        log(f"  {variant} epoch {epoch + 1}: loss {loss.item():.4f} dev FITB-4 {fitb:.4f} AUC {auc:.4f}")
+        fitb, auc = score_trials(prob, dev, lambda q, p, c: head_distances(
+            heads, prob, q, p, c, setup, CHOOSE_VIEW)[setup.which])
+        log(f"  {variant} epoch {epoch + 1}: loss {loss.item():.4f} dev {CHOOSE_VIEW} FITB-4 {fitb:.4f} AUC {auc:.4f}")
         if fitb > best:
             best, since = fitb, 0
             best_state = {k: v.clone() for k, v in heads.state_dict().items()}
@@ -354,11 +440,11 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
                 break
     heads.load_state_dict(best_state if swa_from is None else average)
     heads.eval()
-    return heads, mode, evaluate(prob, heads, setup)
+    return heads, setup, evaluate(prob, heads, setup)
 
 
 def evaluate(prob, heads, setup):
-    """All three distances on dev and test, plain and photometric, and dev per category."""
+    """All three distances on dev and test in every view, and dev per category (plain, studio)."""
     result = {}
     for split in ("dev", "test"):
         trials = prob.trials(split)
@@ -368,9 +454,45 @@ def evaluate(prob, heads, setup):
                 head_distances(heads, prob, q, p, c, setup, view)))
             result[split][view] = {name: ctl.fitb_auc(d[k]) for k, name in enumerate(["global", "local", "hybrid"])}
         result[split]["pairs"] = len(trials)
-    result["dev-per-category"] = per_category(prob, prob.trials("dev"), trial_distances(
-        prob, prob.trials("dev"), lambda q, p, c: head_distances(heads, prob, q, p, c, setup)[2]))
+    for view in ("plain", "studio"):
+        result[f"dev-per-category-{view}"] = per_category(prob, prob.trials("dev"), trial_distances(
+            prob, prob.trials("dev"), lambda q, p, c: head_distances(heads, prob, q, p, c, setup, view)[2]))
     return result
+
+
+def attention_stats(prob, heads, setup, data, split="dev", view=CHOOSE_VIEW):
+    """Where the local branch looks: for each trial's positive product, the attention weights over
+    the query's 7x7 regions. Peak-to-uniform ratio (max weight x 49) and whether the peak region
+    falls on the person (most of its pixels labelled anything but `null` in ccp/masks), against the
+    share of all regions that do (what a peak at random would give)."""
+    trials = prob.trials(split)
+    q = np.array([prob.query_rows[i][0] for i, _, _ in trials])
+    rows = prob.product_row[[i for i, _, _ in trials]]
+    pooled, mid, _, col = prob.products(rows, view)
+    with torch.no_grad():
+        _, _, sk = heads.scene(*scene_inputs(prob, q, setup))
+        _, pk = heads.product(*product_inputs(pooled, mid, col, setup))
+        a = torch.softmax(-ctl.sq(sk, pk[:, None, :]), dim=1).numpy()
+    grid = int(round(a.shape[1] ** 0.5))
+    peaks, on_person, person_share = a.max(1) * a.shape[1], [], []
+    for (i, _, _), weights in zip(trials, a):
+        p = prob.pairs[i]
+        person = np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")) != 0
+        h, w = person.shape
+        x, y, qw, qh = ctl.to_pixels(ctl.query_rect(p["bbox"]), w, h)
+        share = np.zeros(grid * grid)
+        for r in range(grid):
+            for c in range(grid):
+                cell = person[y + qh * r // grid:y + max(qh * (r + 1) // grid, qh * r // grid + 1),
+                              x + qw * c // grid:x + max(qw * (c + 1) // grid, qw * c // grid + 1)]
+                share[r * grid + c] = cell.mean()
+        on_person.append(share[int(weights.argmax())] > 0.5)
+        person_share.append((share > 0.5).mean())
+    return {"split": split, "view": view, "trials": len(trials),
+            "peak_to_uniform_median": float(np.median(peaks)),
+            "peak_to_uniform_p10": float(np.percentile(peaks, 10)),
+            "peak_to_uniform_p90": float(np.percentile(peaks, 90)),
+            "peak_on_person": float(np.mean(on_person)), "regions_on_person": float(np.mean(person_share))}
 
 
 def make_backbone(args):
@@ -380,18 +502,19 @@ def make_backbone(args):
     return ctl.LiteBackbone().eval(), "efficientnet-lite0"
 
 
-def export(heads, mode, out, result, args):
-    model = ctl.Embed(make_backbone(args)[0], heads).eval()
+def export(heads, setup, out, args):
+    mode = setup.mode
+    model = ctl.Embed(make_backbone(args)[0], heads, colour=setup.colour).eval()
     os.makedirs(out, exist_ok=True)
     graph = os.path.join(out, "embed.onnx")
     x = torch.from_numpy(reference_pixels(SIDE))
-    outputs = ["global", "regions", "region_keys", "key"]
+    outputs = ["global", "regions", "region_keys", "key", "product_global"]
     with torch.no_grad():
         expected = [t.numpy() for t in model(x)]
         torch.onnx.export(model, x, graph + ".tmp", input_names=["image"], output_names=outputs, opset_version=13,
                           dynamic_axes={"image": {0: "N"}, **{o: {0: "N"} for o in outputs}})
     os.replace(graph + ".tmp", graph)
-    check_and_write_reference(out, graph, x.numpy(), expected)
+    check_and_write_reference(out, graph, x.numpy(), expected, outputs)
     if mode == "category":
         keys = heads.category_keys().detach().numpy()
         with open(os.path.join(out, "category_keys.json"), "w") as f:
@@ -400,11 +523,15 @@ def export(heads, mode, out, result, args):
 
 
 def write_manifest(out, graph_file, mode, precision, name, result, backbone="efficientnet-lite0"):
+    """The manifest of a trained model folder; its [training] table names the data and the
+    dev numbers of the chosen view (CHOOSE_VIEW) and the plain one."""
     digest = sha256(os.path.join(out, graph_file))
     key_line = 'key = "key"\n' if mode == "product" else ""
     cat_line = 'category-keys = "category_keys.json"\n' if mode == "category" else ""
     dev = result["dev"]["plain"]["hybrid"]
     photo = result["dev"]["photometric"]["hybrid"]
+    studio = result["dev"]["studio"]["hybrid"]
+    studio_photo = result["dev"]["studio-photometric"]["hybrid"]
     text = f"""# lookd model manifest (contract: models/README.md). Written by models/train.py.
 format = 1
 name = "{name}"
@@ -432,15 +559,19 @@ keys = "region_keys"
 [product]
 graph = "{graph_file}"
 sha256 = "{digest}"
-global = "global"
+global = "product_global"
 {key_line}
 [training]
-data = "Shop-the-Look layout, ../shared/data/ccp"
+data = "Shop-the-Look layout, ../shared/data/ccp; products also as ../shared/data/ccp-studio cut-outs"
 split = "by scene: sha256(scene id)[0..8] big-endian % 100; train < 70, dev < 85, test"
 dev-fitb4 = {dev[0]:.4f}
 dev-auc = {dev[1]:.4f}
 dev-photometric-fitb4 = {photo[0]:.4f}
 dev-photometric-auc = {photo[1]:.4f}
+dev-studio-fitb4 = {studio[0]:.4f}
+dev-studio-auc = {studio[1]:.4f}
+dev-studio-photometric-fitb4 = {studio_photo[0]:.4f}
+dev-studio-photometric-auc = {studio_photo[1]:.4f}
 """
     with open(os.path.join(out, "manifest.toml.tmp"), "w") as f:
         f.write(text)
@@ -450,7 +581,9 @@ dev-photometric-auc = {photo[1]:.4f}
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/ccp")
-    ap.add_argument("--out", default="models/default")
+    ap.add_argument("--studio", help="the same pairs with catalog-style products (default: ccp-studio beside --data)")
+    ap.add_argument("--out", default="models/default", help="the model folder to write ('' trains and reports only)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train (see VARIANTS)")
     ap.add_argument("--cache", default="out/features")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -469,6 +602,7 @@ def main():
     if args.backbone == "resnet50" and not args.weights:
         ap.error("--backbone resnet50 needs --weights (a trained model needs ImageNet features; "
                  "models/build_model.py --backbone resnet50 exports the untrained one for latency work)")
+    args.studio = args.studio or os.path.join(os.path.dirname(os.path.abspath(args.data)), "ccp-studio")
     torch.set_num_threads(args.threads)
     pairs = ctl.read_stl(args.data)[:args.max_pairs]
     print(f"{len(pairs)} pairs; split: " + ", ".join(
@@ -476,21 +610,23 @@ def main():
     backbone, backbone_name = make_backbone(args)
     if args.weights:
         backbone_name += "-" + sha256(args.weights)[:12]
-    feats = Features(args.data, pairs, backbone, backbone_name, args.cache, args.seed)
+    feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed)
     prob = Problem(pairs, feats)
-    results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {}}
+    results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {},
+               "chosen_on": f"dev {CHOOSE_VIEW} FITB-4"}
     print("baselines", json.dumps(results["baselines"]))
     trained = {}
-    for v in VARIANTS:
-        heads, mode, r = train_variant(prob, v, args.seed, epochs=args.epochs, negatives=args.negatives)
-        trained[v] = (heads, mode)
+    for v in args.variants.split(","):
+        heads, setup, r = train_variant(prob, v, args.seed, epochs=args.epochs, negatives=args.negatives)
+        trained[v] = (heads, setup)
         results["variants"][v] = r
-        print(v, json.dumps(r))
-    # The shipped hybrid: best mean of plain and photometric dev FITB-4 (a store's catalog is
-    # studio photos, so matching a photo's own colour cast must not be what wins).
-    best = max(SHIPPABLE, key=lambda v: sum(results["variants"][v]["dev"][view]["hybrid"][0] for view in VIEWS))
+        print(v, json.dumps({sp: {view: r[sp][view]["hybrid"] for view in VIEWS} for sp in ("dev", "test")}))
+    # The shipped hybrid: the best dev FITB-4 on the studio view (a store's catalog is studio
+    # photos; on the plain view a model can win by recognising the scene's own photo).
+    shippable = [v for v in trained if v.startswith(SHIPPABLE)]
+    best = max(shippable, key=lambda v: results["variants"][v]["dev"][CHOOSE_VIEW]["hybrid"][0])
     results["shipped"] = best
-    heads, mode = trained[best]
+    heads, setup = trained[best]
     shipped_result, name = results["variants"][best], best
     if args.members > 1:
         # Seeds spread models/train.py's one seed; every member sees the same train split.
@@ -500,19 +636,23 @@ def main():
                                     negatives=args.negatives, dim=DIM // args.members, swa_from=args.average_from)
             members.append(h)
             member_results.append(r)
-            print(f"member {k + 1}/{args.members}", json.dumps(r))
+            print(f"member {k + 1}/{args.members}", json.dumps(r["dev"][CHOOSE_VIEW]["hybrid"]))
         heads = ctl.Ensemble(members).eval()
-        shipped_result = evaluate(prob, heads, variant_setup(best))
+        shipped_result = evaluate(prob, heads, setup)
         results["ensemble"] = {"variant": best, "members": args.members, "member_dim": DIM // args.members,
                                "epochs": args.member_epochs, "average_from": args.average_from,
                                "member_results": member_results, **shipped_result}
         name = f"{best}-x{args.members}"
-        print("ensemble", json.dumps(shipped_result))
-    export(heads, mode, args.out, shipped_result, args)
-    short = "lite0" if args.backbone == "efficientnet-lite0" else "resnet50"
-    write_manifest(args.out, "embed.onnx", mode, "f32", f"ctl-{short}-{name}", shipped_result,
-                   make_backbone(args)[1])
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+        print("ensemble", json.dumps({sp: {view: shipped_result[sp][view]["hybrid"] for view in VIEWS}
+                                      for sp in ("dev", "test")}))
+    results["attention"] = {view: attention_stats(prob, heads, setup, args.data, view=view) for view in ("plain", "studio")}
+    print("attention", json.dumps(results["attention"]))
+    if args.out:
+        export(heads, setup, args.out, args)
+        short = "lite0" if args.backbone == "efficientnet-lite0" else "resnet50"
+        write_manifest(args.out, "embed.onnx", setup.mode, "f32", f"ctl-{short}-{name}", shipped_result,
+                       make_backbone(args)[1])
+    with open(os.path.join(args.out or args.cache, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"shipped {best} to {args.out}")
 

@@ -53,8 +53,10 @@ impl Drop for Mosquitto {
     }
 }
 
+/// Waits for a listener on `port`: 30 s, since the embedded broker starts only once the daemon has
+/// built its cache, which on a loaded machine took more than 10 s.
 fn wait_port(port: u16) {
-    let end = Instant::now() + Duration::from_secs(10);
+    let end = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < end, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(20));

@@ -130,6 +130,11 @@ def main():
         + (" + 64" if colour else "") + ") -> 256 -> ReLU",
         "  -> 128; attention (112" + (" + 64" if colour else "") + ") -> 128 -> ReLU -> 128; all L2-normalised. Attention weights: softmax",
         "  over regions of the negative squared key distance. Hybrid = (global + local) / 2.",
+        "- **Region pooling** (variants named `pool`" + (", the shipped one among them" if "pool" in setup else "") + "): the global head also",
+        "  takes the regions pooled by a learned score (112 + 64 -> 64 -> ReLU -> 1, softmax over the 49",
+        "  regions: where the person is, in the scene); a product takes the mean of its regions. The",
+        "  product's global embedding is then an output of its own, `product_global` (the manifest's",
+        "  `[product] global`).",
         "- **Training**: triplet hinge loss, margin 0.2, averaged over 8 negatives per anchor and step,",
         "  each of the same category from another scene; Adam 1e-3, weight decay 1e-4, batch 256, at",
         f"  most 40 epochs, early stopping on {r['chosen_on']} (patience 6). Seed 0. Scenes cropped to",
@@ -255,9 +260,13 @@ def main():
     elapsed = os.path.join(a.ship, "elapsed.json")
     if os.path.exists(elapsed):
         secs = load(elapsed)["seconds"]
+        log = os.path.join(a.ship, "train.log")
+        reused = os.path.exists(log) and "features: reused" in open(log).read()
         lines += ["", "## Rebuild", "",
                   f"`models/ship.sh` took {secs / 60:.0f} minutes for this card on the machine that wrote it (2 cores),",
-                  "from training through every measurement above; timed by the script itself (out/ship/elapsed.json)."]
+                  "from training through every measurement above; timed by the script itself (out/ship/elapsed.json)."
+                  + (" The backbone features came from an earlier run's cache (out/features): a fresh clone computes"
+                     " them first (train.py prints how long).") if reused else ""]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {a.out}")

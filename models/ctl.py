@@ -231,15 +231,18 @@ class ColourCells(nn.Module):
         super().__init__()
         levels = torch.tensor([0.125, 0.375, 0.625, 0.875])
         grid = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
-        self.register_buffer("centres", grid.reshape(1, -1, 3, 1, 1))
+        self.register_buffer("centres", grid.reshape(1, 1, -1, 3))
         self.scale = 1.0 / (2 * sigma * sigma)
 
     def forward(self, image):
-        x = F.avg_pool2d(image, 4) / 255.0
-        d2 = ((x[:, None] - self.centres) ** 2).sum(2)
-        cells = F.avg_pool2d(torch.softmax(-d2 * self.scale, dim=1), 8)
-        whole = cells.mean((2, 3))
-        return torch.sqrt(cells.flatten(2).transpose(1, 2) + 1e-8), torch.sqrt(whole + 1e-8)
+        # Bins on the last axis: tract's softmax over a middle axis was 60 ms of a 90 ms frame.
+        n = image.shape[0]
+        x = (F.avg_pool2d(image, 4) / 255.0).flatten(2).transpose(1, 2)  # [N, 3136, 3]
+        d2 = ((x[:, :, None, :] - self.centres) ** 2).sum(-1)  # [N, 3136, 64]
+        a = torch.softmax(-d2 * self.scale, dim=-1).reshape(n, 7, 8, 7, 8, self.bins)
+        cells = a.mean((2, 4)).reshape(n, 49, self.bins)
+        whole = cells.mean(1)
+        return torch.sqrt(cells + 1e-8), torch.sqrt(whole + 1e-8)
 
 
 class Heads(nn.Module):

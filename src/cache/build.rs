@@ -211,13 +211,15 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Where a build saves its work so far: `.<name>.partial` beside the cache.
 pub fn partial_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dir_of(out).join(format!(".{name}.partial"))
+    dir_of(out).join(format!(".{}.partial", file_name(out)))
 }
 
 fn temp_prefix(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    format!(".{name}.tmp-")
+    format!(".{}.tmp-", file_name(path))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Deletes temp files that a killed build left beside `out`.

@@ -92,8 +92,6 @@ impl ModelArg {
     }
 }
 
-/// Opens the product cache, building it from `catalog` first when it is missing or was made
-/// by another model.
 /// The cache, opened; or built first (progress logged and passed to `also`) when it is missing
 /// or was made by another model.
 pub fn open_or_build_cache(

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::{default_model, free_port, have, lookd, real_catalog, s, shared_data, stdout};
+use crate::{
+    default_model, free_port, have, lookd, real_catalog, s, shared_data, stdout, wait_port, KillOnDrop,
+};
 
 struct Mosquitto {
     child: Child,
@@ -50,16 +52,6 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Waits for a listener on `port`: 30 s, since the embedded broker starts only once the daemon has
-/// built its cache, which on a loaded machine took more than 10 s.
-fn wait_port(port: u16) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -781,14 +773,4 @@ fn stop_and_read_log(mut daemon: KillOnDrop, log: &Path) -> String {
     let _ = Command::new("kill").args(["-TERM", &daemon.0.id().to_string()]).status();
     let _ = daemon.0.wait();
     std::fs::read_to_string(log).unwrap()
-}
-
-/// Kills a helper process when the test ends, passed or failed.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -140,3 +140,24 @@ pub fn have(program: &str) -> bool {
     }
     found
 }
+
+/// Waits for a listener on 127.0.0.1:`port`: 30 s, since the embedded broker starts only once the
+/// daemon has built its cache, which on a loaded machine took more than 10 s.
+pub fn wait_port(port: u16) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < end, "nothing listens on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Kills a helper process (a daemon, a broker) when the test ends, passed or failed, so a
+/// panicking test leaves nothing behind holding the test runner's pipes.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

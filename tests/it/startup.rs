@@ -9,18 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::{default_model, free_port, have, s, synth_catalog, tiny_model};
-
-/// Kills a child process when the test ends, passed or failed (a panicking test must not leave
-/// a daemon or a broker behind holding the test runner's pipes).
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{default_model, free_port, have, s, synth_catalog, tiny_model, wait_port, KillOnDrop};
 
 /// A config for the synthetic camera and `model`, with `mqtt` as its broker sections.
 fn config(dir: &Path, model: &Path, products: usize, mqtt: &str) -> PathBuf {
@@ -77,7 +66,7 @@ fn first_start_extends_the_start_timeout_with_progress_then_ready_watchdog_and_s
     let config = config(dir.path(), &default_model(), products, &mqtt);
     let socket = dir.path().join("notify");
     let rx = listen(&socket);
-    let mut daemon = Reap(
+    let mut daemon = KillOnDrop(
         crate::lookd_command()
             .args(["run", "--config", s(&config)])
             .env("NOTIFY_SOCKET", &socket)
@@ -142,7 +131,7 @@ fn a_relative_password_file_is_read_from_the_credentials_directory() {
         ),
     )
     .unwrap();
-    let _broker = Reap(
+    let _broker = KillOnDrop(
         Command::new("mosquitto")
             .args(["-c", s(&conf)])
             .stdout(Stdio::null())
@@ -150,11 +139,7 @@ fn a_relative_password_file_is_read_from_the_credentials_directory() {
             .spawn()
             .unwrap(),
     );
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_port(port);
     // What LoadCredential=mqtt-password:... leaves: a file in a directory systemd names.
     let creds = root.join("credentials");
     std::fs::create_dir(&creds).unwrap();
@@ -164,7 +149,7 @@ fn a_relative_password_file_is_read_from_the_credentials_directory() {
     );
     let config = config(root, &tiny_model(), 6, &mqtt);
     // Started elsewhere than the credentials: the path is not merely relative to the cwd.
-    let daemon = Reap(
+    let daemon = KillOnDrop(
         crate::lookd_command()
             .args(["run", "--config", s(&config)])
             .env("CREDENTIALS_DIRECTORY", &creds)

@@ -1,4 +1,5 @@
-//! `lookd model info|check`: show a model folder, and compare tract with the reference outputs.
+//! `lookd model info|check|bench|input`: show a model folder, compare tract with the reference
+//! outputs, time it, and write the pictures it sees.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the picture the model sees for each photo (lookd's JPEG/PNG decoding, crop and
+    /// stretch), as PNGs, so that training and other tools can use lookd's exact pixels.
+    /// JOBS: one line per picture, tab-separated: SOURCE, DESTINATION.png and optionally
+    /// X,Y,W,H (a crop in pixels) or `decoded` (the decoded photo, not resized).
+    Input {
+        /// The model folder whose input size applies
+        #[arg(long, default_value = "models/default")]
+        model: PathBuf,
+        jobs: PathBuf,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
@@ -43,7 +54,64 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
             lookd::model::set_threads(threads.max(1));
             bench(&dir, runs, profile, json)
         }
+        Command::Input { model, jobs } => input(&model, &jobs),
     }
+}
+
+/// What one line of `model input`'s jobs file asks for.
+#[derive(Debug, PartialEq)]
+enum Picture {
+    Model(Option<lookd::preprocess::Rect>),
+    Decoded,
+}
+
+fn parse_job(line: &str) -> anyhow::Result<(PathBuf, PathBuf, Picture)> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let picture = match fields.get(2).copied() {
+        None | Some("") => Picture::Model(None),
+        Some("decoded") => Picture::Decoded,
+        Some(crop) => {
+            let n: Vec<u32> = crop
+                .split(',')
+                .map(|v| v.trim().parse())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("crop {crop:?} is not X,Y,W,H in pixels"))?;
+            let [x, y, width, height] = n[..] else {
+                anyhow::bail!("crop {crop:?} is not X,Y,W,H in pixels")
+            };
+            Picture::Model(Some(lookd::preprocess::Rect { x, y, width, height }))
+        }
+    };
+    match fields[..] {
+        [src, dst, ..] if !src.is_empty() && !dst.is_empty() && fields.len() <= 3 => {
+            Ok((src.into(), dst.into(), picture))
+        }
+        _ => anyhow::bail!("expected SOURCE<tab>DESTINATION[<tab>X,Y,W,H|decoded], got {line:?}"),
+    }
+}
+
+fn input(model: &std::path::Path, jobs: &std::path::Path) -> anyhow::Result<i32> {
+    use lookd::preprocess;
+    let folder = ModelFolder::open(model)?;
+    let (w, h) = (folder.manifest.input.width, folder.manifest.input.height);
+    let text = std::fs::read_to_string(jobs).with_context(|| format!("reading {}", jobs.display()))?;
+    let mut written = 0;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{} line {}", jobs.display(), i + 1);
+        let (src, dst, picture) = parse_job(line).with_context(at)?;
+        let bytes = std::fs::read(&src).with_context(|| format!("{}: reading {}", at(), src.display()))?;
+        let img = preprocess::decode(&bytes).with_context(|| format!("{}: {}", at(), src.display()))?;
+        let img = match picture {
+            Picture::Decoded => img,
+            Picture::Model(crop) => preprocess::model_image(&img, crop, w, h).with_context(at)?,
+        };
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).with_context(at)?;
+        lookd::cache::build::write_atomically(&dst, &png.into_inner()).with_context(at)?;
+        written += 1;
+    }
+    eprintln!("wrote {written} pictures ({w}x{h} model inputs or decoded photos)");
+    Ok(code::OK)
 }
 
 fn info(dir: &std::path::Path) -> anyhow::Result<i32> {
@@ -136,4 +204,29 @@ fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize) -> anyhow:
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_jobs_parse_whole_cropped_and_decoded() {
+        let rect = lookd::preprocess::Rect { x: 1, y: 2, width: 30, height: 40 };
+        assert_eq!(
+            parse_job("a.jpg\tb.png").unwrap(),
+            ("a.jpg".into(), "b.png".into(), Picture::Model(None))
+        );
+        assert_eq!(parse_job("a.jpg\tb.png\t1,2,30,40").unwrap().2, Picture::Model(Some(rect)));
+        assert_eq!(parse_job("a.jpg\tb.png\tdecoded").unwrap().2, Picture::Decoded);
+        for bad in
+            ["a.jpg", "a.jpg\t", "a.jpg\tb.png\t1,2,3", "a.jpg\tb.png\t1,2,3,x", "a\tb\tdecoded\textra"]
+        {
+            let err = parse_job(bad).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("expected") || format!("{err:#}").contains("crop"),
+                "{bad:?}: {err:#}"
+            );
+        }
+    }
 }

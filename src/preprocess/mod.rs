@@ -61,6 +61,19 @@ pub fn to_model_input(
     height: usize,
     out: &mut Vec<f32>,
 ) -> Result<(), PreprocessError> {
+    let resized = model_image(img, crop, width, height)?;
+    write_planar(&resized, out);
+    Ok(())
+}
+
+/// The picture the model sees: `img` cropped to `crop` (or whole) and stretched to `width` x
+/// `height`, as 8-bit RGB. `to_model_input` lays exactly these pixels out as floats.
+pub fn model_image(
+    img: &RgbImage,
+    crop: Option<Rect>,
+    width: usize,
+    height: usize,
+) -> Result<RgbImage, PreprocessError> {
     if let Some(c) = crop {
         let inside =
             c.width > 0 && c.height > 0 && c.x + c.width <= img.width() && c.y + c.height <= img.height();
@@ -68,9 +81,7 @@ pub fn to_model_input(
             return Err(PreprocessError::Crop { crop: c, width: img.width(), height: img.height() });
         }
     }
-    let resized = resize(img, crop, width as u32, height as u32)?;
-    write_planar(&resized, out);
-    Ok(())
+    resize(img, crop, width as u32, height as u32)
 }
 
 thread_local! {

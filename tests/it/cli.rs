@@ -261,3 +261,50 @@ fn a_closed_stdout_pipe_ends_a_command_quietly() {
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
 }
+
+/// `lookd model input` writes exactly the pixels lookd feeds the model (the trainer reads them
+/// so that Python and Rust score the same inputs), and names the line of a bad job.
+#[test]
+fn model_input_writes_the_pixels_the_model_sees() {
+    use lookd::preprocess;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model();
+    let (w, h) = {
+        let m = ModelFolder::open(&model).unwrap().manifest;
+        (m.input.width, m.input.height)
+    };
+    let photo = image::RgbImage::from_fn(157, 93, |x, y| {
+        image::Rgb([(x * 7) as u8, (y * 11) as u8, ((x + y) * 5) as u8])
+    });
+    let src = dir.path().join("photo.jpg");
+    photo.save(&src).unwrap();
+    let decoded = preprocess::decode(&std::fs::read(&src).unwrap()).unwrap();
+    let crop = preprocess::Rect { x: 10, y: 5, width: 100, height: 60 };
+    let jobs = dir.path().join("jobs.tsv");
+    let out = |n: &str| dir.path().join(n);
+    let lines = [
+        format!("{}\t{}", s(&src), s(&out("whole.png"))),
+        format!("{}\t{}\t10,5,100,60", s(&src), s(&out("crop.png"))),
+        format!("{}\t{}\tdecoded", s(&src), s(&out("decoded.png"))),
+    ];
+    std::fs::write(&jobs, lines.join("\n")).unwrap();
+    let o = lookd(&["model", "input", "--model", s(&model), s(&jobs)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |n: &str| image::open(out(n)).unwrap().to_rgb8();
+    for (name, crop) in [("whole.png", None), ("crop.png", Some(crop))] {
+        let mut want = Vec::new();
+        preprocess::to_model_input(&decoded, crop, w, h, &mut want).unwrap();
+        let mut got = Vec::new();
+        preprocess::to_model_input(&read(name), None, w, h, &mut got).unwrap();
+        assert_eq!((read(name).width() as usize, read(name).height() as usize), (w, h));
+        assert_eq!(got, want, "{name}");
+    }
+    assert_eq!(read("decoded.png"), decoded);
+    // A crop outside the photo, on line 2, is named.
+    std::fs::write(&jobs, format!("{}\n{}\t{}\t100,5,100,60\n", lines[0], s(&src), s(&out("x.png"))))
+        .unwrap();
+    let o = lookd(&["model", "input", "--model", s(&model), s(&jobs)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("line 2") && stderr(&o).contains("outside"), "{}", stderr(&o));
+    assert!(!out("x.png").exists());
+}

@@ -1,5 +1,6 @@
-//! `lookd run` end to end: real photos through the real model, published to a real broker
-//! (mosquitto started here on 127.0.0.1, or lookd's embedded one) and read by mosquitto_sub.
+//! `lookd run` end to end: frames through a real (tiny) model against a synthesized catalog,
+//! published to a real broker (mosquitto started here on 127.0.0.1, or lookd's embedded one)
+//! and read by mosquitto_sub. The shipped model on real photos is `cli`'s and `report`'s part.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,9 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::{
-    default_model, free_port, have, lookd, real_catalog, s, shared_data, stdout, wait_port, KillOnDrop,
-};
+use crate::{free_port, have, lookd, s, stdout, synth_catalog, tiny_model, wait_port, KillOnDrop};
 
 struct Mosquitto {
     child: Child,
@@ -157,41 +156,49 @@ impl Drop for Daemon {
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    data: PathBuf,
 }
 
-/// A temp folder with a small real catalog, its cache already built, and `scenes/` holding `scenes`.
-fn setup(data: PathBuf, scenes: &[&str]) -> Setup {
-    let setup = setup_without_cache(data, scenes);
+/// A synthesized street scene: a figure in two colours on a backdrop, each seed its own; scenes
+/// of consecutive seeds differ by more than the change gate's default threshold.
+fn synth_scene(path: &Path, seed: u32) {
+    let img = image::RgbImage::from_fn(320, 480, |x, y| {
+        let figure = (110..210).contains(&x) && (60..440).contains(&y);
+        let top = y < 250;
+        match (figure, top) {
+            (true, true) => image::Rgb([(seed * 71) as u8, 40 + (seed * 23) as u8, (x / 4) as u8]),
+            (true, false) => image::Rgb([30, (seed * 97) as u8, 200 - (y / 4) as u8]),
+            // The backdrops differ in brightness from seed to seed, past the change gate.
+            _ => {
+                let light = if seed.is_multiple_of(2) { 200 } else { 60 };
+                image::Rgb([light - (y / 12) as u8, light, (seed * 41 + x / 8) as u8])
+            }
+        }
+    });
+    img.save(path).unwrap();
+}
+
+/// A temp folder with a synthesized catalog (24 products, shoes and pants), its cache built
+/// with the tiny model, and `scenes/` holding `scenes` synthesized scenes named 0.jpg, 1.jpg, ...
+/// No shared photo is needed: what these tests check is the daemon, not the model.
+fn setup(scenes: u32) -> Setup {
+    let setup = setup_without_cache(scenes);
     let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("catalog.cache"));
-    let images = setup.data.join("catalog");
-    let model = default_model();
-    let o = lookd(&[
-        "catalog",
-        "build",
-        "--catalog",
-        s(&csv),
-        "--images",
-        s(&images),
-        "--model",
-        s(&model),
-        "--out",
-        s(&cache),
-    ]);
-    assert!(o.status.success());
+    let o =
+        lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny_model()), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", crate::stderr(&o));
     setup
 }
 
 /// The same, but the daemon must build the cache itself at start-up.
-fn setup_without_cache(data: PathBuf, scenes: &[&str]) -> Setup {
+fn setup_without_cache(scenes: u32) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    real_catalog(&data, &root, 12);
+    synth_catalog(&root, 24);
     std::fs::create_dir(root.join("scenes")).unwrap();
-    for scene in scenes {
-        std::fs::copy(data.join("ccp/scenes").join(scene), root.join("scenes").join(scene)).unwrap();
+    for i in 0..scenes {
+        synth_scene(&root.join(format!("scenes/{i}.jpg")), i + 1);
     }
-    Setup { _dir: dir, root, data }
+    Setup { _dir: dir, root }
 }
 
 fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
@@ -200,9 +207,9 @@ fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
         "device-id = \"t\"\nmodel = {model:?}\n[catalog]\ncsv = {csv:?}\nimages = {images:?}\ncache = {cache:?}\n\
          [camera]\nsource = \"folder\"\npath = {scenes:?}\nrate = 10.0\nmirror = false\n\
          [pipeline]\ncategory = \"shoes\"\nhold-off-ms = 0\nmax-rate = 20.0\nstats-interval-s = 1\n{extra}\n{broker}\n",
-        model = default_model(),
+        model = tiny_model(),
         csv = s.root.join("catalog.csv"),
-        images = s.data.join("catalog"),
+        images = s.root,
         cache = s.root.join("catalog.cache"),
         scenes = s.root.join("scenes"),
     );
@@ -225,7 +232,7 @@ fn recommend_ids(s: &Setup, scene: &str, category: &str) -> Vec<String> {
         "--category",
         category,
         "--model",
-        crate::s(&default_model()),
+        crate::s(&tiny_model()),
         "--cache",
         crate::s(&cache),
         "--json",
@@ -243,7 +250,7 @@ fn check_topics(setup: &Setup, port: u16) {
     let state = sub.expect("category/state", WAIT, |_| true);
     assert_eq!(state["slug"], "shoes");
     let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
-    assert_eq!(ids(&rec), recommend_ids(setup, "ccp-0002.jpg", "shoes"));
+    assert_eq!(ids(&rec), recommend_ids(setup, "0.jpg", "shoes"));
 
     let publish = |payload: &str| {
         let st = Command::new("mosquitto_pub")
@@ -255,7 +262,7 @@ fn check_topics(setup: &Setup, port: u16) {
     publish("pants");
     sub.expect("category/state", WAIT, |v| v["slug"] == "pants");
     let pants = sub.expect("recommendations/pants", WAIT, |_| true);
-    assert_eq!(ids(&pants), recommend_ids(setup, "ccp-0002.jpg", "pants"));
+    assert_eq!(ids(&pants), recommend_ids(setup, "0.jpg", "pants"));
 
     publish("{\"category\": \"spacesuits\"}");
     let err = sub.expect("error", WAIT, |_| true);
@@ -283,11 +290,10 @@ fn check_topics(setup: &Setup, port: u16) {
 
 #[test]
 fn daemon_publishes_to_mosquitto_and_obeys_commands() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto") || !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg"]);
+    let setup = setup(1);
     let port = free_port();
     let _broker = Mosquitto::start(&setup.root, port);
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
@@ -303,11 +309,10 @@ fn daemon_publishes_to_mosquitto_and_obeys_commands() {
 
 #[test]
 fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto_sub") {
         return;
     }
-    let setup = setup_without_cache(data, &["ccp-0002.jpg"]);
+    let setup = setup_without_cache(1);
     let (port, ws) = (free_port(), free_port());
     let broker =
         format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\"\nwebsocket = \"127.0.0.1:{ws}\"");
@@ -339,11 +344,10 @@ fn restart_trials() -> usize {
 
 #[test]
 fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto") || !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg", "ccp-0003.jpg"]);
+    let setup = setup(2);
     let port = free_port();
     let mut broker = Mosquitto::start(&setup.root, port);
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
@@ -391,11 +395,10 @@ fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
 
 #[test]
 fn broker_absent_at_start_daemon_serves_and_connects_when_it_appears() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto") || !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg"]);
+    let setup = setup(1);
     let port = free_port();
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
     let log_path = setup.root.join("lookd.log");
@@ -406,7 +409,7 @@ fn broker_absent_at_start_daemon_serves_and_connects_when_it_appears() {
     let sub = Sub::start(port, "lookd/t");
     let rec = sub.expect("recommendations/shoes", Duration::from_secs(6), |_| true);
     eprintln!("broker appeared after 7 s; first recommendation {:?} later", back.elapsed());
-    assert_eq!(ids(&rec), recommend_ids(&setup, "ccp-0002.jpg", "shoes"));
+    assert_eq!(ids(&rec), recommend_ids(&setup, "0.jpg", "shoes"));
     drop(broker);
     let log = stop_and_read_log(daemon, &log_path);
     assert!(log.contains("ready in") && log.contains("broker not connected (retrying)"), "{log}");
@@ -445,11 +448,10 @@ fn slow_relay(to: u16, delay: Duration, rate: usize) -> u16 {
 
 #[test]
 fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto") || !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg", "ccp-0003.jpg"]);
+    let setup = setup(2);
     let port = free_port();
     let _broker = Mosquitto::start(&setup.root, port);
     // Each chunk of up to 512 bytes held 200 ms, one after another: about 2 KB/s each way, far
@@ -497,11 +499,10 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
 
 #[test]
 fn failing_camera_is_reported_and_recovers() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg"]);
+    let setup = setup(1);
     let scenes = setup.root.join("scenes");
     let parked = setup.root.join("parked");
     std::fs::rename(&scenes, &parked).unwrap(); // the "camera" is unplugged at start
@@ -540,12 +541,11 @@ fn soak_frames() -> u64 {
 
 #[test]
 fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto_sub") {
         return;
     }
     let frames = soak_frames();
-    let setup = setup(data, &["ccp-0002.jpg"]);
+    let setup = setup(1);
     let port = free_port();
     let broker = format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\"");
     // Synthesized 640x480 frames as fast as they come, a new scene every 10 frames.
@@ -655,11 +655,10 @@ fn make_certs(dir: &Path) {
 
 #[test]
 fn tls_with_password_and_acl_works_and_plaintext_is_never_used() {
-    let Some(data) = shared_data() else { return };
     if !have("mosquitto") || !have("openssl") || !have("mosquitto_passwd") {
         return;
     }
-    let setup = setup(data, &["ccp-0002.jpg"]);
+    let setup = setup(1);
     let root = &setup.root;
     make_certs(root);
     let secret = "s3cret-Ünïcode pass";
@@ -715,7 +714,7 @@ fn tls_with_password_and_acl_works_and_plaintext_is_never_used() {
         .unwrap();
     assert!(sub.status.success(), "no recommendation over TLS: {}", String::from_utf8_lossy(&sub.stderr));
     let rec: serde_json::Value = serde_json::from_slice(&sub.stdout).unwrap();
-    assert_eq!(ids(&rec), recommend_ids(&setup, "ccp-0002.jpg", "shoes"));
+    assert_eq!(ids(&rec), recommend_ids(&setup, "0.jpg", "shoes"));
     // The same client without the password is refused: the broker really checks.
     sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--cafile", s(&root.join("ca.pem"))])

@@ -1,8 +1,9 @@
 //! lookd's integration tests: one binary, one module per area. Helpers live here.
 //!
-//! Tests that need the shared photos look for them in `LOOKD_DATA` (default ../shared/data);
-//! where they are missing such a test says so on stderr and passes without checking anything,
-//! so CI (which has the data) must and does run them.
+//! Tests that need the shared photos look for them in `LOOKD_DATA` (default ../shared/data), and
+//! tests that need a program (mosquitto, openssl, ...) look for it on the PATH. Where a piece is
+//! missing such a test says so on stderr and checks nothing; under CI, or with
+//! `LOOKD_REQUIRE_DATA=1`, it fails instead (`required`), so no skip passes for a pass there.
 
 mod cache;
 mod cli;
@@ -28,13 +29,25 @@ pub fn default_model() -> PathBuf {
     repo().join("models/default")
 }
 
-/// The shared photo folder, or `None` (after saying so) when this machine lacks it.
+/// Whether a missing real part (the shared photos, a program) must fail the test rather than
+/// skip it: under CI, and wherever `LOOKD_REQUIRE_DATA=1`.
+pub fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("LOOKD_REQUIRE_DATA").is_some_and(|v| v == "1")
+}
+
+/// The shared photo folder, or `None` (after saying so) when this machine lacks it; a panic
+/// where it is `required`.
 pub fn shared_data() -> Option<PathBuf> {
     let dir =
         std::env::var_os("LOOKD_DATA").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data"));
     if dir.join("catalog/catalog.csv").exists() && dir.join("ccp/fashion.json").exists() {
         Some(dir)
     } else {
+        assert!(
+            !required(),
+            "shared data not found at {}: required under CI and LOOKD_REQUIRE_DATA=1",
+            dir.display()
+        );
         eprintln!("shared data not found at {}: test skipped", dir.display());
         None
     }
@@ -124,18 +137,22 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Whether an external program is installed; CI must have it, elsewhere its tests are skipped.
 pub fn running_as_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
+/// Whether an external program is installed; where it is `required` a missing one fails the
+/// test, elsewhere its tests are skipped (and say so).
 pub fn have(program: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{program} is missing: .ci/run must install it");
+        assert!(
+            !required(),
+            "{program} is missing: .ci/run must install it (required under CI and LOOKD_REQUIRE_DATA=1)"
+        );
         eprintln!("{program} not installed: test skipped");
     }
     found

@@ -1,12 +1,14 @@
 //! MQTT: the only module that knows rumqttc (and rumqttd, the embedded broker).
 //!
 //! rumqttc's event loop only moves while polled, never backs off and never re-subscribes, so a
-//! network thread does all three: it blocks in `recv()`, and after an error it waits (250 ms
-//! doubling to 3 s, plus up to 20% jitter) and builds a fresh client, so nothing rumqttc held
-//! for the dead connection is replayed. On every ConnAck it re-subscribes and re-publishes
-//! `online` and all retained state. While the broker is away, only the latest message per topic
-//! is kept. Publishing never blocks (`try_publish`). It must not rank, decode frames or
-//! decide policy: commands are decoded here and handed to the pipeline.
+//! network thread does all three: it blocks in `recv()`, and after an error it waits (`Backoff`:
+//! 250 ms doubling to 3 s, plus up to 20% jitter) and builds a fresh client, so nothing rumqttc
+//! held for the dead connection is replayed. On every ConnAck it re-subscribes and re-publishes
+//! `online` and all retained state. Publishing never blocks (`try_publish`): rumqttc holds at
+//! most `CLIENT_QUEUE` requests, and beyond that, or while the broker is away, lookd's `Outbox`
+//! keeps only the latest message per topic and offers it again as the client's queue moves. It
+//! must not rank, decode frames or decide policy: commands are decoded here and handed to the
+//! pipeline.
 
 pub mod payload;
 
@@ -76,10 +78,89 @@ pub struct Received {
 #[derive(Default)]
 struct Shared {
     client: Option<Client>,
+    outbox: Outbox,
+}
+
+/// Requests rumqttc may hold for a connection before `try_publish` refuses: a bound on what
+/// waits behind a slow link (FIFO) before lookd's own latest-per-topic outbox takes over.
+const CLIENT_QUEUE: usize = 16;
+
+/// What lookd still has to hand to the client: the latest message per topic only, so a broker
+/// that is away or slow costs one message per topic, never a backlog. Pure: `send` stands for
+/// the client's `try_publish`, false when it refused (no connection, or its queue full).
+#[derive(Default)]
+struct Outbox {
     /// Latest per topic, not yet handed to a connected client.
     pending: BTreeMap<String, Message>,
     /// Current retained state, re-published on every connect.
     retained: BTreeMap<String, Message>,
+}
+
+impl Outbox {
+    /// A new message: remembered if retained; what waits is offered first (it is older), then
+    /// this one; whatever the client refuses waits, replacing an older one of its topic.
+    fn offer(&mut self, topic: String, msg: Message, mut send: impl FnMut(&str, &Message) -> bool) {
+        if msg.retain {
+            self.retained.insert(topic.clone(), msg.clone());
+        }
+        self.pending.remove(&topic); // superseded
+        self.flush(&mut send);
+        if !(self.pending.is_empty() && send(&topic, &msg)) {
+            self.pending.insert(topic, msg);
+        }
+    }
+
+    /// Offers what waits, in topic order, until the client refuses one.
+    fn flush(&mut self, mut send: impl FnMut(&str, &Message) -> bool) {
+        while let Some((topic, msg)) = self.pending.pop_first() {
+            if !send(&topic, &msg) {
+                self.pending.insert(topic, msg);
+                break;
+            }
+        }
+    }
+
+    /// A new connection (the broker may have lost everything): all retained state, then what
+    /// passing messages wait; what the client refuses waits.
+    fn on_connect(&mut self, mut send: impl FnMut(&str, &Message) -> bool) {
+        let passing: Vec<_> =
+            std::mem::take(&mut self.pending).into_iter().filter(|(_, m)| !m.retain).collect();
+        let all: Vec<(String, Message)> =
+            self.retained.iter().map(|(t, m)| (t.clone(), m.clone())).chain(passing).collect();
+        for (topic, msg) in all {
+            if !self.pending.is_empty() || !send(&topic, &msg) {
+                self.pending.insert(topic, msg);
+            }
+        }
+    }
+}
+
+/// Reconnect delays: 250 ms doubling to 3 s, each plus up to 20% jitter; back to 250 ms once
+/// a connection is made.
+struct Backoff {
+    delay: Duration,
+    rng: SplitMix64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(3);
+
+    fn new(seed: u64) -> Backoff {
+        Backoff { delay: Self::FIRST, rng: SplitMix64::new(seed) }
+    }
+
+    /// How long to wait before the next attempt.
+    fn next(&mut self) -> Duration {
+        let jitter = self.delay.mul_f64(0.2 * (self.rng.below(1000) as f64 / 1000.0));
+        let wait = self.delay + jitter;
+        self.delay = (self.delay * 2).min(Self::MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.delay = Self::FIRST;
+    }
 }
 
 /// The MQTT side of the daemon: publish without blocking, receive decoded commands.
@@ -153,17 +234,11 @@ impl Mqtt {
 
     fn send(&self, suffix: &str, msg: Message) {
         let topic = self.topic(suffix);
-        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if msg.retain {
-            s.retained.insert(topic.clone(), msg.clone());
-        }
-        let sent = self.is_connected()
-            && s.client.as_ref().is_some_and(|c| {
-                c.try_publish(topic.clone(), msg.qos, msg.retain, msg.payload.clone()).is_ok()
-            });
-        if !sent {
-            s.pending.insert(topic, msg);
-        }
+        let connected = self.is_connected();
+        let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared { client, outbox } = &mut *guard;
+        let client = client.as_ref().filter(|_| connected);
+        outbox.offer(topic, msg, |t, m| try_send(client, t, m));
     }
 
     /// Commands received since the last call (never blocks).
@@ -188,6 +263,11 @@ impl Mqtt {
             }
         }
     }
+}
+
+/// Hands one message to the client without blocking; false when there is none or it refused.
+fn try_send(client: Option<&Client>, topic: &str, m: &Message) -> bool {
+    client.is_some_and(|c| c.try_publish(topic, m.qos, m.retain, m.payload.clone()).is_ok())
 }
 
 struct Network {
@@ -221,12 +301,11 @@ fn mqtt_options(s: &Settings) -> MqttOptions {
 
 impl Network {
     fn run(self) {
-        let mut rng = SplitMix64::new(std::process::id() as u64);
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = Backoff::new(std::process::id() as u64);
         let mut ever_connected = false;
         let mut last_error = String::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let (client, mut connection) = Client::new(mqtt_options(&self.settings), 64);
+            let (client, mut connection) = Client::new(mqtt_options(&self.settings), CLIENT_QUEUE);
             self.shared.lock().unwrap_or_else(|e| e.into_inner()).client = Some(client);
             loop {
                 match connection.recv() {
@@ -235,18 +314,21 @@ impl Network {
                             self.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
                         ever_connected = true;
-                        delay = Duration::from_millis(250);
+                        backoff.reset();
                         last_error.clear();
                         self.on_connect();
                         log::info!("mqtt: connected to {}:{}", self.settings.host, self.settings.port);
                     }
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => self.on_command(&p.topic, &p.payload),
-                    Ok(Ok(_)) => {}
+                    // The client's queue moves (a packet went out, an ack came in): what waits
+                    // in the outbox goes next, so a slow link never strands the latest ranking.
+                    Ok(Ok(_)) => self.flush(),
                     Ok(Err(_)) if self.stop.load(Ordering::Relaxed) => break,
                     Ok(Err(e)) => {
                         let e = e.to_string();
                         if e != last_error {
-                            log::warn!("mqtt: {e}; retrying");
+                            let (host, port) = (&self.settings.host, self.settings.port);
+                            log::warn!("mqtt: {host}:{port}: {e}{}; retrying", tls_hint(&self.settings, &e));
                             last_error = e;
                         }
                         break;
@@ -256,29 +338,30 @@ impl Network {
             }
             self.connected.store(false, Ordering::Relaxed);
             self.shared.lock().unwrap_or_else(|e| e.into_inner()).client = None;
-            let jitter = delay.mul_f64(0.2 * (rng.below(1000) as f64 / 1000.0));
-            sleep_unless(&self.stop, delay + jitter);
-            delay = (delay * 2).min(Duration::from_secs(3));
+            sleep_unless(&self.stop, backoff.next());
         }
     }
 
     fn on_connect(&self) {
-        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(client) = s.client.clone() else { return };
+        let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared { client, outbox } = &mut *guard;
+        let Some(client) = client.as_ref() else { return };
         let prefix = &self.settings.prefix;
         let _ = client.try_subscribe(format!("{prefix}/category/set"), QoS::AtLeastOnce);
         let _ = client.try_publish(format!("{prefix}/status"), QoS::AtLeastOnce, true, "online");
-        // The current retained state, then what passed while offline (latest per topic).
-        let pending = std::mem::take(&mut s.pending);
-        let retained = s.retained.clone();
-        for (topic, m) in
-            retained.iter().chain(pending.iter().filter(|(t, m)| !m.retain || !retained.contains_key(*t)))
-        {
-            if client.try_publish(topic.clone(), m.qos, m.retain, m.payload.clone()).is_err() {
-                s.pending.insert(topic.clone(), m.clone());
-            }
-        }
+        outbox.on_connect(|t, m| try_send(Some(client), t, m));
         self.connected.store(true, Ordering::Relaxed);
+    }
+
+    fn flush(&self) {
+        if !self.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared { client, outbox } = &mut *guard;
+        if !outbox.pending.is_empty() {
+            outbox.flush(|t, m| try_send(client.as_ref(), t, m));
+        }
     }
 
     fn on_command(&self, topic: &str, payload: &[u8]) {
@@ -287,6 +370,15 @@ impl Network {
         if self.commands.try_send(Received { suffix, command }).is_err() {
             log::warn!("mqtt: command queue full, a command on {topic} was dropped");
         }
+    }
+}
+
+/// Why a TLS connection may fail where a plaintext one would not: said once, with the error.
+fn tls_hint(s: &Settings, error: &str) -> &'static str {
+    if s.ca.is_some() && error.starts_with("TLS") {
+        " (the config asks for TLS with a CA file; if this port speaks plaintext, lookd refuses it and never falls back)"
+    } else {
+        ""
     }
 }
 
@@ -378,4 +470,146 @@ pub fn read_secret(what: &'static str, path: &std::path::Path) -> Result<String,
         source,
     })?;
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(payload: &str, retain: bool) -> Message {
+        Message { payload: payload.as_bytes().to_vec(), retain, qos: QoS::AtMostOnce }
+    }
+
+    /// A client whose queue takes `room` more messages, recording them.
+    struct FakeClient {
+        room: usize,
+        got: Vec<(String, String)>,
+    }
+
+    impl FakeClient {
+        fn send(&mut self, t: &str, m: &Message) -> bool {
+            if self.room == 0 {
+                return false;
+            }
+            self.room -= 1;
+            self.got.push((t.to_string(), String::from_utf8_lossy(&m.payload).into_owned()));
+            true
+        }
+    }
+
+    #[test]
+    fn outbox_keeps_the_latest_message_per_topic_while_the_client_refuses() {
+        let mut out = Outbox::default();
+        let mut client = FakeClient { room: 0, got: Vec::new() };
+        for i in 0..1000 {
+            out.offer("p/stats".into(), msg(&format!("s{i}"), false), |t, m| client.send(t, m));
+            out.offer("p/rec".into(), msg(&format!("r{i}"), true), |t, m| client.send(t, m));
+        }
+        assert_eq!(out.pending.len(), 2, "one per topic, not a backlog");
+        assert_eq!(out.pending["p/stats"].payload, b"s999");
+        assert_eq!(out.retained["p/rec"].payload, b"r999");
+        // The queue moves: what waits goes, oldest topic order first, then the new message.
+        client.room = 10;
+        out.flush(|t, m| client.send(t, m));
+        assert!(out.pending.is_empty());
+        let want = [("p/rec", "r999"), ("p/stats", "s999")].map(|(t, p)| (t.to_string(), p.to_string()));
+        assert_eq!(client.got, want);
+    }
+
+    #[test]
+    fn outbox_never_sends_a_newer_message_before_an_older_one_that_waits() {
+        let mut out = Outbox::default();
+        let mut client = FakeClient { room: 0, got: Vec::new() };
+        out.offer("p/a".into(), msg("a1", false), |t, m| client.send(t, m));
+        client.room = 1;
+        // b1 finds a1 waiting: a1 goes first, and b1 waits for the next room.
+        out.offer("p/b".into(), msg("b1", false), |t, m| client.send(t, m));
+        assert_eq!(client.got, [("p/a".to_string(), "a1".to_string())]);
+        assert_eq!(out.pending.keys().collect::<Vec<_>>(), ["p/b"]);
+        // A newer message of a waiting topic replaces it.
+        client.room = 5;
+        out.offer("p/b".into(), msg("b2", false), |t, m| client.send(t, m));
+        assert_eq!(client.got.last().unwrap(), &("p/b".to_string(), "b2".to_string()));
+        assert!(out.pending.is_empty() && client.got.len() == 2, "{:?}", client.got);
+    }
+
+    #[test]
+    fn outbox_resends_all_retained_state_on_connect_and_the_passing_messages_once() {
+        let mut out = Outbox::default();
+        let mut client = FakeClient { room: 100, got: Vec::new() };
+        out.offer("p/state".into(), msg("shoes", true), |t, m| client.send(t, m));
+        out.offer("p/rec".into(), msg("r1", true), |t, m| client.send(t, m));
+        client.got.clear();
+        client.room = 0; // the broker went away
+        out.offer("p/rec".into(), msg("r2", true), |t, m| client.send(t, m));
+        out.offer("p/error".into(), msg("e1", false), |t, m| client.send(t, m));
+        client.room = 100; // a new connection to a broker that lost everything
+        out.on_connect(|t, m| client.send(t, m));
+        let mut got = client.got.clone();
+        got.sort();
+        let want = [("p/error", "e1"), ("p/rec", "r2"), ("p/state", "shoes")];
+        assert_eq!(got, want.map(|(t, p)| (t.to_string(), p.to_string())));
+        assert!(out.pending.is_empty());
+        // The next connection again restores the retained state, but not the old error.
+        client.got.clear();
+        out.on_connect(|t, m| client.send(t, m));
+        assert!(client.got.iter().all(|(t, _)| t != "p/error"), "{:?}", client.got);
+        assert_eq!(client.got.len(), 2);
+    }
+
+    #[test]
+    fn backoff_doubles_from_250_ms_to_3_s_with_at_most_20_percent_jitter_and_resets() {
+        let mut b = Backoff::new(7);
+        let base = [250, 500, 1000, 2000, 3000, 3000, 3000];
+        for ms in base {
+            let wait = b.next();
+            let low = Duration::from_millis(ms);
+            assert!(wait >= low && wait <= low.mul_f64(1.2), "{wait:?} outside {ms} ms + 20%");
+        }
+        b.reset();
+        assert!(b.next() < Duration::from_millis(301));
+        // Jitter differs from seed to seed, so a fleet's mirrors do not reconnect in step.
+        let waits = |seed| {
+            let mut b = Backoff::new(seed);
+            (0..5).map(|_| b.next()).collect::<Vec<_>>()
+        };
+        assert_ne!(waits(1), waits(2));
+    }
+
+    /// Against a real socket that hangs up on every connection: the client's attempts follow
+    /// the backoff (5 in the first 4.5 s), instead of spinning.
+    #[test]
+    fn a_broker_that_hangs_up_is_retried_with_backoff() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let seen = attempts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                seen.lock().unwrap().push(std::time::Instant::now());
+                drop(conn);
+            }
+        });
+        let started = std::time::Instant::now();
+        let mqtt = Mqtt::start(Settings {
+            host: "127.0.0.1".into(),
+            port,
+            ca: None,
+            client_id: "backoff-test".into(),
+            credentials: None,
+            keep_alive: Duration::from_secs(30),
+            qos: 1,
+            prefix: "t".into(),
+            max_payload: 4096,
+        });
+        std::thread::sleep(Duration::from_millis(4500));
+        let at: Vec<Duration> = attempts.lock().unwrap().iter().map(|t| *t - started).collect();
+        mqtt.shutdown(Duration::from_secs(1));
+        assert!((4..=6).contains(&at.len()), "attempts at {at:?}");
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        for (i, g) in gaps.iter().enumerate() {
+            let low = Duration::from_millis(250 << i).min(Duration::from_secs(3));
+            assert!(*g >= low, "gap {i} {g:?} shorter than {low:?}: attempts at {at:?}");
+        }
+    }
 }

@@ -14,34 +14,41 @@ struct Mosquitto {
     child: Child,
     port: u16,
     conf: PathBuf,
+    /// Everything the broker did (`log_type all`): who published what, who disconnected how.
+    log: PathBuf,
 }
 
 impl Mosquitto {
     fn start(dir: &Path, port: u16) -> Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
+        let log = dir.join(format!("mosquitto-{port}.log"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n"),
         )
         .unwrap();
         let child = Command::new("mosquitto")
             .args(["-c", s(&conf)])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         wait_port(port);
-        Mosquitto { child, port, conf }
+        Mosquitto { child, port, conf, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
     fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
         self.child = Command::new("mosquitto")
             .args(["-c", s(&self.conf)])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         wait_port(self.port);
@@ -181,7 +188,12 @@ fn synth_scene(path: &Path, seed: u32) {
 /// with the tiny model, and `scenes/` holding `scenes` synthesized scenes named 0.jpg, 1.jpg, ...
 /// No shared photo is needed: what these tests check is the daemon, not the model.
 fn setup(scenes: u32) -> Setup {
-    let setup = setup_without_cache(scenes);
+    setup_with(scenes, 24)
+}
+
+/// `setup` with `products` products.
+fn setup_with(scenes: u32, products: usize) -> Setup {
+    let setup = setup_without_cache_with(scenes, products);
     let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("catalog.cache"));
     let o =
         lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny_model()), "--out", s(&cache)]);
@@ -191,9 +203,13 @@ fn setup(scenes: u32) -> Setup {
 
 /// The same, but the daemon must build the cache itself at start-up.
 fn setup_without_cache(scenes: u32) -> Setup {
+    setup_without_cache_with(scenes, 24)
+}
+
+fn setup_without_cache_with(scenes: u32, products: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    synth_catalog(&root, 24);
+    synth_catalog(&root, products);
     std::fs::create_dir(root.join("scenes")).unwrap();
     for i in 0..scenes {
         synth_scene(&root.join(format!("scenes/{i}.jpg")), i + 1);
@@ -286,6 +302,32 @@ fn check_topics(setup: &Setup, port: u16) {
     // Nothing changed: a fresh subscriber still sees pants as the retained state.
     let late = Sub::start(port, "lookd/t");
     late.expect("category/state", WAIT, |v| v["slug"] == "pants");
+    // Retained: the status, the category and the rankings; never an error or the stats, which
+    // would greet every new kiosk with an old complaint or old numbers.
+    sub.expect("stats", WAIT, |_| true);
+    let o = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "lookd/t/#",
+            "-v",
+            "--retained-only",
+            "-W",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let retained: Vec<String> =
+        stdout(&o).lines().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect();
+    for topic in ["lookd/t/status", "lookd/t/category/state", "lookd/t/recommendations/pants"] {
+        assert!(retained.iter().any(|t| t == topic), "{topic} not retained: {retained:?}");
+    }
+    for topic in ["lookd/t/error", "lookd/t/stats"] {
+        assert!(!retained.iter().any(|t| t == topic), "{topic} retained: {retained:?}");
+    }
 }
 
 #[test]
@@ -295,7 +337,7 @@ fn daemon_publishes_to_mosquitto_and_obeys_commands() {
     }
     let setup = setup(1);
     let port = free_port();
-    let _broker = Mosquitto::start(&setup.root, port);
+    let broker = Mosquitto::start(&setup.root, port);
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
     let mut daemon = Daemon::start(&config);
     check_topics(&setup, port);
@@ -305,6 +347,27 @@ fn daemon_publishes_to_mosquitto_and_obeys_commands() {
     let status = daemon.terminate(Duration::from_secs(2)).expect("stopped within 2 s");
     assert!(status.success(), "{status}");
     sub.expect("status", Duration::from_secs(2), |v| v == "offline");
+    // That `offline` was lookd's own (7 bytes on its status topic), followed by a clean
+    // DISCONNECT, which cancels the last will: the broker did not publish it for lookd.
+    let log = broker.log();
+    let said = log.rfind("Received PUBLISH from lookd-t (d0, q1, r1").map(|i| &log[i..]).unwrap_or("");
+    assert!(
+        said.contains("'lookd/t/status', ... (7 bytes))"),
+        "lookd did not publish offline itself:\n{log}"
+    );
+    assert!(said.contains("Received DISCONNECT from lookd-t"), "no clean disconnect after offline:\n{log}");
+    // Killed instead: no DISCONNECT, the connection just closes, and the broker's last will says
+    // `offline` on lookd's behalf.
+    let daemon = Daemon::start(&config);
+    let sub = Sub::start(port, "lookd/t");
+    sub.expect("status", WAIT, |v| v == "online");
+    sub.unmatched.borrow_mut().clear(); // the first daemon's retained offline
+    let connected_at = broker.log().len();
+    drop(daemon); // SIGKILL
+    sub.expect("status", Duration::from_secs(5), |v| v == "offline");
+    let after = broker.log()[connected_at..].to_string();
+    assert!(after.contains("Client lookd-t closed its connection."), "{after}");
+    assert!(!after.contains("Received DISCONNECT from lookd-t"), "{after}");
 }
 
 #[test]
@@ -332,9 +395,117 @@ fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
     )
     .unwrap();
-    let mut reply = [0u8; 12];
-    conn.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"HTTP/1.1 101");
+    // The upgrade's reply ends with a blank line; then MQTT in binary WebSocket frames.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // CONNECT (MQTT 3.1.1, clean session, keep-alive 30 s, client id "ws-kiosk").
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x1e, 0x00, 0x08];
+    connect.extend_from_slice(b"ws-kiosk");
+    ws_send(&mut conn, &mqtt_packet(0x10, &connect));
+    let mut buf = Vec::new();
+    let (kind, body) = mqtt_read(&mut conn, &mut buf);
+    assert_eq!((kind, body.as_slice()), (0x20, &[0x00, 0x00][..]), "CONNACK, accepted");
+    // SUBSCRIBE to the status (packet id 1, QoS 0): the retained `online` comes back.
+    let topic = b"lookd/t/status";
+    let mut subscribe = vec![0x00, 0x01, 0x00, topic.len() as u8];
+    subscribe.extend_from_slice(topic);
+    subscribe.push(0x00);
+    ws_send(&mut conn, &mqtt_packet(0x82, &subscribe));
+    let mut got = None;
+    for _ in 0..4 {
+        let (kind, body) = mqtt_read(&mut conn, &mut buf);
+        if kind & 0xf0 == 0x30 {
+            let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+            got = Some((body[2..2 + n].to_vec(), body[2 + n..].to_vec()));
+            break;
+        }
+    }
+    let (t, payload) = got.expect("a PUBLISH on the status topic over WebSocket");
+    assert_eq!((t.as_slice(), payload.as_slice()), (&topic[..], &b"online"[..]));
+}
+
+/// An MQTT control packet: its first byte, the remaining length (variable-length encoded), `body`.
+fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        out.push(if n > 0 { byte | 0x80 } else { byte });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// One binary WebSocket frame from a client (masked, as RFC 6455 requires of clients).
+fn ws_send(conn: &mut std::net::TcpStream, data: &[u8]) {
+    use std::io::Write;
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x82];
+    match data.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    conn.write_all(&frame).unwrap();
+}
+
+/// The payload of the next data frame from the server (unmasked; pings and pongs skipped).
+fn ws_read(conn: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    loop {
+        let mut h = [0u8; 2];
+        conn.read_exact(&mut h).unwrap();
+        let mut n = (h[1] & 0x7f) as usize;
+        if n == 126 {
+            let mut l = [0u8; 2];
+            conn.read_exact(&mut l).unwrap();
+            n = u16::from_be_bytes(l) as usize;
+        } else if n == 127 {
+            let mut l = [0u8; 8];
+            conn.read_exact(&mut l).unwrap();
+            n = u64::from_be_bytes(l) as usize;
+        }
+        let mut data = vec![0u8; n];
+        conn.read_exact(&mut data).unwrap();
+        if matches!(h[0] & 0x0f, 0x0..=0x2) {
+            return data;
+        }
+    }
+}
+
+/// The next MQTT packet from the WebSocket: (first byte, body). Frames and packets need not
+/// line up (a frame may hold several packets, or part of one): `buf` keeps what is left over.
+fn mqtt_read(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    loop {
+        // The remaining length: up to 4 bytes of 7 bits, the high bit saying "more".
+        let mut len = 0usize;
+        let mut header = None;
+        for (k, b) in buf.iter().enumerate().skip(1).take(4) {
+            len += ((b & 0x7f) as usize) << (7 * (k - 1));
+            if b & 0x80 == 0 {
+                header = Some(k + 1);
+                break;
+            }
+        }
+        if let Some(h) = header.filter(|h| buf.len() >= h + len) {
+            let packet: Vec<u8> = buf.drain(..h + len).collect();
+            return (packet[0], packet[h..].to_vec());
+        }
+        buf.extend(ws_read(conn));
+    }
 }
 
 /// Broker restarts in one run: 20 by default (CI), `LOOKD_RESTART_TRIALS` for more or fewer.
@@ -383,6 +554,16 @@ fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
         }
         before = last;
     }
+    // Re-subscribed after every restart (rumqttc does not, and the broker forgot the old
+    // subscription): a category command sent now is obeyed.
+    let sub = Sub::start(port, "lookd/t");
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "lookd/t/category/set", "-m", "pants"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    sub.expect("category/state", Duration::from_secs(5), |v| v["slug"] == "pants");
+    sub.expect("recommendations/pants", Duration::from_secs(5), |_| true);
     took.sort();
     eprintln!(
         "broker restarts: {} of {} back within 5 s; reconnect + first message: median {:?}, max {:?}",
@@ -391,6 +572,95 @@ fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
         took[took.len() / 2],
         took[took.len() - 1]
     );
+}
+
+/// A TCP relay on loopback to `to` that the test opens and closes: closed, it cuts every
+/// connection through it and refuses new ones (accepts and hangs up), as a dead link would.
+fn gate_relay(to: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicBool::new(true));
+    let live: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    let (gate, conns) = (open.clone(), live.clone());
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(10));
+        if !gate.load(Ordering::Relaxed) {
+            for c in conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    });
+    let gate = open.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            if !gate.load(Ordering::Relaxed) {
+                continue; // dropped: hung up at once
+            }
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            live.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+            for (mut from, mut into) in
+                [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+            {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (port, open)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[test]
+fn after_an_outage_the_kiosk_gets_the_latest_ranking_once_not_the_backlog() {
+    use std::sync::atomic::Ordering;
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(2);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    // lookd reaches the broker through the gate; the kiosk stays connected to the broker
+    // itself, so it sees everything lookd sends once the link is back.
+    let (relay, open) = gate_relay(port);
+    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "");
+    let _daemon = Daemon::start(&config);
+    let sub = Sub::start(port, "lookd/t");
+    sub.expect("recommendations/shoes", WAIT, |_| true);
+    // 3 s without a link: about 30 frames ranked meanwhile (10 a second, each scene changed).
+    open.store(false, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    // What was in flight when the link went down has arrived by now; forget it.
+    while sub.lines.try_recv().is_ok() {}
+    sub.unmatched.borrow_mut().clear();
+    let back = now_ms();
+    open.store(true, Ordering::Relaxed);
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(8);
+    while got.len() < 12 && Instant::now() < end {
+        let v = sub.expect("recommendations/shoes", WAIT, |_| true);
+        got.push((v["frame"].as_u64().unwrap(), v["ts_ms"].as_u64().unwrap()));
+    }
+    eprintln!(
+        "after the outage, (frame, ms before the link came back): {:?}",
+        got.iter().map(|(f, t)| (*f, back as i64 - *t as i64)).collect::<Vec<_>>()
+    );
+    // Of the frames taken while the link was down, one ranking at most: the latest, retained
+    // for the kiosk, taken within a second of the link's return; no burst of the backlog.
+    let old: Vec<_> = got.iter().filter(|(_, ts)| *ts < back).collect();
+    assert!(old.len() <= 1, "{} rankings from the outage were sent after it: {got:?}", old.len());
+    if let Some((_, ts)) = old.first() {
+        assert!(back - ts < 1000, "the retained ranking sent after the outage was {} ms old", back - ts);
+        assert_eq!(got[0].1, *ts, "the old ranking came after a new one: {got:?}");
+    }
+    assert!(got.len() >= 10, "the rankings did not resume: {got:?}");
+    assert!(got.windows(2).all(|w| w[1].0 > w[0].0), "frames out of order: {got:?}");
 }
 
 #[test]
@@ -402,8 +672,23 @@ fn broker_absent_at_start_daemon_serves_and_connects_when_it_appears() {
     let port = free_port();
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
     let log_path = setup.root.join("lookd.log");
-    let daemon = run_logged(&config, "info,rumqttd=off,tracing=off", &log_path);
-    std::thread::sleep(Duration::from_secs(7)); // past READY_WITHIN: it declares itself ready anyway
+    let notify = setup.root.join("notify.sock");
+    let ready = crate::notify_listener(&notify);
+    let started = Instant::now();
+    let daemon = KillOnDrop(
+        crate::lookd_command()
+            .args(["run", "--config", s(&config)])
+            .env("RUST_LOG", "info,rumqttd=off,tracing=off")
+            .env("NOTIFY_SOCKET", &notify)
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // No broker: systemd still hears READY (within READY_WITHIN, 5 s, of the loop's start), so
+    // the unit's start does not time out waiting for a broker.
+    crate::notify_until(&ready, "READY=1", Duration::from_secs(15));
+    eprintln!("READY with no broker after {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
     let broker = Mosquitto::start(&setup.root, port);
     let back = Instant::now();
     let sub = Sub::start(port, "lookd/t");
@@ -412,12 +697,13 @@ fn broker_absent_at_start_daemon_serves_and_connects_when_it_appears() {
     assert_eq!(ids(&rec), recommend_ids(&setup, "0.jpg", "shoes"));
     drop(broker);
     let log = stop_and_read_log(daemon, &log_path);
-    assert!(log.contains("ready in") && log.contains("broker not connected (retrying)"), "{log}");
+    assert!(log.contains("broker not connected (retrying)"), "{log}");
 }
 
-/// A TCP relay on loopback that holds every chunk for `delay` and passes at most `rate` bytes
-/// a second each way: a broker behind a slow, laggy link.
-fn slow_relay(to: u16, delay: Duration, rate: usize) -> u16 {
+/// A TCP relay on loopback that passes chunks of at most `chunk` bytes, holding each for `delay`
+/// plus its size at `rate` bytes a second, one after another, each way: a broker behind a slow,
+/// laggy link of `chunk / (delay + chunk / rate)` bytes a second.
+fn slow_relay(to: u16, delay: Duration, rate: usize, chunk: usize) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -428,7 +714,7 @@ fn slow_relay(to: u16, delay: Duration, rate: usize) -> u16 {
             {
                 std::thread::spawn(move || {
                     use std::io::{Read, Write};
-                    let mut buf = vec![0u8; 512];
+                    let mut buf = vec![0u8; chunk];
                     while let Ok(n) = from.read(&mut buf) {
                         if n == 0 {
                             break;
@@ -446,28 +732,59 @@ fn slow_relay(to: u16, delay: Duration, rate: usize) -> u16 {
     port
 }
 
+/// The inferences of the last `stats:` line in a daemon's log (0 before the first).
+fn logged_inferences(log: &Path) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().rev().find(|l| l.contains("] stats: ")).unwrap_or("");
+    line.split(", ").find_map(|f| f.strip_suffix(" inferences")).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
     if !have("mosquitto") || !have("mosquitto_sub") {
         return;
     }
-    let setup = setup(2);
+    // 200 products with a long description each, the top 100 of a category per ranking: each
+    // message is over 100 KB, so a queue that kept every message would grow by megabytes a
+    // second while the link is slow.
+    let setup = setup_without_cache_with(2, 200);
+    let csv = setup.root.join("catalog.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let long: String = (0..1200).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let rows: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { format!("{l},description") } else { format!("{l},{long}") })
+        .collect();
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
     let port = free_port();
     let _broker = Mosquitto::start(&setup.root, port);
-    // Each chunk of up to 512 bytes held 200 ms, one after another: about 2 KB/s each way, far
-    // less than the daemon publishes (a ranking per frame, stats every second).
-    let relay = slow_relay(port, Duration::from_millis(200), 16384);
-    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "");
-    let daemon = Daemon::start(&config);
-    // Memory is read from /proc, not from the stats: those come through the slow link, rarely.
-    let rss = || lookd::pipeline::proc_status_kb(&daemon.child.id().to_string(), "VmRSS");
+    // 16 KB chunks, each held 200 ms plus 16 KB at 64 KB/s: about 36 KB/s each way, a fraction
+    // of what the daemon publishes (a ranking per frame).
+    let (delay, rate, chunk) = (Duration::from_millis(200), 65536, 16384);
+    let link = chunk as f64 / (delay.as_secs_f64() + chunk as f64 / rate as f64);
+    let relay = slow_relay(port, delay, rate, chunk);
+    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "top = 100");
+    let text = std::fs::read_to_string(&config).unwrap().replace("rate = 10.0", "rate = 20.0");
+    std::fs::write(&config, text).unwrap();
+    let log = setup.root.join("lookd.log");
+    let daemon = run_logged(&config, "info,rumqttd=off,tracing=off", &log);
+    // Memory is read from /proc, and the rate from the daemon's stats in its log: what goes
+    // over the slow link arrives late.
+    let rss = || lookd::pipeline::proc_status_kb(&daemon.0.id().to_string(), "VmRSS");
     let sub = Sub::start(port, "lookd/t");
-    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
-    assert!(!ids(&rec).is_empty());
-    // Warm-up (caches, buffers, the allocator's heap) is counted in inferences, not seconds: on a
-    // loaded CI machine 5 s held too few of them, and the baseline was taken mid-warm-up. Stats
-    // come through the slow link late, so the daemon has done at least what they say.
-    let warm = sub.expect("stats", 3 * WAIT, |v| v["inferences"].as_u64().is_some_and(|n| n >= 20));
+    let rec = sub.expect("recommendations/shoes", 3 * WAIT, |_| true);
+    assert_eq!(ids(&rec).len(), 100);
+    let message_bytes = serde_json::to_vec(&rec).unwrap().len();
+    // Warm-up, and time for every buffer on the way (the client's queue, the kernel's socket
+    // buffers) to fill: after that a publisher that blocked would rank at the link's pace.
+    let end = Instant::now() + 3 * WAIT;
+    while logged_inferences(&log) < 20 {
+        assert!(Instant::now() < end, "fewer than 20 inferences in {:?}", 3 * WAIT);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let (n0, t0) = (logged_inferences(&log), Instant::now());
     // RSS once a second for 20 s. A leak behind the link grows for as long as the link is slow;
     // a one-off step (say, an allocator arena touched late) does not. Two single samples could not
     // tell them apart (one CI run: +15 MB between two samples 15 s apart). So the second 10 s must
@@ -478,21 +795,32 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
             rss()
         })
         .collect();
+    let rate = (logged_inferences(&log) - n0) as f64 / t0.elapsed().as_secs_f64();
     assert!(samples.iter().all(|&kb| kb > 0), "no VmRSS for the daemon in /proc");
     let (early, late) = samples.split_at(10);
     let first = *early.iter().max().unwrap();
     let last = *late.iter().max().unwrap();
-    // Stats still get through, late, and show the loop kept embedding meanwhile: the camera
-    // gives 10 changed frames a second, and nothing waits for the link.
-    let before = warm["inferences"].as_u64().unwrap_or(0);
-    let stats = sub.expect("stats", 3 * WAIT, |v| v["inferences"].as_u64().is_some_and(|n| n >= before + 30));
+    // A blocking publisher would rank at most one message per `message_bytes / link` seconds;
+    // a queue of every unsent message would add this much over the second 10 s.
+    let blocking_rate = link / message_bytes as f64;
+    let queue_kb = (rate * 10.0 * message_bytes as f64 / 1024.0) as u64;
+    let allowed_kb = first / 20 + 2048;
     eprintln!(
-        "slow link: RSS peak {first} KiB in the first 10 s, {last} KiB in the next 10 s (samples {samples:?}); \
-         inferences {before} -> {} by the last stats",
-        stats["inferences"]
+        "slow link of {:.0} KB/s: {rate:.1} inferences/s (a blocking publisher: {blocking_rate:.2}/s); messages of \
+         {message_bytes} B, a per-message queue would add {queue_kb} KiB in 10 s; RSS peak {first} KiB in the \
+         first 10 s, {last} KiB in the next 10 s (samples {samples:?})",
+        link / 1000.0
     );
     assert!(
-        last as f64 <= first as f64 * 1.05 + 2048.0,
+        rate >= 1.0 && rate >= 5.0 * blocking_rate,
+        "the loop ranked {rate:.2} frames/s behind the slow link"
+    );
+    assert!(
+        queue_kb > 2 * allowed_kb,
+        "the test cannot tell a queue from noise: {queue_kb} vs {allowed_kb} KiB"
+    );
+    assert!(
+        last <= first + allowed_kb,
         "RSS grew behind a slow broker: peak {first} -> {last} KiB; samples {samples:?}"
     );
 }
@@ -752,8 +1080,13 @@ fn tls_with_password_and_acl_works_and_plaintext_is_never_used() {
         .output()
         .unwrap();
     assert!(seen.stdout.is_empty(), "published in plaintext: {}", String::from_utf8_lossy(&seen.stdout));
+    // Refusing is not dying: the daemon still runs, it did try the port, and it says why.
+    let mut daemon = daemon;
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon died instead of refusing plaintext");
     let log = stop_and_read_log(daemon, &log_path);
     assert!(!log.contains("mqtt: connected"), "{log}");
+    let said = format!("mqtt: 127.0.0.1:{plain_port}: TLS");
+    assert!(log.contains(&said) && log.contains("never falls back"), "no {said:?} and why:\n{log}");
 }
 
 /// `lookd run` logging to a file: a pipe nobody reads would fill up and block the daemon.

@@ -14,8 +14,11 @@ mod model;
 mod report;
 mod startup;
 
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -176,5 +179,37 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A stand-in for systemd's end of NOTIFY_SOCKET, bound at `path`: every datagram sent to it,
+/// with when it came.
+pub fn notify_listener(path: &Path) -> Receiver<(Instant, String)> {
+    let socket = UnixDatagram::bind(path).unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if tx.send((Instant::now(), text)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Notify messages until one equals `last` (included), within `limit`.
+pub fn notify_until(rx: &Receiver<(Instant, String)>, last: &str, limit: Duration) -> Vec<(Instant, String)> {
+    let end = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok(m) = rx.recv_timeout(left) else { panic!("no {last} in {limit:?}; got {seen:?}") };
+        let done = m.1 == last;
+        seen.push(m);
+        if done {
+            return seen;
+        }
     }
 }

@@ -3,13 +3,14 @@
 //! derived from WATCHDOG_USEC, STOPPING), and the MQTT password read from systemd's
 //! credentials directory. The tiny or the committed model and synthesized photos: no shared data.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use crate::{default_model, free_port, have, s, synth_catalog, tiny_model, wait_port, KillOnDrop};
+use crate::{
+    default_model, free_port, have, notify_listener as listen, notify_until as until, s, synth_catalog,
+};
+use crate::{tiny_model, wait_port, KillOnDrop};
 
 /// A config for the synthetic camera and `model`, with `mqtt` as its broker sections.
 fn config(dir: &Path, model: &Path, products: usize, mqtt: &str) -> PathBuf {
@@ -23,37 +24,6 @@ fn config(dir: &Path, model: &Path, products: usize, mqtt: &str) -> PathBuf {
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Every datagram sent to the socket, with when it came.
-fn listen(path: &Path) -> Receiver<(Instant, String)> {
-    let socket = UnixDatagram::bind(path).unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if tx.send((Instant::now(), text)).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Messages until one equals `last` (included), within `limit`.
-fn until(rx: &Receiver<(Instant, String)>, last: &str, limit: Duration) -> Vec<(Instant, String)> {
-    let end = Instant::now() + limit;
-    let mut seen = Vec::new();
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let Ok(m) = rx.recv_timeout(left) else { panic!("no {last} in {limit:?}; got {seen:?}") };
-        let done = m.1 == last;
-        seen.push(m);
-        if done {
-            return seen;
-        }
-    }
 }
 
 #[test]

@@ -1,20 +1,27 @@
 //! Frame decoding and conversion: a camera buffer of any format, size and content becomes an
-//! RGB image and a model input, or an error; never a panic.
+//! RGB image and a model input, or an error; never a panic, an overflow or a huge allocation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use lookd::capture::{Frame, PixelFormat};
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 3 {
+    if data.len() < 10 {
         return;
     }
     let format = [PixelFormat::Mjpg, PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12, PixelFormat::Rgb24]
         [data[0] as usize % 5];
-    // Small declared sizes (0..=63), so the fuzzer spends its time on content, not allocation.
-    let (width, height) = (u32::from(data[1] % 64), u32::from(data[2] % 64));
+    // Any declared size: bit 7 of data[0] takes the full u32 range from data[1..9] (sizes no
+    // buffer can hold, products that overflow); otherwise small ones (0..=63), so the fuzzer
+    // also spends time on content.
+    let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+    let (width, height) = if data[0] & 0x80 != 0 {
+        (word(1), word(5))
+    } else {
+        (u32::from(data[1] % 64), u32::from(data[2] % 64))
+    };
     let frame = Frame {
-        pixels: data[3..].to_vec(),
+        pixels: data[9..].to_vec(),
         format,
         width,
         height,

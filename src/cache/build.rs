@@ -254,3 +254,50 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     }
     result.map_err(fail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_rename_leaves_the_target_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a non-empty directory: the temp file is written, then the rename fails.
+        let target = dir.path().join("c.cache");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"kept").unwrap();
+        let err = write_atomically(&target, b"new contents").unwrap_err().to_string();
+        assert!(err.contains("c.cache"), "the error names the file: {err}");
+        assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"kept");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["c.cache"], "the temp file is removed");
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_half_written_file() {
+        // Two 4 MiB contents written over and over while another thread reads the file: every
+        // read is wholly one or the other. Writing in place (truncate, then write) is caught at
+        // once: a read lands between the truncation and the last byte.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cache");
+        let (a, b) = (vec![b'a'; 4 << 20], vec![b'b'; 4 << 20]);
+        write_atomically(&path, &a).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reader_path, reader_stop) = (path.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut reads = 0;
+            while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = std::fs::read(&reader_path).unwrap();
+                let whole = got.len() == 4 << 20 && (got.iter().all(|&c| c == b'a') || got.iter().all(|&c| c == b'b'));
+                assert!(whole, "a read saw {} bytes, not one whole version", got.len());
+                reads += 1;
+            }
+            reads
+        });
+        for i in 0..40 {
+            write_atomically(&path, if i % 2 == 0 { &b } else { &a }).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+}

@@ -376,4 +376,53 @@ mod tests {
         b[8] = 2;
         check(&b, Err(CodecError::Version(2)));
     }
+
+    /// Rewrites the CRC so a changed file passes the checksum and meets the checks behind it.
+    fn with_crc(mut b: Vec<u8>) -> Vec<u8> {
+        let n = b.len();
+        let crc = crc32fast::hash(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_valid_checksum_over_a_broken_layout_or_index_is_refused_by_name() {
+        let good = sample(AttentionMode::Product);
+        let (h, meta) = decode(&good).unwrap();
+        let set = |at: usize, v: u64, width: usize| {
+            let mut b = good.clone();
+            b[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+            with_crc(b)
+        };
+        let refused = |b: Vec<u8>, says: &str| match decode(&b) {
+            Err(CodecError::Inconsistent(m)) => assert!(m.contains(says), "{m:?} does not say {says:?}"),
+            other => panic!("{says}: {other:?}"),
+        };
+        refused(set(12, 0, 4), "embedding width 0");
+        refused(set(16, 7, 4), "unknown attention mode 7");
+        refused(set(20, u32::MAX as u64, 4), "globals block out of place"); // P rows cannot fit
+        refused(set(64, h.globals_at as u64 + 1, 8), "globals block out of place"); // misaligned
+        refused(set(72, h.globals_at as u64, 8), "keys block out of place"); // overlaps the globals
+        refused(set(88, u64::MAX, 8), "metadata out of place");
+        refused(set(80, 0, 8), "metadata"); // points at the header: not JSON
+        // The metadata itself rewritten, consistently framed: a product count the header does
+        // not have, and a category index that skips a row.
+        let reframe = |meta: &Meta| {
+            let json = serde_json::to_vec(meta).unwrap();
+            let mut b = good[..h.meta_at].to_vec();
+            b.extend_from_slice(&json);
+            b.extend_from_slice(&[0; 4]);
+            let n = b.len() as u64;
+            b[88..96].copy_from_slice(&(json.len() as u64).to_le_bytes());
+            b[96..104].copy_from_slice(&n.to_le_bytes());
+            with_crc(b)
+        };
+        assert!(decode(&reframe(&meta)).is_ok(), "the reframing itself keeps a good file good");
+        let mut fewer = meta.clone();
+        fewer.products.pop();
+        refused(reframe(&fewer), "products listed, header says");
+        let mut skipped = meta.clone();
+        skipped.categories[0].start += 1;
+        refused(reframe(&skipped), "category index broken");
+    }
 }

@@ -72,12 +72,16 @@ pub enum PixelFormat {
 
 impl PixelFormat {
     /// The exact byte count of a `width` x `height` frame, or `None` for compressed formats.
+    /// Saturating: a size whose byte count overflows gives `usize::MAX`, which no buffer has.
     pub fn frame_len(self, width: u32, height: u32) -> Option<usize> {
         let (w, h) = (width as usize, height as usize);
         match self {
             PixelFormat::Mjpg => None,
-            PixelFormat::Nv12 | PixelFormat::Yu12 => Some(w * h + 2 * w.div_ceil(2) * h.div_ceil(2)),
-            PixelFormat::Yuyv | PixelFormat::Rgb24 => self.row_len(width).map(|row| row * h),
+            PixelFormat::Nv12 | PixelFormat::Yu12 => {
+                let chroma = w.div_ceil(2).saturating_mul(h.div_ceil(2)).saturating_mul(2);
+                Some(w.saturating_mul(h).saturating_add(chroma))
+            }
+            PixelFormat::Yuyv | PixelFormat::Rgb24 => self.row_len(width).map(|row| row.saturating_mul(h)),
         }
     }
 
@@ -87,7 +91,7 @@ impl PixelFormat {
         match self {
             // A row holds whole Y U Y V groups: an odd width is padded to the next pair.
             PixelFormat::Yuyv => Some(w.div_ceil(2) * 4),
-            PixelFormat::Rgb24 => Some(w * 3),
+            PixelFormat::Rgb24 => Some(w.saturating_mul(3)),
             PixelFormat::Mjpg | PixelFormat::Nv12 | PixelFormat::Yu12 => None,
         }
     }

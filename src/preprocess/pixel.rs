@@ -23,6 +23,13 @@ pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {
     if w == 0 || h == 0 {
         return Err(PreprocessError::Empty { width: w, height: h });
     }
+    if w > super::MAX_SIDE || h > super::MAX_SIDE {
+        return Err(PreprocessError::Frame(format!(
+            "{:?} frame of {w}x{h} is over the {} px limit a side",
+            frame.format,
+            super::MAX_SIDE
+        )));
+    }
     let expected = frame.format.frame_len(w, h).unwrap_or(0);
     if frame.pixels.len() < expected {
         return Err(PreprocessError::Frame(format!(
@@ -85,6 +92,22 @@ mod tests {
 
     fn frame(format: PixelFormat, width: u32, height: u32, pixels: Vec<u8>) -> Frame {
         Frame { pixels, format, width, height, seq: 0, ts: std::time::SystemTime::UNIX_EPOCH }
+    }
+
+    #[test]
+    fn a_declared_size_whose_byte_count_overflows_is_refused_not_wrapped() {
+        // u32::MAX squared overflows usize: wrapped, the product would be small enough for this
+        // 16-byte buffer, and the image allocation that follows would abort the process.
+        for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12, PixelFormat::Rgb24] {
+            assert_eq!(format.frame_len(u32::MAX, u32::MAX), Some(usize::MAX), "{format:?}");
+            for (w, h) in [(u32::MAX, u32::MAX), (u32::MAX, 1), (1, 1 << 31), (8193, 1)] {
+                let err = to_rgb(&frame(format, w, h, vec![0; 16])).unwrap_err().to_string();
+                assert!(err.contains("over the 8192 px limit"), "{format:?} {w}x{h}: {err}");
+            }
+        }
+        // At the limit the size is checked against the buffer as before.
+        let err = to_rgb(&frame(PixelFormat::Rgb24, 8192, 8192, vec![0; 16])).unwrap_err().to_string();
+        assert!(err.contains("needs 201326592 bytes, got 16"), "{err}");
     }
 
     fn check(f: Frame, expected: &[[u8; 3]]) {

@@ -132,6 +132,10 @@ fn killed_build_leaves_the_previous_cache_intact() {
     let o = lookd(&args(&small_csv));
     assert!(o.status.success(), "{}", stderr(&o));
     let before = std::fs::read(&out).unwrap();
+    // What a build killed while writing leaves: a half-written temp file beside the cache.
+    // (The kill below lands before any write; this one is planted, so the cleanup is tested.)
+    let leftover = dir.path().join(".c.cache.tmp-999999");
+    std::fs::write(&leftover, &before[..before.len() / 2]).unwrap();
     let mut child = crate::lookd_command().args(args(&big_csv)).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     child.kill().unwrap();
@@ -147,6 +151,7 @@ fn killed_build_leaves_the_previous_cache_intact() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+    assert!(!leftover.exists());
 }
 
 #[test]

@@ -47,15 +47,21 @@ impl FrameSource for Script {
     }
 }
 
-/// Records what would go to the broker; `hang_on` makes the n-th recommendation take `hang`.
+/// Records what would go to the broker (and the camera frame of each recommendation);
+/// `hang_on` makes the n-th recommendation take `hang`.
 #[derive(Default)]
 struct Recorder {
     sent: Mutex<Vec<String>>,
+    frames: Mutex<Vec<u64>>,
     hang_on: Option<(usize, Duration)>,
 }
 
 impl Publisher for Recorder {
-    fn publish_retained(&self, suffix: &str, _: Vec<u8>) {
+    fn publish_retained(&self, suffix: &str, payload: Vec<u8>) {
+        if suffix.starts_with("recommendations/") {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            self.frames.lock().unwrap().push(v["frame"].as_u64().unwrap());
+        }
         let n = {
             let mut sent = self.sent.lock().unwrap();
             sent.push(suffix.to_string());
@@ -122,10 +128,15 @@ fn jpeg(width: u32, height: u32, seed: u8) -> Vec<u8> {
 /// Runs the loop over `steps`; returns the counters, what was published and when each watchdog
 /// notice came.
 fn run(steps: Vec<Step>, publisher: &Recorder) -> (Arc<Counters>, Vec<Instant>) {
+    let frames = steps.iter().filter(|s| matches!(s, Step::Frame(..))).count() as u64;
+    run_with(steps, publisher, Duration::from_millis(120), &options(frames))
+}
+
+/// `run` with its frame gap and options.
+fn run_with(steps: Vec<Step>, publisher: &Recorder, gap: Duration, opts: &Options) -> (Arc<Counters>, Vec<Instant>) {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = engine(dir.path());
-    let frames = steps.iter().filter(|s| matches!(s, Step::Frame(..))).count() as u64;
-    let source = Script { steps: steps.into_iter(), gap: Duration::from_millis(120), seq: 0 };
+    let source = Script { steps: steps.into_iter(), gap, seq: 0 };
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut pings = Vec::new();
     let mut ready = 0;
@@ -133,8 +144,7 @@ fn run(steps: Vec<Step>, publisher: &Recorder) -> (Arc<Counters>, Vec<Instant>) 
         Notice::Watchdog => pings.push(Instant::now()),
         Notice::Ready(_) => ready += 1,
     };
-    let counters =
-        pipeline::run(Box::new(source), &mut engine, publisher, &options(frames), &shutdown, &mut supervisor);
+    let counters = pipeline::run(Box::new(source), &mut engine, publisher, opts, &shutdown, &mut supervisor);
     shutdown.store(true, Ordering::Relaxed);
     assert_eq!(ready, 1, "READY exactly once");
     (counters, pings)
@@ -187,4 +197,54 @@ fn a_hung_loop_stops_feeding_the_watchdog_and_resumes_after() {
     assert!(gap >= hang, "the watchdog was fed while the loop hung ({gap:?}): systemd could not restart it");
     let hung_at = pings.windows(2).position(|w| w[1] - w[0] == gap).unwrap();
     assert!(pings.len() > hung_at + 2, "pings resume after the hang");
+}
+
+/// A uniform grey YUYV frame of luma `y`: scenes of lumas 25 apart differ by 0.114 in the
+/// change gate's measure, identical ones by 0.
+fn grey(y: u8) -> Step {
+    Step::Frame(PixelFormat::Yuyv, 32, 24, [y, 128].repeat(32 * 24))
+}
+
+#[test]
+fn the_change_gate_and_hold_off_embed_a_scene_once_it_has_changed_and_stayed_changed() {
+    // A frame every 200 ms; a scene must differ from the last embedded one by 0.05 and stay
+    // so for 500 ms (frames 4 and 10 are the first to have waited that long).
+    let (a, b, c) = (60, 110, 160);
+    let lumas = [a, a, a, a, a, a, b, b, b, b, c, b, b, b];
+    let opts = Options { change_threshold: 0.05, hold_off: Duration::from_millis(500), ..options(lumas.len() as u64) };
+    let publisher = Recorder::default();
+    let (counters, _) = run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
+    // 1-3: the first scene, changing (from nothing) for less than the hold-off; 4: embedded;
+    // 5-6: unchanged; 7-9: the second scene, held off; 10: embedded; 11: a flicker (c) that
+    // reverts (12-14 are b again, unchanged), so it is never embedded.
+    assert_eq!(*publisher.frames.lock().unwrap(), [4, 10]);
+    assert_eq!(get(&counters.inferences), 2);
+    assert_eq!(get(&counters.frames_skipped), 12);
+    assert_eq!(get(&counters.frames_dropped), 0);
+}
+
+#[test]
+fn max_rate_embeds_at_most_once_per_interval_however_fast_the_scene_changes() {
+    // Every frame a new scene, a frame every 200 ms, at most one embedding per 500 ms: frames
+    // 1, 4 and 7 (0, 600 and 1200 ms); the others wait for the rate and are skipped.
+    let lumas: Vec<u8> = (0..8).map(|k| 30 + 25 * k).collect();
+    let opts = Options { change_threshold: 0.05, min_interval: Duration::from_millis(500), ..options(8) };
+    let publisher = Recorder::default();
+    let (counters, _) = run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
+    assert_eq!(*publisher.frames.lock().unwrap(), [1, 4, 7]);
+    assert_eq!(get(&counters.inferences), 3);
+    assert_eq!(get(&counters.frames_skipped), 5);
+}
+
+#[test]
+fn grey_scenes_differ_by_what_the_gate_tests_assume() {
+    use lookd::preprocess;
+    let thumb = |y: u8| {
+        let Step::Frame(format, width, height, pixels) = grey(y) else { unreachable!() };
+        let frame = Frame { pixels, format, width, height, seq: 0, ts: SystemTime::now() };
+        preprocess::thumbnail(&preprocess::pixel::to_rgb(&frame).unwrap())
+    };
+    assert_eq!(preprocess::difference(&thumb(60), &thumb(60)), 0.0);
+    let d = preprocess::difference(&thumb(60), &thumb(85));
+    assert!((0.10..0.13).contains(&d), "{d}");
 }

@@ -288,7 +288,8 @@ mod tests {
             let mut reads = 0;
             while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let got = std::fs::read(&reader_path).unwrap();
-                let whole = got.len() == 4 << 20 && (got.iter().all(|&c| c == b'a') || got.iter().all(|&c| c == b'b'));
+                let whole = got.len() == 4 << 20
+                    && (got.iter().all(|&c| c == b'a') || got.iter().all(|&c| c == b'b'));
                 assert!(whole, "a read saw {} bytes, not one whole version", got.len());
                 reads += 1;
             }

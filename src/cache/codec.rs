@@ -405,8 +405,8 @@ mod tests {
         refused(set(72, h.globals_at as u64, 8), "keys block out of place"); // overlaps the globals
         refused(set(88, u64::MAX, 8), "metadata out of place");
         refused(set(80, 0, 8), "metadata"); // points at the header: not JSON
-        // The metadata itself rewritten, consistently framed: a product count the header does
-        // not have, and a category index that skips a row.
+                                            // The metadata itself rewritten, consistently framed: a product count the header does
+                                            // not have, and a category index that skips a row.
         let reframe = |meta: &Meta| {
             let json = serde_json::to_vec(meta).unwrap();
             let mut b = good[..h.meta_at].to_vec();

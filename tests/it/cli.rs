@@ -334,7 +334,11 @@ fn synth_shop_the_look(dir: &Path, scenes: u32) {
             for (g, (_, _, (x0, y0, x1, y1))) in garments.iter().enumerate() {
                 if (*x0..*x1).contains(&x) && (*y0..*y1).contains(&y) {
                     let c = colour(g as u32);
-                    return image::Rgb([c[0].wrapping_add((x % 7) as u8), c[1], c[2].wrapping_add((y % 5) as u8)]);
+                    return image::Rgb([
+                        c[0].wrapping_add((x % 7) as u8),
+                        c[1],
+                        c[2].wrapping_add((y % 5) as u8),
+                    ]);
                 }
             }
             image::Rgb([200 - (y / 2) as u8, 190, (120 + i * 13 % 100) as u8])
@@ -347,7 +351,8 @@ fn synth_shop_the_look(dir: &Path, scenes: u32) {
                 .to_image()
                 .save(dir.join(format!("products/{product}.jpg")))
                 .unwrap();
-            let b = [*x0 as f32 / w as f32, *y0 as f32 / h as f32, *x1 as f32 / w as f32, *y1 as f32 / h as f32];
+            let b =
+                [*x0 as f32 / w as f32, *y0 as f32 / h as f32, *x1 as f32 / w as f32, *y1 as f32 / h as f32];
             writeln!(
                 pairs,
                 "{{\"product\": \"{product}\", \"scene\": \"{name}\", \"bbox\": [{:.4}, {:.4}, {:.4}, {:.4}], \"label\": \"{label}\"}}",
@@ -370,7 +375,8 @@ fn eval_on_a_fixed_folder_gives_its_pinned_numbers() {
     let dir = tempfile::tempdir().unwrap();
     synth_shop_the_look(dir.path(), 40);
     let run = |seed: &str| {
-        let o = lookd(&["eval", "--data", s(dir.path()), "--model", s(&tiny_model()), "--seed", seed, "--json"]);
+        let o =
+            lookd(&["eval", "--data", s(dir.path()), "--model", s(&tiny_model()), "--seed", seed, "--json"]);
         assert!(o.status.success(), "{}", stderr(&o));
         serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
     };

@@ -83,7 +83,9 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     // with LOOKD_TEST_INSTALL=1; CI asks (.ci/run), and there a skip is a failure.
     if std::env::var_os("LOOKD_TEST_INSTALL").is_none_or(|v| v != "1") {
         assert!(!crate::required(), "CI must run the install test: set LOOKD_TEST_INSTALL=1 (.ci/run does)");
-        eprintln!("deb install test skipped: it installs lookd on this machine; LOOKD_TEST_INSTALL=1 runs it");
+        eprintln!(
+            "deb install test skipped: it installs lookd on this machine; LOOKD_TEST_INSTALL=1 runs it"
+        );
         return;
     }
     let host = run_ok("dpkg", &["--print-architecture"]);

@@ -133,7 +133,12 @@ fn run(steps: Vec<Step>, publisher: &Recorder) -> (Arc<Counters>, Vec<Instant>) 
 }
 
 /// `run` with its frame gap and options.
-fn run_with(steps: Vec<Step>, publisher: &Recorder, gap: Duration, opts: &Options) -> (Arc<Counters>, Vec<Instant>) {
+fn run_with(
+    steps: Vec<Step>,
+    publisher: &Recorder,
+    gap: Duration,
+    opts: &Options,
+) -> (Arc<Counters>, Vec<Instant>) {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = engine(dir.path());
     let source = Script { steps: steps.into_iter(), gap, seq: 0 };
@@ -211,9 +216,14 @@ fn the_change_gate_and_hold_off_embed_a_scene_once_it_has_changed_and_stayed_cha
     // so for 500 ms (frames 4 and 10 are the first to have waited that long).
     let (a, b, c) = (60, 110, 160);
     let lumas = [a, a, a, a, a, a, b, b, b, b, c, b, b, b];
-    let opts = Options { change_threshold: 0.05, hold_off: Duration::from_millis(500), ..options(lumas.len() as u64) };
+    let opts = Options {
+        change_threshold: 0.05,
+        hold_off: Duration::from_millis(500),
+        ..options(lumas.len() as u64)
+    };
     let publisher = Recorder::default();
-    let (counters, _) = run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
+    let (counters, _) =
+        run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
     // 1-3: the first scene, changing (from nothing) for less than the hold-off; 4: embedded;
     // 5-6: unchanged; 7-9: the second scene, held off; 10: embedded; 11: a flicker (c) that
     // reverts (12-14 are b again, unchanged), so it is never embedded.
@@ -230,7 +240,8 @@ fn max_rate_embeds_at_most_once_per_interval_however_fast_the_scene_changes() {
     let lumas: Vec<u8> = (0..8).map(|k| 30 + 25 * k).collect();
     let opts = Options { change_threshold: 0.05, min_interval: Duration::from_millis(500), ..options(8) };
     let publisher = Recorder::default();
-    let (counters, _) = run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
+    let (counters, _) =
+        run_with(lumas.iter().map(|&y| grey(y)).collect(), &publisher, Duration::from_millis(200), &opts);
     assert_eq!(*publisher.frames.lock().unwrap(), [1, 4, 7]);
     assert_eq!(get(&counters.inferences), 3);
     assert_eq!(get(&counters.frames_skipped), 5);

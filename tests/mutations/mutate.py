@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Puts back one fault for tests/mutations/run: `mutate.py NAME` edits src/ in place."""
+import sys
+
+name = sys.argv[1]
+p = 'src/publish/mod.rs'
+s = open(p).read()
+def sub(path, old, new):
+    t = open(path).read()
+    assert old in t, (name, old)
+    open(path, 'w').write(t.replace(old, new, 1))
+if name == "backlog":   # keep every message while away, replay them all on connect
+    sub(p, "        self.pending.remove(&topic); // superseded\n", "")
+    sub(p, "            self.pending.insert(topic, msg);\n        }\n    }\n\n    /// Offers what waits",
+           "            static N: AtomicU64 = AtomicU64::new(0);\n            self.pending.insert(format!(\"{topic}\\u{0}{:012}\", N.fetch_add(1, Ordering::Relaxed)), msg);\n        }\n    }\n\n    /// Offers what waits")
+    sub(p, ".into_iter().filter(|(_, m)| !m.retain).collect();", ".into_iter().collect();")
+    sub(p, "fn try_send(client: Option<&Client>, topic: &str, m: &Message) -> bool {\n",
+           "fn try_send(client: Option<&Client>, topic: &str, m: &Message) -> bool {\n    let topic = topic.split('\\u{0}').next().unwrap();\n")
+elif name == "blocking":   # publish blocks until the link takes it
+    sub(p, "    client.is_some_and(|c| c.try_publish(topic, m.qos, m.retain, m.payload.clone()).is_ok())",
+           "    client.is_some_and(|c| c.publish(topic, m.qos, m.retain, m.payload.clone()).is_ok())")
+elif name == "unbounded":  # the client queue holds everything
+    sub(p, "const CLIENT_QUEUE: usize = 16;", "const CLIENT_QUEUE: usize = 100_000;")
+elif name == "tls-fatal":  # a TLS failure ends the daemon
+    sub(p, "                        if e != last_error {\n", "                        if e.starts_with(\"TLS\") { std::process::exit(1); }\n                        if e != last_error {\n")
+elif name == "no-offline": # SIGTERM drops the connection: only the will says offline
+    sub(p, "            let _ = client.try_publish(self.topic(\"status\"), QoS::AtLeastOnce, true, \"offline\");\n            let _ = client.try_disconnect();\n", "            drop(client);\n")
+elif name == "subscribe-once":
+    sub(p, "        let _ = client.try_subscribe(format!(\"{prefix}/category/set\"), QoS::AtLeastOnce);\n",
+           "        if self.reconnects.load(Ordering::Relaxed) == 0 {\n            let _ = client.try_subscribe(format!(\"{prefix}/category/set\"), QoS::AtLeastOnce);\n        }\n")
+elif name == "retain-all": # passing messages retained too
+    sub(p, "        self.send(suffix, Message { payload, retain: false, qos: QoS::AtMostOnce });",
+           "        self.send(suffix, Message { payload, retain: true, qos: QoS::AtMostOnce });")
+elif name == "ready-needs-broker":
+    sub('src/pipeline.rs', "(Counters::get(&self.c.frames_in) > 0 || self.started.elapsed() >= READY_WITHIN)",
+        "(Counters::get(&self.c.frames_in) > 0 && self.publisher.is_connected())")
+elif name == "no-hold-off":
+    sub('src/pipeline.rs', "if since.elapsed() < self.opts.hold_off || !rate_ok {", "if !rate_ok {")
+elif name == "no-max-rate":
+    sub('src/pipeline.rs', "if since.elapsed() < self.opts.hold_off || !rate_ok {", "if since.elapsed() < self.opts.hold_off {")
+elif name == "in-place":
+    sub('src/cache/build.rs', "    let tmp = dir.join(format!(\"{}{}\", temp_prefix(path), std::process::id()));\n",
+        "    let tmp = dir.join(format!(\"{}{}\", temp_prefix(path), std::process::id()));\n    if !path.is_dir() { return std::fs::write(path, bytes).map_err(fail); }\n")
+elif name == "ties-count":
+    sub('src/eval.rs', "self.fitb_correct += d[1..4].iter().all(|&n| d[0] < n) as usize;", "self.fitb_correct += d[1..4].iter().all(|&n| d[0] <= n) as usize;")
+elif name == "crop-off-by-one":
+    sub('src/eval.rs', "let crop = to_pixels(trial.query, scene.width(), scene.height());",
+        "let mut crop = to_pixels(trial.query, scene.width(), scene.height());\n        crop.width = crop.width.saturating_sub(1).max(1);")
+elif name == "frame-wraps":
+    sub('src/preprocess/pixel.rs', "    if w > super::MAX_SIDE || h > super::MAX_SIDE {", "    if false {")
+else:
+    raise SystemExit("unknown mutation " + name)

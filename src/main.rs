@@ -26,7 +26,7 @@ fn main() {
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lookd: {err:#}");
+            eprintln!("lookd: {}", cli::error_text(&err));
             cli::exit_code(&err)
         }
     };

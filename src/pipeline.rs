@@ -493,10 +493,8 @@ impl<'a> Loop<'a> {
 
     fn handle_commands(&mut self) {
         for Received { suffix, command } in self.publisher.commands() {
-            let result = command.and_then(|Command::SetCategory(name)| {
-                let by_slug = self.engine.cache.categories().iter().find(|c| payload::slug(&c.path) == name);
-                by_slug.cloned().map(Ok).unwrap_or_else(|| self.engine.cache.find_category(&name).cloned())
-            });
+            let result = command
+                .and_then(|Command::SetCategory(name)| self.engine.cache.find_category(&name).cloned());
             match result {
                 Ok(block) => {
                     log::info!("category set to {}", block.path);

@@ -17,7 +17,7 @@ use crate::model::hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot read cache {path}: {source}")]
+    #[error("cannot read cache {path}: {source}{}", build_hint(.source, .path))]
     Io { path: PathBuf, source: std::io::Error },
     #[error("cache {path} refused: {reason}; rebuild it with `lookd catalog build --catalog <catalog.csv> --model <model dir> --out {path}`")]
     Refused { path: PathBuf, reason: String },
@@ -177,11 +177,29 @@ impl ProductCache {
     }
 }
 
+/// What a missing cache's error adds: how to make one.
+fn build_hint(source: &std::io::Error, path: &std::path::Path) -> String {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        format!(
+            "; build it with `lookd catalog build --catalog <catalog.csv> --model <model dir> --out {}`",
+            path.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// Finds a category by its full path, the name of its last segment ("shoes"), its slug (the
+/// MQTT topic's name: "coats-jackets"), all case-insensitive, or a unique prefix of the name.
 pub fn find_category<'c>(categories: &'c [CategoryBlock], name: &str) -> Result<&'c CategoryBlock, String> {
     let wanted = name.trim().to_lowercase();
     let last = |c: &CategoryBlock| c.path.rsplit('|').next().unwrap_or("").trim().to_lowercase();
-    let exact: Vec<_> =
-        categories.iter().filter(|c| c.path.to_lowercase() == wanted || last(c) == wanted).collect();
+    let exact: Vec<_> = categories
+        .iter()
+        .filter(|c| {
+            c.path.to_lowercase() == wanted || last(c) == wanted || crate::catalog::slug(&c.path) == wanted
+        })
+        .collect();
     let found = if exact.is_empty() {
         categories.iter().filter(|c| !wanted.is_empty() && last(c).starts_with(&wanted)).collect()
     } else {
@@ -189,10 +207,13 @@ pub fn find_category<'c>(categories: &'c [CategoryBlock], name: &str) -> Result<
     };
     match found.as_slice() {
         [one] => Ok(one),
-        _ => {
+        [] => {
             let names: Vec<String> = categories.iter().map(last).collect();
-            let what = if found.is_empty() { "unknown" } else { "ambiguous" };
-            Err(format!("{what} category {name:?}; the cache has: {}", names.join(", ")))
+            Err(format!("unknown category {name:?}; the cache has: {}", names.join(", ")))
+        }
+        many => {
+            let names: Vec<String> = many.iter().map(|c| last(c)).collect();
+            Err(format!("ambiguous category {name:?}: it begins {}; say which", names.join(", ")))
         }
     }
 }
@@ -227,7 +248,11 @@ mod tests {
         check("shoes", Ok("Apparel & Accessories|Shoes"));
         check("Apparel & Accessories|Shoes", Ok("Apparel & Accessories|Shoes"));
         check("shirts", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
-        check("sh", Err("ambiguous category"));
+        check("sh", Err("ambiguous category \"sh\": it begins shoes, shirts & tops, shorts; say which"));
+        check("shi", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
         check("hats", Err("unknown category \"hats\"; the cache has: shoes, shirts & tops, shorts"));
+        // The slugs of the MQTT topics, as `category/set` takes them.
+        check("shirts-tops", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
+        check("Shirts-Tops", Ok("Apparel & Accessories|Clothing|Shirts & Tops"));
     }
 }

@@ -105,6 +105,15 @@ pub fn open_or_build_cache(
     use lookd::cache::{CacheError, ProductCache};
     let fingerprint = folder.product_fingerprint();
     match ProductCache::open(cache, Some(&fingerprint)) {
+        Ok(c) if !catalog.exists() => {
+            log::warn!(
+                "the catalog {} does not exist: serving the {} products of {} as they are (a new catalog needs the file)",
+                catalog.display(),
+                c.len(),
+                cache.display()
+            );
+            return Ok(c);
+        }
         Ok(c) => return Ok(c),
         Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             log::info!("no product cache at {}: building it", cache.display())
@@ -146,6 +155,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Run(a) => run::run(a),
         Command::Watch(a) => watch::run(a),
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the message already holds (our
+/// errors name their OS error, and anyhow would print it again as the cause) is not repeated.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// Bad input (a file we could read but not use) is 65, a missing file 66, anything else 70.

@@ -416,7 +416,12 @@ pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
                 Ok(_) => {}
                 Err(e) => {
                     if !warned {
-                        log::warn!("watch: {e}; retrying every second");
+                        let (host, port) = (&settings.host, settings.port);
+                        log::warn!(
+                            "watch: cannot reach the broker at {host}:{port}: {e}{}; retrying every second \
+                             (is lookd running, with this config? Ctrl-C stops)",
+                            tls_hint(settings, &e.to_string())
+                        );
                         warned = true;
                     }
                     break;

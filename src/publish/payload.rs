@@ -117,20 +117,7 @@ pub fn decode_command(suffix: &str, payload: &[u8], max_len: usize) -> Result<Co
     Ok(Command::SetCategory(name.to_string()))
 }
 
-/// A topic-safe short name of a category path: its last part, lowercased, runs of other
-/// characters folded to '-' ("Apparel & Accessories|Clothing|Shirts & Tops" -> "shirts-tops").
-pub fn slug(path: &str) -> String {
-    let last = path.rsplit('|').next().unwrap_or(path);
-    let mut s = String::new();
-    for c in last.chars() {
-        if c.is_ascii_alphanumeric() {
-            s.push(c.to_ascii_lowercase());
-        } else if !s.ends_with('-') && !s.is_empty() {
-            s.push('-');
-        }
-    }
-    s.trim_end_matches('-').to_string()
-}
+pub use crate::catalog::slug;
 
 #[cfg(test)]
 mod tests {

@@ -233,6 +233,107 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     ]);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(stderr(&o).contains("rebuild it with"), "{}", stderr(&o));
+    // A missing cache says how to build one; a missing file's OS error is said once.
+    let nocache = dir.path().join("none.cache");
+    let o = lookd(&[
+        "recommend",
+        "--scene",
+        s(&scene),
+        "--category",
+        "shoes",
+        "--model",
+        s(&tiny),
+        "--cache",
+        s(&nocache),
+    ]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(stderr(&o).contains("build it with `lookd catalog build"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
+    let o = lookd(&["config", "check", "--config", s(&dir.path().join("none.toml"))]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
+    // The CLI takes the slugs the MQTT topics use, and an ambiguous prefix says what it matched.
+    let o = lookd(&[
+        "recommend",
+        "--scene",
+        s(&scene),
+        "--category",
+        "PANTS",
+        "--model",
+        s(&tiny),
+        "--cache",
+        s(&cache),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lookd(&[
+        "recommend",
+        "--scene",
+        s(&scene),
+        "--category",
+        "",
+        "--model",
+        s(&tiny),
+        "--cache",
+        s(&cache),
+    ]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+}
+
+/// `lookd config check` checks what `lookd run` will refuse: the model, the catalog CSV, the
+/// category (looked up in the catalog, slugs included).
+#[test]
+fn config_check_refuses_what_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = synth_catalog(dir.path(), 4);
+    let config = dir.path().join("lookd.toml");
+    let write = |csv: &Path, category: &str, model: &Path| {
+        let text = format!("device-id = \"t\"\nmodel = {model:?}\n[catalog]\ncsv = {csv:?}\n[pipeline]\ncategory = {category:?}\n");
+        std::fs::write(&config, text).unwrap();
+        lookd(&["config", "check", "--config", s(&config)])
+    };
+    let tiny = tiny_model();
+    let o = write(&csv, "shoes", &tiny);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = write(&csv, "PANTS", &tiny);
+    assert!(o.status.success(), "the slug or any case: {}", stderr(&o));
+    for (csv, category, model, says) in [
+        (dir.path().join("gone.csv"), "shoes", tiny.clone(), "catalog.csv: "),
+        (
+            csv.clone(),
+            "spacesuits",
+            tiny.clone(),
+            "pipeline.category: unknown category \"spacesuits\"; the catalog has: pants, shoes",
+        ),
+        (csv.clone(), "shoes", dir.path().join("no-model"), "model: "),
+    ] {
+        let o = write(&csv, category, &model);
+        assert_eq!(o.status.code(), Some(78), "{says}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
+    }
+}
+
+/// `lookd watch` with no broker says where it looked, that it keeps trying, and how to stop.
+#[test]
+fn watch_with_no_broker_says_what_is_wrong_and_how_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lookd.toml");
+    let port = crate::free_port();
+    std::fs::write(&config, format!("device-id = \"t\"\n[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n"))
+        .unwrap();
+    let log = dir.path().join("watch.log");
+    let child = crate::lookd_command()
+        .args(["watch", "--config", s(&config)])
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = crate::KillOnDrop(child);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(child);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains(&format!("cannot reach the broker at 127.0.0.1:{port}")), "{said}");
+    assert!(said.contains("Ctrl-C stops"), "{said}");
+    assert_eq!(said.matches("cannot reach").count(), 1, "said once, not every second: {said}");
 }
 
 #[test]

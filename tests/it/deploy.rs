@@ -8,7 +8,24 @@ use crate::{have, lookd, repo, running_as_root, s, stderr};
 
 #[test]
 fn shipped_config_passes_its_own_check() {
-    let o = lookd(&["config", "check", "--config", s(&repo().join("systemd/lookd.toml"))]);
+    // As shipped it points at the installed model and at /etc/lookd/catalog.csv, which the
+    // integrator provides: on a machine without them the check says what is missing.
+    let shipped = repo().join("systemd/lookd.toml");
+    let o = lookd(&["config", "check", "--config", s(&shipped)]);
+    if !Path::new("/usr/share/lookd/models/default").exists() {
+        assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+        assert!(stderr(&o).contains("model: "), "{}", stderr(&o));
+    }
+    // Every other key passes as shipped, once the model and a catalog are there.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = crate::synth_catalog(dir.path(), 2);
+    let text = std::fs::read_to_string(&shipped)
+        .unwrap()
+        .replace("\"/usr/share/lookd/models/default\"", &format!("{:?}", repo().join("models/default")))
+        .replace("\"/etc/lookd/catalog.csv\"", &format!("{csv:?}"));
+    let config = dir.path().join("lookd.toml");
+    std::fs::write(&config, text).unwrap();
+    let o = lookd(&["config", "check", "--config", s(&config)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -127,7 +144,11 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     for g in ["lookd", "video"] {
         assert!(groups.split_whitespace().any(|have| have == g), "lookd is not in group {g}: {groups}");
     }
+    // The README's steps: the integrator's catalog in /etc/lookd, then the check.
+    std::fs::write("/etc/lookd/catalog.csv", "id,category,image\np1,Apparel & Accessories|Shoes,p1.jpg\n")
+        .unwrap();
     run_ok("/usr/bin/lookd", &["config", "check", "--config", "/etc/lookd/lookd.toml"]);
+    std::fs::remove_file("/etc/lookd/catalog.csv").unwrap();
     run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default"]);
     if have("systemd-analyze") {
         let said = run_ok("systemd-analyze", &["verify", "/lib/systemd/system/lookd.service"]);

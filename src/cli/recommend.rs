@@ -15,7 +15,7 @@ pub struct Args {
     /// Photo of the shopper (JPEG or PNG)
     #[arg(long)]
     scene: PathBuf,
-    /// Category: full path, or its last part ("shoes"), or a unique prefix of it
+    /// Category: full path, its last part ("shoes"), its slug ("coats-jackets", as in the MQTT topics), or a unique prefix
     #[arg(long)]
     category: String,
     /// How many products to list

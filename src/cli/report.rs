@@ -38,7 +38,7 @@ pub struct Args {
     /// Product cache (built from --catalog when missing or stale)
     #[arg(long, default_value = "out/report/catalog.cache")]
     cache: PathBuf,
-    /// Categories to show (full path, last part or unique prefix); default: all in the cache
+    /// Categories to show (full path, last part, slug or unique prefix); default: all in the cache
     #[arg(long, value_delimiter = ',')]
     categories: Vec<String>,
     /// Products per category

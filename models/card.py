@@ -173,19 +173,22 @@ def main():
         f"Dev: {final['dev']['pairs']} pairs; test: {final['test']['pairs']} pairs. *Photometric*: every",
         "candidate product image gets its own seeded change of colour temperature (+-0.2), brightness and",
         "contrast (x0.8-1.2), the same for every method (`lookd eval`; `ctl.photometric` in Python).",
-        "Each cell is FITB-4 | AUC. The trained rows score precomputed backbone features (PIL resize);",
-        "the `lookd eval` rows run the exported graphs on the photos through tract (image-crate JPEG",
-        "decoding, fast_image_resize bilinear); the onnxruntime rows run the same graphs on PIL-decoded",
-        "photos (dev split).",
+        "Each cell is FITB-4 | AUC. The trained rows score precomputed backbone features of lookd's own",
+        "pixels: `lookd model input` decodes every photo (the image crate's JPEG decoder) and makes the",
+        "protocol's model inputs (whole products, the query rectangles) with lookd's crop and resize, so",
+        "training and `lookd eval` see the same inputs; augmented views are cut and resized by PIL from",
+        "lookd's decoded photos. The `lookd eval` rows run the exported graphs through tract. The",
+        "onnxruntime rows run the same graphs on photos decoded and resized by PIL instead (dev split):",
+        "how much the decoder alone moves the numbers.",
         "",
     ]
     for title, view, photo_view in TABLES:
         lines += table(title, view, photo_view) + [""]
     ort_dev = ort["default"]["fitb4"]
     lines += [
-        f"Python and Rust on the shipped model, dev studio FITB-4: {trained_dev:.3f} in training,"
-        f" {ort_dev:.3f} through onnxruntime on the photos, {f32_studio[0]:.3f} through `lookd eval`:"
-        f" {100 * abs(trained_dev - f32_studio[0]):.1f} points apart.",
+        f"Python and Rust on the shipped model, dev studio FITB-4: {trained_dev:.3f} in training (lookd's"
+        f" pixels), {f32_studio[0]:.3f} through `lookd eval`: {100 * abs(trained_dev - f32_studio[0]):.1f}"
+        f" points apart; {ort_dev:.3f} through onnxruntime on PIL's pixels.",
         "",
         "## Where the local branch looks (shipped model, dev split, `models/train.py`)",
         "",
@@ -266,7 +269,8 @@ def main():
                   f"`models/ship.sh` took {secs / 60:.0f} minutes for this card on the machine that wrote it (2 cores),",
                   "from training through every measurement above; timed by the script itself (out/ship/elapsed.json)."
                   + (" The backbone features came from an earlier run's cache (out/features): a fresh clone computes"
-                     " them first (train.py prints how long).") if reused else ""]
+                     " them first (train.py prints how long)." if reused else
+                     " That includes computing every backbone feature from lookd's pixels, as a fresh clone does.")]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {a.out}")

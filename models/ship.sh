@@ -16,7 +16,7 @@ PY=.venv/bin/python
 LOOKD="${LOOKD:-cargo run --release --quiet --}"
 mkdir -p out/ship
 if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
-  $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default | tee out/ship/train.log
+  $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default --lookd "$LOOKD" | tee out/ship/train.log
 fi
 # int8: calibrated on train-split scenes and studio cut-outs (the products a store has).
 $PY -u models/onnx_eval.py quantize --model models/default --data "$STUDIO" --out out/models/default-int8 --per-channel

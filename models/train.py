@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 
@@ -40,7 +42,54 @@ VARIANTS = ["global", "local", "hybrid-product", "hybrid-category", "hybrid-prod
 SHIPPABLE = "hybrid"  # the variants that export as one graph lookd runs: the hybrids
 
 
+class LookdPixels:
+    """lookd's own pixels: every photo decoded by lookd (the image crate's JPEG decoder, not
+    libjpeg's), and the protocol's model inputs (whole products, the query rectangles of the
+    scenes) cropped and resized by lookd too, so that Python trains and scores on exactly what
+    `lookd eval` and the mirror feed the model. `lookd model input` writes them once as PNGs
+    under cache/pixels; augmented views are cut and resized by PIL from lookd's decoded photos."""
+
+    def __init__(self, lookd, cache):
+        self.lookd, self.dir = shlex.split(lookd), os.path.join(cache, "pixels")
+        self.jobs = {}
+
+    def _dst(self, path, crop):
+        h = hashlib.sha256(f"{os.path.abspath(path)}|{crop}".encode()).hexdigest()[:20]
+        return os.path.join(self.dir, h[:2], f"{h}.png")
+
+    def want(self, path, crop="decoded"):
+        """Asks for a picture: crop "decoded" (the photo), None (the whole photo as the model's
+        input) or (x, y, w, h) in pixels."""
+        dst = self._dst(path, crop)
+        if not os.path.exists(dst):
+            self.jobs[dst] = (path, crop)
+        return dst
+
+    def make(self):
+        if not self.jobs:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        for dst in self.jobs:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+        lines = [f"{src}\t{dst}" + ("" if crop is None else "\t" + (crop if crop == "decoded" else ",".join(map(str, crop))))
+                 for dst, (src, crop) in self.jobs.items()]
+        jobs = os.path.join(self.dir, "jobs.tsv")
+        with open(jobs, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        t0 = time.time()
+        subprocess.run(self.lookd + ["model", "input", "--model", "models/default", jobs], check=True)
+        print(f"pixels: {len(lines)} pictures from lookd in {time.time() - t0:.0f} s")
+        self.jobs = {}
+
+    def photo(self, path):
+        return Image.open(self._dst(path, "decoded")).convert("RGB")
+
+    def model_input(self, path, crop=None):
+        return np.asarray(Image.open(self._dst(path, crop)).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+
+
 def load_rgb(path):
+    """A photo decoded by PIL (libjpeg): onnx_eval's independent path."""
     return Image.open(path).convert("RGB")
 
 
@@ -135,14 +184,14 @@ class Features:
     more with the backdrop replaced (sb_*, sb_owner: pair index); *_cells the stride-16 cells,
     *_col the ColourCells cells."""
 
-    def __init__(self, data, studio, pairs, backbone, name, cache, seed, batch=32):
+    def __init__(self, data, studio, pairs, backbone, name, cache, seed, lookd, batch=32):
         key = hashlib.sha256(f"{os.path.abspath(data)}|{os.path.abspath(studio)}|{len(pairs)}|{seed}|{AUGMENTS}|"
-                             f"{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|v3".encode()).hexdigest()[:12]
-        path = os.path.join(cache, f"features-{key}.npz")
-        if os.path.exists(path):
-            z = np.load(path)
+                             f"{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|v4".encode()).hexdigest()[:12]
+        store = os.path.join(cache, f"features-{key}.npz")
+        if os.path.exists(store):
+            z = np.load(store)
             self.__dict__.update({k: z[k] for k in z.files})
-            print(f"features: reused {path}")
+            print(f"features: reused {store}")
             return
         self.backbone, self.colour, self.batch = backbone, ctl.ColourCells(), batch
         rng = np.random.default_rng(seed)
@@ -151,21 +200,38 @@ class Features:
         train_products = sorted({p["product"] for p in pairs if ctl.split_of(p["scene"]) == "train"})
         evaluated = sorted({p["product"] for p in pairs if ctl.split_of(p["scene"]) != "train"})
         row = {p: i for i, p in enumerate(products)}
-        photo_of = lambda p: load_rgb(f"{data}/products/{p}.jpg")  # noqa: E731
-        studio_of = lambda p: load_rgb(f"{studio}/products/{p}.jpg")  # noqa: E731
+        self.pixels = px = LookdPixels(lookd, cache)
+        photo_path, studio_path = f"{data}/products/{{}}.jpg".format, f"{studio}/products/{{}}.jpg".format
+        queries = {}
+        for p in pairs:
+            scene = f"{data}/scenes/{p['scene']}.jpg"
+            px.want(scene)
+            q = ctl.query_rect(p["bbox"])
+            if q is not None:
+                w, h = Image.open(scene).size
+                queries[scene, tuple(q)] = ctl.to_pixels(q, w, h)
+            px.want(scene, queries.get((scene, None if q is None else tuple(q))))
+        for p in products:
+            for photo in (photo_path(p), studio_path(p)):
+                px.want(photo)
+                px.want(photo, None)
+        px.make()
+        self.queries = queries
+        photo_of = lambda p: px.photo(photo_path(p))  # noqa: E731
+        studio_of = lambda p: px.photo(studio_path(p))  # noqa: E731
 
-        def photometric(img, p):
-            return ctl.photometric(to_input(img), ctl.photometric_params(p, 0))
+        def photometric(path, p):
+            return ctl.photometric(px.model_input(path), ctl.photometric_params(p, 0))
 
         def augmented(img):
             return ctl.photometric(to_input(img, random_product_crop(rng, img)), jitter_params(rng))
 
         t0 = time.time()
         for prefix, jobs in [
-                ("p", [lambda p=p: to_input(photo_of(p)) for p in products]),
-                ("st", [lambda p=p: to_input(studio_of(p)) for p in products]),
-                ("ph", [lambda p=p: photometric(photo_of(p), p) for p in evaluated]),
-                ("sth", [lambda p=p: photometric(studio_of(p), p) for p in evaluated]),
+                ("p", [lambda p=p: px.model_input(photo_path(p)) for p in products]),
+                ("st", [lambda p=p: px.model_input(studio_path(p)) for p in products]),
+                ("ph", [lambda p=p: photometric(photo_path(p), p) for p in evaluated]),
+                ("sth", [lambda p=p: photometric(studio_path(p), p) for p in evaluated]),
                 ("pa", [lambda p=p: augmented(photo_of(p)) for p in train_products for _ in range(PRODUCT_AUGMENTS)]),
                 ("sa", [lambda p=p: augmented(studio_composite(rng, photo_of(p), studio_of(p)))
                         for p in train_products for _ in range(STUDIO_AUGMENTS)])]:
@@ -195,21 +261,20 @@ class Features:
             for k in ("pooled", "cells", "hist", "cells_col"):
                 setattr(self, f"{prefix}_{k}", f[k])
         os.makedirs(cache, exist_ok=True)
-        np.savez(path + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
-        os.replace(path + ".tmp.npz", path)
+        np.savez(store + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
+        os.replace(store + ".tmp.npz", store)
 
     def _scene_crop(self, data, p, q, v, rng, backdrop=False):
         """The model input of one scene query; variants after 0 are a random rectangle, jittered;
         with backdrop, of the scene with its backdrop replaced."""
-        img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
+        path = f"{data}/scenes/{p['scene']}.jpg"
+        if v == 0:  # the protocol's query: lookd's own crop and resize
+            return self.pixels.model_input(path, None if q is None else self.queries[path, tuple(q)])
+        img = self.pixels.photo(path)
         if backdrop:
             img = replace_background(rng, img, np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")))
-        if v == 0:
-            box = None if q is None else ctl.to_pixels(q, img.width, img.height)
-        else:
-            box = random_query(rng, p["bbox"], img.width, img.height)
-        x = to_input(img, box)
-        return ctl.photometric(x, jitter_params(rng)) if v > 0 else x
+        box = random_query(rng, p["bbox"], img.width, img.height)
+        return ctl.photometric(to_input(img, box), jitter_params(rng))
 
     def _run(self, jobs):
         out = {"pooled": [], "mid": [], "cells": [], "hist": [], "col": [], "cells_col": []}
@@ -220,9 +285,9 @@ class Features:
                 col_cells, col = self.colour(x)
             out["pooled"].append(final.mean((2, 3)).numpy())
             out["mid"].append(mid.mean((2, 3)).numpy())
-            out["cells"].append(mid.flatten(2).transpose(1, 2).numpy().astype(np.float16))
+            out["cells"].append(mid.flatten(2).transpose(1, 2).numpy())
             out["col"].append(col.numpy())
-            out["cells_col"].append(col_cells.numpy().astype(np.float16))
+            out["cells_col"].append(col_cells.numpy())
             out["hist"].append(np.stack([colour_hist(i) for i in x.numpy()]))
         return {k: np.concatenate(v) for k, v in out.items() if v}
 
@@ -586,6 +651,8 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train (see VARIANTS)")
     ap.add_argument("--cache", default="out/features")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lookd", default="cargo run --release --quiet --",
+                    help="how to run lookd, whose `model input` decodes, crops and resizes the photos")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backbone", choices=["efficientnet-lite0", "resnet50"], default="efficientnet-lite0")
     ap.add_argument("--weights", help="ResNet50: a torchvision state_dict file (ImageNet weights); required")
@@ -610,7 +677,7 @@ def main():
     backbone, backbone_name = make_backbone(args)
     if args.weights:
         backbone_name += "-" + sha256(args.weights)[:12]
-    feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed)
+    feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed, args.lookd)
     prob = Problem(pairs, feats)
     results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {},
                "chosen_on": f"dev {CHOOSE_VIEW} FITB-4"}

@@ -59,6 +59,35 @@ pub fn choose(offered: &[PixelFormat], wanted: Option<PixelFormat>) -> Result<Pi
     }
 }
 
+/// The format to ask for, and what to say about it: a wanted format the device does not offer
+/// falls back to the best one it does (a camera that lacks MJPG still works), with a warning.
+pub fn negotiate(
+    offered: &[PixelFormat],
+    wanted: Option<PixelFormat>,
+) -> Result<(PixelFormat, Option<String>), String> {
+    match choose(offered, wanted) {
+        Ok(f) => Ok((f, None)),
+        Err(why) if wanted.is_some() => {
+            let f = choose(offered, None)?;
+            Ok((f, Some(format!("{why}; using {f:?}"))))
+        }
+        Err(why) => Err(why),
+    }
+}
+
+/// The format of the frames to come: what the driver says it set, which need not be what was
+/// asked (a driver may answer an MJPG request with YUYV). `None` when lookd cannot read it.
+pub fn settled(asked: PixelFormat, driver: &[u8; 4]) -> Result<(PixelFormat, Option<String>), String> {
+    match from_fourcc(driver) {
+        Some(f) if f == asked => Ok((f, None)),
+        Some(f) => Ok((f, Some(format!("asked for {asked:?}, the driver set {f:?}: reading {f:?}")))),
+        None => Err(format!(
+            "asked for {asked:?}, the driver set {:?}, which lookd does not read",
+            String::from_utf8_lossy(driver)
+        )),
+    }
+}
+
 /// Removes row padding: `stride` bytes per row in, `row` bytes per row out.
 pub fn unpad(bytes: &[u8], stride: usize, row: usize, rows: usize) -> Vec<u8> {
     if stride == row || stride == 0 {
@@ -101,10 +130,17 @@ impl V4lSource {
             .iter()
             .filter_map(|d| from_fourcc(&d.fourcc.repr))
             .collect();
-        let format = choose(&offered, self.wanted)
-            .map_err(|m| CaptureError::Unavailable(format!("{}: {m}", self.device.display())))?;
-        let asked = Format::new(self.width, self.height, FourCC::new(&to_fourcc(format)));
+        let said = |m: String| CaptureError::Unavailable(format!("{}: {m}", self.device.display()));
+        let (asked_format, warning) = negotiate(&offered, self.wanted).map_err(said)?;
+        if let Some(w) = warning {
+            log::warn!("{}: {w}", self.device.display());
+        }
+        let asked = Format::new(self.width, self.height, FourCC::new(&to_fourcc(asked_format)));
         let got = dev.set_format(&asked).map_err(|e| unavailable("refused the format", e))?;
+        let (format, warning) = settled(asked_format, &got.fourcc.repr).map_err(said)?;
+        if let Some(w) = warning {
+            log::warn!("{}: {w}", self.device.display());
+        }
         if let Err(e) = dev.set_params(&Parameters::with_fps(self.fps)) {
             log::warn!("{}: cannot set {} fps: {e}", self.device.display(), self.fps);
         }
@@ -174,6 +210,30 @@ mod tests {
         assert_eq!(choose(&[Mjpg, Yuyv], Some(Mjpg)), Ok(Mjpg));
         assert!(choose(&[Mjpg], Some(Nv12)).unwrap_err().contains("does not offer Nv12"));
         assert!(choose(&[], None).is_err());
+    }
+
+    #[test]
+    fn a_wanted_format_the_device_lacks_falls_back_with_a_warning() {
+        use PixelFormat::*;
+        // vivid offers no compressed format: MJPG asked gives the best it does offer.
+        let (f, warning) = negotiate(&[Yuyv, Nv12, Rgb24], Some(Mjpg)).unwrap();
+        assert_eq!(f, Nv12);
+        assert_eq!(
+            warning.unwrap(),
+            "the device does not offer Mjpg (it offers [Yuyv, Nv12, Rgb24]); using Nv12"
+        );
+        assert_eq!(negotiate(&[Yuyv, Mjpg], Some(Mjpg)).unwrap(), (Mjpg, None));
+        assert!(negotiate(&[], Some(Mjpg)).is_err());
+    }
+
+    #[test]
+    fn the_driver_s_answer_decides_the_conversion() {
+        use PixelFormat::*;
+        assert_eq!(settled(Yuyv, b"YUYV").unwrap(), (Yuyv, None));
+        let (f, warning) = settled(Mjpg, b"YUYV").unwrap();
+        assert_eq!(f, Yuyv, "frames are converted as what the driver sends");
+        assert!(warning.unwrap().contains("asked for Mjpg, the driver set Yuyv"));
+        assert!(settled(Yuyv, b"H264").unwrap_err().contains("\"H264\", which lookd does not read"));
     }
 
     #[test]

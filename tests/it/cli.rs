@@ -201,82 +201,43 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     std::fs::write(&garbage, b"\xff\xd8\xff nothing").unwrap();
     let scene = dir.path().join("images/p000.png");
     let missing = dir.path().join("missing.jpg");
-    for (scene, category, code, message) in [
-        (s(&missing), "shoes", 66, "reading scene"),
-        (s(&garbage), "shoes", 65, "cannot decode image"),
-        (s(&scene), "hats", 65, "unknown category \"hats\"; the cache has: pants, shoes"),
-    ] {
-        let o = lookd(&[
+    let recommend = |scene: &Path, category: &str, model: &Path, cache: &Path| {
+        lookd(&[
             "recommend",
             "--scene",
-            scene,
+            s(scene),
             "--category",
             category,
             "--model",
-            s(&tiny),
+            s(model),
             "--cache",
-            s(&cache),
-        ]);
+            s(cache),
+        ])
+    };
+    for (scene, category, code, message) in [
+        (&missing, "shoes", 66, "reading scene"),
+        (&garbage, "shoes", 65, "cannot decode image"),
+        (&scene, "hats", 65, "unknown category \"hats\"; the cache has: pants, shoes"),
+        (&scene, "", 65, "unknown category \"\""),
+    ] {
+        let o = recommend(scene, category, &tiny, &cache);
         assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
         assert!(stderr(&o).contains(message), "{}", stderr(&o));
     }
-    let o = lookd(&[
-        "recommend",
-        "--scene",
-        s(&scene),
-        "--category",
-        "shoes",
-        "--model",
-        s(&default_model()),
-        "--cache",
-        s(&cache),
-    ]);
+    let o = recommend(&scene, "shoes", &default_model(), &cache);
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
     assert!(stderr(&o).contains("rebuild it with"), "{}", stderr(&o));
     // A missing cache says how to build one; a missing file's OS error is said once.
-    let nocache = dir.path().join("none.cache");
-    let o = lookd(&[
-        "recommend",
-        "--scene",
-        s(&scene),
-        "--category",
-        "shoes",
-        "--model",
-        s(&tiny),
-        "--cache",
-        s(&nocache),
-    ]);
+    let o = recommend(&scene, "shoes", &tiny, &dir.path().join("none.cache"));
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
     assert!(stderr(&o).contains("build it with `lookd catalog build"), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
     let o = lookd(&["config", "check", "--config", s(&dir.path().join("none.toml"))]);
     assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
     assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
-    // The CLI takes the slugs the MQTT topics use, and an ambiguous prefix says what it matched.
-    let o = lookd(&[
-        "recommend",
-        "--scene",
-        s(&scene),
-        "--category",
-        "PANTS",
-        "--model",
-        s(&tiny),
-        "--cache",
-        s(&cache),
-    ]);
+    // Any case (slugs and ambiguous prefixes: `cache::tests::category_names`).
+    let o = recommend(&scene, "PANTS", &tiny, &cache);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = lookd(&[
-        "recommend",
-        "--scene",
-        s(&scene),
-        "--category",
-        "",
-        "--model",
-        s(&tiny),
-        "--cache",
-        s(&cache),
-    ]);
-    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
 }
 
 /// `lookd config check` checks what `lookd run` will refuse: the model, the catalog CSV, the

@@ -4,6 +4,7 @@
 //! `anyhow::Result<i32>`. Only this binary uses `anyhow`; the library has typed errors.
 
 mod bench;
+mod camera;
 mod catalog;
 mod config;
 mod eval;
@@ -64,6 +65,9 @@ enum Command {
     Run(run::Args),
     /// Print what a running lookd publishes
     Watch(watch::Args),
+    /// Check a V4L2 camera through lookd's capture path
+    #[command(subcommand)]
+    Camera(camera::Command),
 }
 
 impl Args {
@@ -154,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Command::Config(c) => config::run(c),
         Command::Run(a) => run::run(a),
         Command::Watch(a) => watch::run(a),
+        Command::Camera(c) => camera::run(c),
     }
 }
 

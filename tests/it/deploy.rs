@@ -100,9 +100,7 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     // with LOOKD_TEST_INSTALL=1; CI asks (.ci/run), and there a skip is a failure.
     if std::env::var_os("LOOKD_TEST_INSTALL").is_none_or(|v| v != "1") {
         assert!(!crate::required(), "CI must run the install test: set LOOKD_TEST_INSTALL=1 (.ci/run does)");
-        eprintln!(
-            "deb install test skipped: it installs lookd on this machine; LOOKD_TEST_INSTALL=1 runs it"
-        );
+        crate::skipped("it installs lookd on this machine; LOOKD_TEST_INSTALL=1 runs it");
         return;
     }
     let host = run_ok("dpkg", &["--print-architecture"]);
@@ -110,7 +108,7 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     if !running_as_root() || host.trim() != "amd64" || installed || Path::new("/usr/bin/lookd").exists() {
         // Never touch a lookd this machine already has; installing needs root.
         assert!(!crate::required() || installed, "CI must run the install test as root on amd64");
-        eprintln!("not root on amd64, or lookd already installed: deb install test skipped");
+        crate::skipped("not root on amd64, or lookd already installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

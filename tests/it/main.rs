@@ -38,6 +38,20 @@ pub fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var_os("LOOKD_REQUIRE_DATA").is_some_and(|v| v == "1")
 }
 
+/// Says that a test checked nothing, and why: on stderr (which cargo shows only for failing
+/// tests) and, when `LOOKD_SKIPS` names a file, as a line there, which `tests/run` prints after
+/// the run where the person running it looks.
+pub fn skipped(why: &str) {
+    eprintln!("{why}: test skipped");
+    if let Some(path) = std::env::var_os("LOOKD_SKIPS") {
+        use std::io::Write;
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+            let _ = writeln!(f, "{test}: {why}");
+        }
+    }
+}
+
 /// The shared photo folder, or `None` (after saying so) when this machine lacks it; a panic
 /// where it is `required`.
 pub fn shared_data() -> Option<PathBuf> {
@@ -51,7 +65,7 @@ pub fn shared_data() -> Option<PathBuf> {
             "shared data not found at {}: required under CI and LOOKD_REQUIRE_DATA=1",
             dir.display()
         );
-        eprintln!("shared data not found at {}: test skipped", dir.display());
+        skipped(&format!("shared data not found at {}", dir.display()));
         None
     }
 }
@@ -156,7 +170,7 @@ pub fn have(program: &str) -> bool {
             !required(),
             "{program} is missing: .ci/run must install it (required under CI and LOOKD_REQUIRE_DATA=1)"
         );
-        eprintln!("{program} not installed: test skipped");
+        skipped(&format!("{program} not installed"));
     }
     found
 }

@@ -184,16 +184,14 @@ fn synth_scene(path: &Path, seed: u32) {
     img.save(path).unwrap();
 }
 
-/// A temp folder with a synthesized catalog (24 products, shoes and pants), its cache built
-/// with the tiny model, and `scenes/` holding `scenes` synthesized scenes named 0.jpg, 1.jpg, ...
+/// Products in a test's synthesized catalog, shoes and pants, unless the test asks for more.
+const PRODUCTS: usize = 24;
+
+/// A temp folder with a synthesized catalog (`PRODUCTS`), its cache built with the tiny model,
+/// and `scenes/` holding `scenes` synthesized scenes named 0.jpg, 1.jpg, ...
 /// No shared photo is needed: what these tests check is the daemon, not the model.
 fn setup(scenes: u32) -> Setup {
-    setup_with(scenes, 24)
-}
-
-/// `setup` with `products` products.
-fn setup_with(scenes: u32, products: usize) -> Setup {
-    let setup = setup_without_cache_with(scenes, products);
+    let setup = setup_without_cache(scenes, PRODUCTS);
     let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("catalog.cache"));
     let o =
         lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&tiny_model()), "--out", s(&cache)]);
@@ -201,12 +199,8 @@ fn setup_with(scenes: u32, products: usize) -> Setup {
     setup
 }
 
-/// The same, but the daemon must build the cache itself at start-up.
-fn setup_without_cache(scenes: u32) -> Setup {
-    setup_without_cache_with(scenes, 24)
-}
-
-fn setup_without_cache_with(scenes: u32, products: usize) -> Setup {
+/// The same with `products` products, but the daemon (or the test) must build the cache.
+fn setup_without_cache(scenes: u32, products: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     synth_catalog(&root, products);
@@ -375,7 +369,7 @@ fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
     if !have("mosquitto_sub") {
         return;
     }
-    let setup = setup_without_cache(1);
+    let setup = setup_without_cache(1, PRODUCTS);
     let (port, ws) = (free_port(), free_port());
     let broker =
         format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{port}\"\nwebsocket = \"127.0.0.1:{ws}\"");
@@ -574,6 +568,23 @@ fn broker_restart_reconnects_within_5_s_and_sends_nothing_stale() {
     );
 }
 
+/// Carries `client` <-> `server` each way in its own thread with `carry(from, into)`, then shuts
+/// the receiving side down, so a close on one end reaches the other.
+fn pipe_both_ways(
+    client: std::net::TcpStream,
+    server: std::net::TcpStream,
+    carry: impl Fn(&mut std::net::TcpStream, &mut std::net::TcpStream) + Clone + Send + 'static,
+) {
+    for (mut from, mut into) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+    {
+        let carry = carry.clone();
+        std::thread::spawn(move || {
+            carry(&mut from, &mut into);
+            let _ = into.shutdown(std::net::Shutdown::Both);
+        });
+    }
+}
+
 /// A TCP relay on loopback to `to` that the test opens and closes: closed, it cuts every
 /// connection through it and refuses new ones (accepts and hangs up), as a dead link would.
 fn gate_relay(to: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
@@ -600,14 +611,9 @@ fn gate_relay(to: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
             }
             let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
             live.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-            for (mut from, mut into) in
-                [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-            {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut into);
-                    let _ = into.shutdown(std::net::Shutdown::Both);
-                });
-            }
+            pipe_both_ways(client, server, |from, into| {
+                let _ = std::io::copy(from, into);
+            });
         }
     });
     (port, open)
@@ -709,24 +715,19 @@ fn slow_relay(to: u16, delay: Duration, rate: usize, chunk: usize) -> u16 {
     std::thread::spawn(move || {
         for client in listener.incoming().map_while(Result::ok) {
             let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
-            for (mut from, mut into) in
-                [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-            {
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut buf = vec![0u8; chunk];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        std::thread::sleep(delay + Duration::from_secs_f64(n as f64 / rate as f64));
-                        if into.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
+            pipe_both_ways(client, server, move |from, into| {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; chunk];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        break;
                     }
-                    let _ = into.shutdown(std::net::Shutdown::Both);
-                });
-            }
+                    std::thread::sleep(delay + Duration::from_secs_f64(n as f64 / rate as f64));
+                    if into.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
         }
     });
     port
@@ -747,7 +748,7 @@ fn slow_broker_link_delays_but_never_blocks_or_grows_the_daemon() {
     // 200 products with a long description each, the top 100 of a category per ranking: each
     // message is over 100 KB, so a queue that kept every message would grow by megabytes a
     // second while the link is slow.
-    let setup = setup_without_cache_with(2, 200);
+    let setup = setup_without_cache(2, 200);
     let csv = setup.root.join("catalog.csv");
     let text = std::fs::read_to_string(&csv).unwrap();
     let long: String = (0..1200).map(|i| (b'a' + (i % 26) as u8) as char).collect();

@@ -359,9 +359,7 @@ impl Network {
         }
         let mut guard = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let Shared { client, outbox } = &mut *guard;
-        if !outbox.pending.is_empty() {
-            outbox.flush(|t, m| try_send(client.as_ref(), t, m));
-        }
+        outbox.flush(|t, m| try_send(client.as_ref(), t, m));
     }
 
     fn on_command(&self, topic: &str, payload: &[u8]) {

@@ -93,6 +93,12 @@ def load_rgb(path):
     return Image.open(path).convert("RGB")
 
 
+def query_box(path, q):
+    """The protocol's query rectangle `q` (fractions; None: the whole scene) in the pixels of the
+    photo at `path`, exactly as lookd eval cuts it."""
+    return None if q is None else ctl.to_pixels(q, *Image.open(path).size)
+
+
 def to_input(img, box=None, side=SIDE):
     if box is not None:
         x, y, w, h = box
@@ -202,21 +208,15 @@ class Features:
         row = {p: i for i, p in enumerate(products)}
         self.pixels = px = LookdPixels(lookd, cache)
         photo_path, studio_path = f"{data}/products/{{}}.jpg".format, f"{studio}/products/{{}}.jpg".format
-        queries = {}
         for p in pairs:
             scene = f"{data}/scenes/{p['scene']}.jpg"
             px.want(scene)
-            q = ctl.query_rect(p["bbox"])
-            if q is not None:
-                w, h = Image.open(scene).size
-                queries[scene, tuple(q)] = ctl.to_pixels(q, w, h)
-            px.want(scene, queries.get((scene, None if q is None else tuple(q))))
+            px.want(scene, query_box(scene, ctl.query_rect(p["bbox"])))
         for p in products:
             for photo in (photo_path(p), studio_path(p)):
                 px.want(photo)
                 px.want(photo, None)
         px.make()
-        self.queries = queries
         photo_of = lambda p: px.photo(photo_path(p))  # noqa: E731
         studio_of = lambda p: px.photo(studio_path(p))  # noqa: E731
 
@@ -269,7 +269,7 @@ class Features:
         with backdrop, of the scene with its backdrop replaced."""
         path = f"{data}/scenes/{p['scene']}.jpg"
         if v == 0:  # the protocol's query: lookd's own crop and resize
-            return self.pixels.model_input(path, None if q is None else self.queries[path, tuple(q)])
+            return self.pixels.model_input(path, query_box(path, q))
         img = self.pixels.photo(path)
         if backdrop:
             img = replace_background(rng, img, np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")))

@@ -77,6 +77,18 @@ pub fn negotiate(
 
 /// The format of the frames to come: what the driver says it set, which need not be what was
 /// asked (a driver may answer an MJPG request with YUYV). `None` when lookd cannot read it.
+/// What to say when the driver settles on another frame rate than the one asked (its frame
+/// interval is numerator/denominator seconds); None when they agree to within 1%.
+pub fn rate_warning(asked_fps: u32, numerator: u32, denominator: u32) -> Option<String> {
+    if numerator == 0 || asked_fps == 0 {
+        return None;
+    }
+    let got = f64::from(denominator) / f64::from(numerator);
+    let asked = f64::from(asked_fps);
+    ((got - asked).abs() > asked * 0.01)
+        .then(|| format!("asked for {asked_fps} fps, the driver set {got:.2} fps"))
+}
+
 pub fn settled(asked: PixelFormat, driver: &[u8; 4]) -> Result<(PixelFormat, Option<String>), String> {
     match from_fourcc(driver) {
         Some(f) if f == asked => Ok((f, None)),
@@ -141,8 +153,25 @@ impl V4lSource {
         if let Some(w) = warning {
             log::warn!("{}: {w}", self.device.display());
         }
-        if let Err(e) = dev.set_params(&Parameters::with_fps(self.fps)) {
-            log::warn!("{}: cannot set {} fps: {e}", self.device.display(), self.fps);
+        if (got.width, got.height) != (self.width, self.height) {
+            log::warn!(
+                "{}: asked for {}x{}, the driver set {}x{}: reading {}x{}",
+                self.device.display(),
+                self.width,
+                self.height,
+                got.width,
+                got.height,
+                got.width,
+                got.height
+            );
+        }
+        match dev.set_params(&Parameters::with_fps(self.fps)) {
+            Err(e) => log::warn!("{}: cannot set {} fps: {e}", self.device.display(), self.fps),
+            Ok(p) => {
+                if let Some(w) = rate_warning(self.fps, p.interval.numerator, p.interval.denominator) {
+                    log::warn!("{}: {w}", self.device.display());
+                }
+            }
         }
         let mut stream =
             Stream::with_buffers(&dev, Type::VideoCapture, 4).map_err(|e| unavailable("cannot stream", e))?;
@@ -224,6 +253,15 @@ mod tests {
         );
         assert_eq!(negotiate(&[Yuyv, Mjpg], Some(Mjpg)).unwrap(), (Mjpg, None));
         assert!(negotiate(&[], Some(Mjpg)).is_err());
+    }
+
+    #[test]
+    fn a_rate_the_driver_changed_is_said_and_an_agreeing_one_is_not() {
+        assert_eq!(rate_warning(25, 1, 25), None);
+        assert_eq!(rate_warning(30, 1001, 30000), None); // 29.97 is within 1% of 30
+        assert_eq!(rate_warning(25, 1, 5).unwrap(), "asked for 25 fps, the driver set 5.00 fps");
+        assert_eq!(rate_warning(25, 2, 25).unwrap(), "asked for 25 fps, the driver set 12.50 fps");
+        assert_eq!(rate_warning(25, 0, 0), None); // a driver that says nothing
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     pub mqtt: RawMqtt,
     pub broker: RawBroker,
+    pub kiosk: RawKiosk,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -92,6 +93,13 @@ pub struct RawBroker {
     pub websocket: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawKiosk {
+    pub listen: Option<String>,
+    pub websocket: Option<String>,
+}
+
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
@@ -102,6 +110,7 @@ impl Default for RawConfig {
             pipeline: RawPipeline::default(),
             mqtt: RawMqtt::default(),
             broker: RawBroker::default(),
+            kiosk: RawKiosk::default(),
         }
     }
 }
@@ -208,6 +217,27 @@ pub enum Broker {
     },
 }
 
+/// The kiosk page's HTTP listener (`[kiosk]`), when configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kiosk {
+    pub listen: String,
+    /// The MQTT-over-WebSocket URL the page connects to; None: the embedded broker's WebSocket
+    /// port, on the host the page was loaded from.
+    pub websocket: Option<String>,
+}
+
+/// Whether a listener bound to `addr` can be reached from beyond this machine. Only 127.0.0.1
+/// and ::1 count as private: the rest of 127.0.0.0/8 counts as exposed too, deliberately, so
+/// that a test on 127.0.0.2 stands for the store's network. What does not parse counts as
+/// exposed.
+pub fn exposed(addr: &str) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) && a.ip() != IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Err(_) => true,
+    }
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -236,6 +266,7 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub max_payload: usize,
+    pub kiosk: Option<Kiosk>,
 }
 
 impl Config {
@@ -286,6 +317,7 @@ impl RawConfig {
         )?;
         let source = resolve_source(c)?;
         let broker = resolve_broker(&self)?;
+        let kiosk = resolve_kiosk(&self, &broker)?;
         let expand = |s: &str| s.replace("{device-id}", &id);
         Ok(Config {
             prefix: expand(m.prefix.trim_end_matches('/')),
@@ -313,6 +345,7 @@ impl RawConfig {
             password_file: m.password_file.clone(),
             ca_file: m.ca_file.clone(),
             max_payload: m.max_payload,
+            kiosk,
         })
     }
 }
@@ -407,6 +440,50 @@ fn resolve_broker(raw: &RawConfig) -> Result<Broker, Invalid> {
     Ok(Broker::External { host: host.to_string(), port, tls })
 }
 
+fn resolve_kiosk(raw: &RawConfig, broker: &Broker) -> Result<Option<Kiosk>, Invalid> {
+    let k = &raw.kiosk;
+    let mut listening: Vec<(&'static str, &str)> = Vec::new();
+    if let Broker::Embedded { listen, websocket } = broker {
+        listening.push(("broker.listen", listen));
+        if let Some(ws) = websocket {
+            check(ws.parse::<std::net::SocketAddr>().is_ok(), "broker.websocket", "must be host:port")?;
+            listening.push(("broker.websocket", ws));
+        }
+    }
+    if let Some(listen) = &k.listen {
+        check(listen.parse::<std::net::SocketAddr>().is_ok(), "kiosk.listen", "must be host:port")?;
+        listening.push(("kiosk.listen", listen));
+    }
+    if let Some((key, addr)) = listening.iter().find(|(_, a)| exposed(a)) {
+        let m = &raw.mqtt;
+        check(
+            m.username.is_some() && m.password_file.is_some(),
+            "mqtt.password-file",
+            &format!(
+                "{key} = {addr:?} is reachable beyond this machine (only 127.0.0.1 and ::1 are not): \
+                 set mqtt.username and mqtt.password-file, so that nobody on that network reads \
+                 lookd's topics or commands it without them"
+            ),
+        )?;
+    }
+    let Some(listen) = k.listen.clone() else { return Ok(None) };
+    if let Some(url) = &k.websocket {
+        check(
+            url.starts_with("ws://") || url.starts_with("wss://"),
+            "kiosk.websocket",
+            "must be a ws:// or wss:// URL",
+        )?;
+    } else {
+        check(
+            matches!(broker, Broker::Embedded { websocket: Some(_), .. }),
+            "kiosk.websocket",
+            "the kiosk page talks MQTT over WebSocket: set broker.websocket (the embedded broker) \
+             or kiosk.websocket (an external broker's ws:// URL)",
+        )?;
+    }
+    Ok(Some(Kiosk { listen, websocket: k.websocket.clone() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +499,48 @@ mod tests {
         assert_eq!(raw, RawConfig::default());
         let c = Config::parse(DEFAULT_TOML, Path::new("d.toml")).unwrap();
         assert_eq!((c.prefix.as_str(), c.client_id.as_str()), ("lookd/mirror", "lookd-mirror"));
+    }
+
+    #[test]
+    fn only_127_0_0_1_and_ipv6_loopback_are_private() {
+        for private in ["127.0.0.1:8080", "[::1]:8080"] {
+            assert!(!exposed(private), "{private}");
+        }
+        for open in ["0.0.0.0:8080", "192.168.1.20:8080", "127.0.0.2:8080", "[::]:8080", "mirror:8080", ""] {
+            assert!(exposed(open), "{open}");
+        }
+    }
+
+    #[test]
+    fn an_exposed_listener_needs_the_broker_password() {
+        let creds = "[mqtt]\nusername = \"kiosk\"\npassword-file = \"/etc/lookd/pw\"\n";
+        let kiosk = |listen: &str| {
+            format!("[broker]\nwebsocket = \"127.0.0.1:9001\"\n[kiosk]\nlisten = \"{listen}\"\n")
+        };
+        // On loopback, no password is needed; the page takes the embedded broker's WebSocket.
+        let c = Config::parse(&kiosk("127.0.0.1:8080"), Path::new("k.toml")).unwrap();
+        assert_eq!(c.kiosk, Some(Kiosk { listen: "127.0.0.1:8080".into(), websocket: None }));
+        check_error(
+            &kiosk("0.0.0.0:8080"),
+            "mqtt.password-file: kiosk.listen = \"0.0.0.0:8080\" is reachable",
+        );
+        check_error(&kiosk("127.0.0.2:8080"), "set mqtt.username and mqtt.password-file");
+        check_error("[broker]\nlisten = \"0.0.0.0:1883\"", "mqtt.password-file: broker.listen");
+        check_error("[broker]\nwebsocket = \"192.168.1.5:9001\"", "mqtt.password-file: broker.websocket");
+        assert!(Config::parse(&format!("{creds}{}", kiosk("0.0.0.0:8080")), Path::new("k.toml")).is_ok());
+        // The page needs MQTT over WebSocket from somewhere.
+        check_error(
+            "[kiosk]\nlisten = \"127.0.0.1:8080\"",
+            "kiosk.websocket: the kiosk page talks MQTT over WebSocket",
+        );
+        check_error(
+            "[kiosk]\nlisten = \"127.0.0.1:8080\"\nwebsocket = \"http://x\"",
+            "kiosk.websocket: must be a ws://",
+        );
+        check_error("[kiosk]\nlisten = \"8080\"", "kiosk.listen: must be host:port");
+        let external = "[mqtt]\nbroker = \"mqtt://127.0.0.1:1883\"\n[kiosk]\nlisten = \"127.0.0.1:8080\"\nwebsocket = \"ws://127.0.0.1:9001\"\n";
+        let c = Config::parse(external, Path::new("k.toml")).unwrap();
+        assert_eq!(c.kiosk.unwrap().websocket.as_deref(), Some("ws://127.0.0.1:9001"));
     }
 
     #[test]

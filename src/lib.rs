@@ -14,6 +14,7 @@ pub mod config;
 pub mod dataset;
 pub mod embedding;
 pub mod eval;
+pub mod kiosk;
 pub mod leakage;
 pub mod model;
 pub mod pipeline;

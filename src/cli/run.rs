@@ -57,11 +57,19 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let settings = mqtt_settings(&config, &a.config)?;
     if let Broker::Embedded { listen, websocket } = &config.broker {
-        publish::start_embedded_broker(listen, websocket.as_deref())?;
+        let login = settings.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        publish::start_embedded_broker(listen, websocket.as_deref(), login)?;
         log::info!(
-            "embedded broker on {listen}{}",
-            websocket.as_ref().map(|w| format!(", websocket on {w}")).unwrap_or_default()
+            "embedded broker on {listen}{}{}",
+            websocket.as_ref().map(|w| format!(", websocket on {w}")).unwrap_or_default(),
+            if login.is_some() { ", login required" } else { "" }
         );
+    }
+    if let Some(kiosk) = &config.kiosk {
+        let site = kiosk_site(&config, kiosk, &cache, settings.credentials.is_some());
+        let products = site.products.len();
+        let addr = lookd::kiosk::start(&kiosk.listen, site)?;
+        log::info!("kiosk page on http://{addr}/ ({products} products)");
     }
     let mqtt = Mqtt::start(settings);
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -87,6 +95,38 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     log::info!("stopping after {} frames", counters.frames_in.load(Ordering::Relaxed));
     mqtt.shutdown(Duration::from_millis(1500));
     Ok(code::OK)
+}
+
+/// What the kiosk listener serves: the cache's products (their images where the catalog puts
+/// them) and the page's settings.
+fn kiosk_site(
+    config: &Config,
+    kiosk: &lookd::config::Kiosk,
+    cache: &lookd::cache::ProductCache,
+    login: bool,
+) -> lookd::kiosk::Site {
+    let images = config.catalog_images.clone().unwrap_or_else(|| match config.catalog_csv.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    let ws_port = match &config.broker {
+        Broker::Embedded { websocket: Some(ws), .. } => {
+            ws.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+        }
+        _ => None,
+    };
+    lookd::kiosk::Site {
+        products: lookd::kiosk::ProductTable::new(cache.products(), &images),
+        page: lookd::kiosk::PageSettings {
+            device: config.device_id.clone(),
+            prefix: config.prefix.clone(),
+            ws_url: kiosk.websocket.clone(),
+            ws_port,
+            login,
+            username: if login { config.username.clone() } else { None },
+            top: config.top,
+        },
+    }
 }
 
 /// How often a long start-up tells systemd it is still working, and by how much each message

@@ -433,7 +433,13 @@ pub fn watch(settings: &Settings, mut each: impl FnMut(&str, &[u8]) -> bool) {
 /// The embedded broker (rumqttd) on `listen`, and optionally MQTT over WebSocket on `websocket`,
 /// in its own thread. rumqttd keeps each topic's recent messages in memory (its commit log);
 /// two 256 KiB segments per topic bound that on a kiosk, which needs no history.
-pub fn start_embedded_broker(listen: &str, websocket: Option<&str>) -> Result<(), PublishError> {
+///
+/// With `login` (user, password), both listeners refuse any client that does not give them.
+pub fn start_embedded_broker(
+    listen: &str,
+    websocket: Option<&str>,
+    login: Option<(&str, &str)>,
+) -> Result<(), PublishError> {
     let server = |name: &str, addr: &str| {
         format!(
             "[{name}.1]\nname = \"{name}\"\nlisten = \"{addr}\"\nnext_connection_delay_ms = 1\n\
@@ -449,7 +455,17 @@ pub fn start_embedded_broker(listen: &str, websocket: Option<&str>) -> Result<()
     if let Some(ws) = websocket {
         text.push_str(&server("ws", ws));
     }
-    let config: rumqttd::Config = toml::from_str(&text).map_err(|e| PublishError::Broker(e.to_string()))?;
+    let mut config: rumqttd::Config =
+        toml::from_str(&text).map_err(|e| PublishError::Broker(e.to_string()))?;
+    if let Some((user, password)) = login {
+        let users: std::collections::HashMap<String, String> =
+            [(user.to_string(), password.to_string())].into_iter().collect();
+        for servers in [config.v4.as_mut(), config.ws.as_mut()].into_iter().flatten() {
+            for server in servers.values_mut() {
+                server.connections.auth = Some(users.clone());
+            }
+        }
+    }
     // Fail here, clearly, if the port is taken (rumqttd would only log it from its thread).
     std::net::TcpListener::bind(listen)
         .map_err(|e| PublishError::Broker(format!("cannot listen on {listen}: {e}")))?;

@@ -10,21 +10,28 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, have, lookd, s, stdout, synth_catalog, tiny_model, wait_port, KillOnDrop};
 
-struct Mosquitto {
+pub(crate) struct Mosquitto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     conf: PathBuf,
     /// Everything the broker did (`log_type all`): who published what, who disconnected how.
     log: PathBuf,
 }
 
 impl Mosquitto {
-    fn start(dir: &Path, port: u16) -> Mosquitto {
+    pub(crate) fn start(dir: &Path, port: u16) -> Mosquitto {
+        Mosquitto::start_with(dir, port, "")
+    }
+    /// With more configuration after the MQTT listener's (another listener, say).
+    pub(crate) fn start_with(dir: &Path, port: u16, extra: &str) -> Mosquitto {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n"),
+            format!(
+                "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\n\
+                 listener {port} 127.0.0.1\n{extra}"
+            ),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -62,7 +69,7 @@ impl Drop for Mosquitto {
 }
 
 /// mosquitto_sub on `<prefix>/#`: each line "topic payload" arrives on a channel.
-struct Sub {
+pub(crate) struct Sub {
     child: Child,
     lines: Receiver<(String, String)>,
     /// Received, not yet matched by an `expect`, in arrival order.
@@ -70,7 +77,7 @@ struct Sub {
 }
 
 impl Sub {
-    fn start(port: u16, prefix: &str) -> Sub {
+    pub(crate) fn start(port: u16, prefix: &str) -> Sub {
         let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{prefix}/#"), "-v"])
             .stdout(Stdio::piped())
@@ -93,7 +100,7 @@ impl Sub {
 
     /// The first message on `topic` (after the prefix) that `pred` accepts, within `limit`;
     /// earlier messages it does not match stay for later calls.
-    fn expect(
+    pub(crate) fn expect(
         &self,
         topic: &str,
         limit: Duration,
@@ -125,12 +132,12 @@ impl Drop for Sub {
     }
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
 }
 
 impl Daemon {
-    fn start(config: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path) -> Daemon {
         let child = crate::lookd_command()
             .args(["run", "--config", s(config)])
             .env("RUST_LOG", "warn")
@@ -140,7 +147,7 @@ impl Daemon {
         Daemon { child }
     }
     /// SIGTERM, and the exit status within `limit`.
-    fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let end = Instant::now() + limit;
         while Instant::now() < end {
@@ -160,9 +167,9 @@ impl Drop for Daemon {
     }
 }
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 /// A synthesized street scene: a figure in two colours on a backdrop, each seed its own; scenes
@@ -190,7 +197,7 @@ const PRODUCTS: usize = 24;
 /// A temp folder with a synthesized catalog (`PRODUCTS`), its cache built with the tiny model,
 /// and `scenes/` holding `scenes` synthesized scenes named 0.jpg, 1.jpg, ...
 /// No shared photo is needed: what these tests check is the daemon, not the model.
-fn setup(scenes: u32) -> Setup {
+pub(crate) fn setup(scenes: u32) -> Setup {
     let setup = setup_without_cache(scenes, PRODUCTS);
     let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("catalog.cache"));
     let o =
@@ -211,7 +218,7 @@ fn setup_without_cache(scenes: u32, products: usize) -> Setup {
     Setup { _dir: dir, root }
 }
 
-fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
     let config = s.root.join("lookd.toml");
     let text = format!(
         "device-id = \"t\"\nmodel = {model:?}\n[catalog]\ncsv = {csv:?}\nimages = {images:?}\ncache = {cache:?}\n\
@@ -227,7 +234,7 @@ fn write_config(s: &Setup, broker: &str, extra: &str) -> PathBuf {
     config
 }
 
-fn ids(v: &serde_json::Value) -> Vec<String> {
+pub(crate) fn ids(v: &serde_json::Value) -> Vec<String> {
     v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod faults;
+mod kiosk;
 mod model;
 mod report;
 mod startup;
@@ -181,6 +182,15 @@ pub fn wait_port(port: u16) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < end, "nothing listens on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The same for a listener on another loopback address (127.0.0.2 stands for a store network).
+pub fn wait_port_on(host: &str, port: u16) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect((host, port)).is_err() {
+        assert!(std::time::Instant::now() < end, "nothing listens on {host}:{port}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -146,6 +146,11 @@ impl Daemon {
             .unwrap();
         Daemon { child }
     }
+    /// SIGKILL: no goodbye, so only the broker's last will says `offline`.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
     /// SIGTERM, and the exit status within `limit`.
     pub(crate) fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -237,12 +237,22 @@ fn kiosk_setup(broker: &str, kiosk: &str) -> (Setup, PathBuf) {
 /// The page's journey with one broker: the grid of the retained ranking (images loaded, rank
 /// order), a category click (state, then grid), offline when lookd stops, back without a
 /// reload when it returns, nothing fetched from anywhere but the page's own host.
+/// How the test stops lookd.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGTERM: lookd says `offline` itself.
+    Term,
+    /// SIGKILL: the broker's last will says it, after the keep-alive.
+    Kill,
+}
+
 fn journey(
     b: &Browser,
     page: &str,
     sub: &Sub,
     config: &Path,
     mut daemon: Daemon,
+    stop: Stop,
     offline_within: Duration,
 ) -> Daemon {
     b.goto(page);
@@ -285,7 +295,10 @@ fn journey(
 
     // lookd stops: offline within the keep-alive; back, the grid returns without a reload.
     let stopped = Instant::now();
-    assert!(daemon.terminate(Duration::from_secs(10)).is_some(), "lookd did not stop");
+    match stop {
+        Stop::Term => assert!(daemon.terminate(Duration::from_secs(10)).is_some(), "lookd did not stop"),
+        Stop::Kill => daemon.kill(),
+    }
     let (_, offline_at) = b.wait_for(
         "offline",
         "return document.body.dataset.state === 'offline'",
@@ -364,8 +377,15 @@ fn kiosk_page_in_a_browser_with_the_embedded_broker() {
     crate::wait_port(web);
     let sub = Sub::start(mqtt, "lookd/t");
     // The embedded broker goes down with lookd: the page sees its WebSocket close at once.
-    let _daemon =
-        journey(&browser, &format!("http://127.0.0.1:{web}/"), &sub, &config, daemon, Duration::from_secs(3));
+    let _daemon = journey(
+        &browser,
+        &format!("http://127.0.0.1:{web}/"),
+        &sub,
+        &config,
+        daemon,
+        Stop::Term,
+        Duration::from_secs(3),
+    );
     layouts(&browser, "synthetic");
 }
 
@@ -420,9 +440,18 @@ fn kiosk_page_in_a_browser_with_mosquitto_websockets() {
     let daemon = Daemon::start(&config);
     crate::wait_port(web);
     let sub = Sub::start(mqtt, "lookd/t");
-    // mosquitto stays up: the page learns from lookd's `offline` (said on stop; the will says
-    // it within the keep-alive otherwise).
-    journey(&browser, &format!("http://127.0.0.1:{web}/"), &sub, &config, daemon, Duration::from_secs(8));
+    // mosquitto stays up and lookd is killed: only its last will can tell the page. mosquitto
+    // sends it as soon as the connection drops without a DISCONNECT; a network that vanished
+    // silently would take the keep-alive and a half (7.5 s), the limit allowed here.
+    journey(
+        &browser,
+        &format!("http://127.0.0.1:{web}/"),
+        &sub,
+        &config,
+        daemon,
+        Stop::Kill,
+        Duration::from_secs(10),
+    );
 }
 
 #[test]

@@ -146,6 +146,27 @@ impl Daemon {
             .unwrap();
         Daemon { child }
     }
+    /// The same with its stderr (RUST_LOG=info) in `log`.
+    pub(crate) fn start_logged(config: &Path, log: &Path) -> Daemon {
+        let child = crate::lookd_command()
+            .args(["run", "--config", s(config)])
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+    /// Its exit status, if it exits within `limit` (killed otherwise).
+    pub(crate) fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
     /// SIGKILL: no goodbye, so only the broker's last will says `offline`.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

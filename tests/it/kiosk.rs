@@ -292,6 +292,13 @@ fn journey(
         b.eval("return document.querySelector(\"#categories button[data-slug='pants']\").getAttribute('aria-pressed')"),
         json!("true")
     );
+    // The connection holds past the page's 10 s keep-alive: its pings go out.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        b.eval("return window.lookdKiosk.connects"),
+        json!(1),
+        "the page reconnected: its keep-alive failed"
+    );
 
     // lookd stops: offline within the keep-alive; back, the grid returns without a reload.
     let stopped = Instant::now();
@@ -462,9 +469,16 @@ fn an_exposed_kiosk_needs_the_password_and_the_page_takes_it_from_its_url() {
     );
     // Without a password, lookd refuses to start: a configuration error, exit 78.
     let (setup, config) = kiosk_setup("[mqtt]\nbroker = \"embedded\"", &listeners);
-    let o = crate::lookd(&["run", "--config", s(&config)]);
-    assert_eq!(o.status.code(), Some(78), "{}", crate::stderr(&o));
-    assert!(crate::stderr(&o).contains("mqtt.password-file"), "{}", crate::stderr(&o));
+    let log = setup.root.join("refused.log");
+    let mut refused = Daemon::start_logged(&config, &log);
+    let status = refused.wait(Duration::from_secs(30));
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(78),
+        "lookd started on an exposed address without a password: {said}"
+    );
+    assert!(said.contains("mqtt.password-file"), "{said}");
 
     let password = setup.root.join("kiosk-password");
     std::fs::write(&password, "s3cret-mirror\n").unwrap();

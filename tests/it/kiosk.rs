@@ -299,6 +299,11 @@ fn journey(
         json!(1),
         "the page reconnected: its keep-alive failed"
     );
+    // And the browser's console has no error: no refused resource, no policy violation.
+    let console = b.call("POST", &b.at("/se/log"), Some(json!({"type": "browser"})));
+    let errors: Vec<&Value> =
+        console["value"].as_array().into_iter().flatten().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "the page's console: {errors:?}");
 
     // lookd stops: offline within the keep-alive; back, the grid returns without a reload.
     let stopped = Instant::now();

@@ -456,6 +456,48 @@ fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
     assert_eq!((t.as_slice(), payload.as_slice()), (&topic[..], &b"online"[..]));
 }
 
+/// An MQTT 3.1.1 CONNECT over a fresh WebSocket to `host:port`, with or without a login: Ok when
+/// the broker accepts it (CONNACK 0), else what happened instead.
+pub(crate) fn ws_connect(host: &str, port: u16, login: Option<(&str, &str)>) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        conn,
+        "GET /mqtt HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        conn.read_exact(&mut b).map_err(|e| format!("upgrade: {e}"))?;
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(String::from_utf8_lossy(&head).into_owned());
+    }
+    let flags = if login.is_some() { 0xc2 } else { 0x02 };
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags, 0x00, 0x1e];
+    let mut field = |f: &[u8]| {
+        connect.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        connect.extend_from_slice(f);
+    };
+    field(b"ws-probe");
+    if let Some((user, password)) = login {
+        field(user.as_bytes());
+        field(password.as_bytes());
+    }
+    ws_send(&mut conn, &mqtt_packet(0x10, &connect));
+    let mut reply = [0u8; 6];
+    match conn.read(&mut reply) {
+        Ok(0) => Err("the broker closed the connection".into()),
+        Ok(n) if n >= 6 && reply[2..6] == [0x20, 0x02, 0x00, 0x00] => Ok(()),
+        Ok(n) => Err(format!("replied {:02x?}", &reply[..n])),
+        Err(e) => Err(format!("no CONNACK: {e}")),
+    }
+}
+
 /// An MQTT control packet: its first byte, the remaining length (variable-length encoded), `body`.
 fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];

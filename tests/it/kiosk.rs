@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::daemon::{ids, setup, write_config, Daemon, Mosquitto, Setup, Sub};
-use crate::{free_port, have, repo, s, KillOnDrop};
+use crate::{free_port, have, repo, KillOnDrop};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -525,6 +525,11 @@ fn an_exposed_kiosk_needs_the_password_and_the_page_takes_it_from_its_url() {
         let right = sub(&["-u", "kiosk", "-P", "s3cret-mirror"]);
         assert_eq!(String::from_utf8_lossy(&right.stdout).trim(), "online");
     }
+    // The WebSocket listener, which the page uses, refuses the same way.
+    let anonymous = crate::daemon::ws_connect("127.0.0.2", ws, None);
+    assert!(anonymous.is_err(), "an anonymous WebSocket client was accepted");
+    assert!(crate::daemon::ws_connect("127.0.0.2", ws, Some(("kiosk", "guess"))).is_err());
+    assert_eq!(crate::daemon::ws_connect("127.0.0.2", ws, Some(("kiosk", "s3cret-mirror"))), Ok(()));
     let Some(browser) = Browser::start(1920, 1080) else { return };
     // Without the token the page asks, and shows nothing.
     browser.goto(&format!("http://127.0.0.2:{web}/"));

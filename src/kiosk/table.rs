@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cache::codec::StoredProduct;
+use crate::cache::StoredProduct;
 
 /// The longest id a request may name (the catalog's are UUIDs, 36 characters).
 pub const MAX_ID: usize = 128;

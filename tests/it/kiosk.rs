@@ -74,6 +74,22 @@ impl Browser {
         if !have("chromedriver") || !have("chromium") {
             return None;
         }
+        // A port from free_port() can be taken by another test's listener before chromedriver
+        // binds it, and a browser can fail to start on a loaded machine: try again, afresh.
+        let mut last = Value::Null;
+        for _ in 0..3 {
+            match Browser::try_start(width, height) {
+                Ok(b) => return Some(b),
+                Err(reply) => {
+                    eprintln!("kiosk: no browser session ({reply}); trying again");
+                    last = reply;
+                }
+            }
+        }
+        panic!("no browser session in 3 tries: {last}");
+    }
+
+    fn try_start(width: u32, height: u32) -> Result<Browser, Value> {
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -109,9 +125,13 @@ impl Browser {
             "goog:loggingPrefs": {"browser": "ALL"},
         }}});
         let created = b.call("POST", "/session", Some(caps));
-        b.session =
-            created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).into();
-        Some(b)
+        match created["value"]["sessionId"].as_str() {
+            Some(id) => {
+                b.session = id.to_string();
+                Ok(b)
+            }
+            None => Err(created),
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {

@@ -113,6 +113,16 @@ impl Catalog {
     }
 }
 
+/// The folder a catalog's image paths are relative to: `images` when the config names one, else
+/// the CSV's own folder. The cache builder and the kiosk listener both read images from here.
+pub fn images_dir(csv: &Path, images: Option<&Path>) -> std::path::PathBuf {
+    match (images, csv.parent()) {
+        (Some(dir), _) => dir.to_path_buf(),
+        (None, Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        (None, _) => std::path::PathBuf::from("."),
+    }
+}
+
 /// A topic-safe short name of a category path: its last part, lowercased, runs of other
 /// characters folded to '-' ("Apparel & Accessories|Clothing|Shirts & Tops" -> "shirts-tops").
 pub fn slug(path: &str) -> String {

@@ -51,7 +51,7 @@ pub type Progress<'p> = &'p mut dyn FnMut(usize, usize);
 pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheError> {
     let catalog = Catalog::read(plan.catalog)?;
     remove_leftover_temps(plan.out);
-    let base = plan.images.map(Path::to_path_buf).unwrap_or_else(|| dir_of(plan.catalog));
+    let base = crate::catalog::images_dir(plan.catalog, plan.images);
     let fingerprint = plan.folder.product_fingerprint();
     let partial = partial_path(plan.out);
     let mut previous = previous_embeddings(&partial, &fingerprint);

@@ -105,10 +105,7 @@ fn kiosk_site(
     cache: &lookd::cache::ProductCache,
     login: bool,
 ) -> lookd::kiosk::Site {
-    let images = config.catalog_images.clone().unwrap_or_else(|| match config.catalog_csv.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    });
+    let images = lookd::catalog::images_dir(&config.catalog_csv, config.catalog_images.as_deref());
     let ws_port = match &config.broker {
         Broker::Embedded { websocket: Some(ws), .. } => {
             ws.parse::<std::net::SocketAddr>().ok().map(|a| a.port())

@@ -166,11 +166,15 @@ fn looked_up<'a>(site: &'a Site, id: &str) -> Result<&'a table::Product, Box<Res
     }
 }
 
-async fn settings(State(site): State<Arc<Site>>) -> Response {
-    let mut r = Json(&site.page).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+fn json(body: impl serde::Serialize, cache: &'static str) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     common(r.headers_mut());
     r
+}
+
+async fn settings(State(site): State<Arc<Site>>) -> Response {
+    json(&site.page, "no-store")
 }
 
 async fn product(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Response {
@@ -181,10 +185,7 @@ async fn product(State(site): State<Arc<Site>>, Path(id): Path<String>) -> Respo
     let body = serde_json::json!({
         "id": p.id, "category": p.category, "fields": p.fields, "image": format!("/images/{}", p.id),
     });
-    let mut r = Json(body).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(IMAGE_CACHE));
-    common(r.headers_mut());
-    r
+    json(body, IMAGE_CACHE)
 }
 
 async fn image(State(site): State<Arc<Site>>, Path(id): Path<String>, request: HeaderMap) -> Response {

@@ -138,20 +138,17 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(config: &Path) -> Daemon {
-        let child = crate::lookd_command()
-            .args(["run", "--config", s(config)])
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child }
+        Daemon::spawn(config, "warn", Stdio::null())
     }
     /// The same with its stderr (RUST_LOG=info) in `log`.
     pub(crate) fn start_logged(config: &Path, log: &Path) -> Daemon {
+        Daemon::spawn(config, "info", std::fs::File::create(log).unwrap().into())
+    }
+    fn spawn(config: &Path, rust_log: &str, stderr: Stdio) -> Daemon {
         let child = crate::lookd_command()
             .args(["run", "--config", s(config)])
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(log).unwrap())
+            .env("RUST_LOG", rust_log)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Daemon { child }
@@ -163,7 +160,7 @@ impl Daemon {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
         None
     }
@@ -175,14 +172,7 @@ impl Daemon {
     /// SIGTERM, and the exit status within `limit`.
     pub(crate) fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait(limit)
     }
 }
 

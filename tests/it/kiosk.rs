@@ -254,6 +254,37 @@ fn kiosk_setup(broker: &str, kiosk: &str) -> (Setup, PathBuf) {
     (setup, config)
 }
 
+/// Ports of a daemon on 127.0.0.1 with its embedded broker (MQTT and WebSocket) and the kiosk.
+struct Ports {
+    mqtt: u16,
+    ws: u16,
+    web: u16,
+}
+
+/// `kiosk_setup` with the embedded broker and the kiosk listener on loopback, lookd started
+/// and its kiosk listening.
+fn embedded_kiosk() -> (Setup, PathBuf, Ports, Daemon) {
+    let p = Ports { mqtt: free_port(), ws: free_port(), web: free_port() };
+    let (setup, config) = kiosk_setup(
+        &format!(
+            "[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{}\"\nwebsocket = \"127.0.0.1:{}\"",
+            p.mqtt, p.ws
+        ),
+        &format!("[kiosk]\nlisten = \"127.0.0.1:{}\"", p.web),
+    );
+    let daemon = Daemon::start(&config);
+    crate::wait_port(p.web);
+    (setup, config, p, daemon)
+}
+
+/// A script that is true when the grid shows `ids`, in that order.
+fn grid_is(ids: &[String]) -> String {
+    format!(
+        "const ids = [...document.querySelectorAll('#grid li')].map(li => li.dataset.id); return JSON.stringify(ids) === {:?};",
+        serde_json::to_string(ids).unwrap()
+    )
+}
+
 /// The page's journey with one broker: the grid of the retained ranking (images loaded, rank
 /// order), a category click (state, then grid), offline when lookd stops, back without a
 /// reload when it returns, nothing fetched from anywhere but the page's own host.
@@ -300,10 +331,7 @@ fn journey(
     let pants = sub.expect("recommendations/pants", WAIT, |_| true);
     let seen = Instant::now();
     let want_pants = ids(&pants);
-    let script = format!(
-        "const ids = [...document.querySelectorAll('#grid li')].map(li => li.dataset.id); return JSON.stringify(ids) === {:?};",
-        serde_json::to_string(&want_pants).unwrap()
-    );
+    let script = grid_is(&want_pants);
     let (_, shown_at) = b.wait_for("the pants grid", &script, WAIT);
     let lag = shown_at.saturating_duration_since(seen);
     eprintln!("kiosk: the pants grid shown {lag:?} after another subscriber got its ranking");
@@ -347,10 +375,7 @@ fn journey(
     // A restarted lookd starts on its configured category, shoes, and ranks the same scene alike.
     let daemon = Daemon::start(config);
     b.wait_for("online again", "return document.body.dataset.state === 'online'", WAIT);
-    let shoes_again = format!(
-        "const ids = [...document.querySelectorAll('#grid li')].map(li => li.dataset.id); return JSON.stringify(ids) === {:?};",
-        serde_json::to_string(&want).unwrap()
-    );
+    let shoes_again = grid_is(&want);
     b.wait_for("the shoes grid again", &shoes_again, WAIT);
     assert_eq!(b.eval("return window.loadMarker"), json!("first-load"), "the page was reloaded");
 
@@ -400,13 +425,7 @@ fn kiosk_page_in_a_browser_with_the_embedded_broker() {
     if !have("mosquitto_sub") {
         return;
     }
-    let (mqtt, ws, web) = (free_port(), free_port(), free_port());
-    let (_setup, config) = kiosk_setup(
-        &format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{mqtt}\"\nwebsocket = \"127.0.0.1:{ws}\""),
-        &format!("[kiosk]\nlisten = \"127.0.0.1:{web}\""),
-    );
-    let daemon = Daemon::start(&config);
-    crate::wait_port(web);
+    let (_setup, config, Ports { mqtt, web, .. }, daemon) = embedded_kiosk();
     let sub = Sub::start(mqtt, "lookd/t");
     // The embedded broker goes down with lookd: the page sees its WebSocket close at once.
     let _daemon = journey(
@@ -575,13 +594,7 @@ fn the_kiosk_listener_refuses_hostile_requests_and_keeps_serving() {
     if !have("mosquitto_sub") {
         return;
     }
-    let (mqtt, ws, web) = (free_port(), free_port(), free_port());
-    let (setup, config) = kiosk_setup(
-        &format!("[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{mqtt}\"\nwebsocket = \"127.0.0.1:{ws}\""),
-        &format!("[kiosk]\nlisten = \"127.0.0.1:{web}\""),
-    );
-    let _daemon = Daemon::start(&config);
-    crate::wait_port(web);
+    let (setup, _config, Ports { mqtt, ws, web }, _daemon) = embedded_kiosk();
     let h = "127.0.0.1";
 
     let (status, head, body) = get(h, web, "/");

@@ -179,11 +179,7 @@ pub fn have(program: &str) -> bool {
 /// Waits for a listener on 127.0.0.1:`port`: 30 s, since the embedded broker starts only once the
 /// daemon has built its cache, which on a loaded machine took more than 10 s.
 pub fn wait_port(port: u16) {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < end, "nothing listens on {port}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_port_on("127.0.0.1", port)
 }
 
 /// The same for a listener on another loopback address (127.0.0.2 stands for a store network).

@@ -34,6 +34,43 @@ pub struct RawConfig {
     pub mqtt: RawMqtt,
     pub broker: RawBroker,
     pub kiosk: RawKiosk,
+    pub fleet: RawFleet,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawFleet {
+    pub topic: Option<String>,
+    pub max_bytes: u64,
+    pub timeout_s: u64,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RawFleet {
+    fn default() -> Self {
+        RawFleet { topic: None, max_bytes: 256 << 20, timeout_s: 120, ca_file: None }
+    }
+}
+
+/// `[fleet]`: the catalog comes from the chain's central build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    pub topic: String,
+    pub max_bytes: u64,
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        let raw = RawFleet::default();
+        Fleet {
+            topic: String::new(),
+            max_bytes: raw.max_bytes,
+            timeout: Duration::from_secs(raw.timeout_s),
+            ca_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -70,6 +107,7 @@ pub struct RawPipeline {
     pub hold_off_ms: u64,
     pub stats_interval_s: u64,
     pub threads: usize,
+    pub filter: crate::stock::Filter,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -111,6 +149,7 @@ impl Default for RawConfig {
             mqtt: RawMqtt::default(),
             broker: RawBroker::default(),
             kiosk: RawKiosk::default(),
+            fleet: RawFleet::default(),
         }
     }
 }
@@ -153,6 +192,7 @@ impl Default for RawPipeline {
             hold_off_ms: 2000,
             stats_interval_s: 10,
             threads: 1,
+            filter: Default::default(),
         }
     }
 }
@@ -267,6 +307,8 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub max_payload: usize,
     pub kiosk: Option<Kiosk>,
+    pub filter: crate::stock::Filter,
+    pub fleet: Option<Fleet>,
 }
 
 impl Config {
@@ -318,6 +360,14 @@ impl RawConfig {
         let source = resolve_source(c)?;
         let broker = resolve_broker(&self)?;
         let kiosk = resolve_kiosk(&self, &broker)?;
+        let fleet = resolve_fleet(&self.fleet)?;
+        for (field, values) in &p.filter {
+            check(
+                !field.trim().is_empty() && !values.is_empty(),
+                "pipeline.filter",
+                "each field needs at least one value: filter = { department = [\"women\"] }",
+            )?;
+        }
         let expand = |s: &str| s.replace("{device-id}", &id);
         Ok(Config {
             prefix: expand(m.prefix.trim_end_matches('/')),
@@ -346,6 +396,8 @@ impl RawConfig {
             ca_file: m.ca_file.clone(),
             max_payload: m.max_payload,
             kiosk,
+            filter: p.filter.clone(),
+            fleet,
         })
     }
 }
@@ -438,6 +490,23 @@ fn resolve_broker(raw: &RawConfig) -> Result<Broker, Invalid> {
     check(!host.is_empty(), "mqtt.broker", "needs a host")?;
     check(!tls || raw.mqtt.ca_file.is_some(), "mqtt.ca-file", "mqtts:// needs a CA file")?;
     Ok(Broker::External { host: host.to_string(), port, tls })
+}
+
+fn resolve_fleet(f: &RawFleet) -> Result<Option<Fleet>, Invalid> {
+    let Some(topic) = &f.topic else { return Ok(None) };
+    check(
+        !topic.is_empty() && !topic.contains(['#', '+']) && !topic.starts_with('/'),
+        "fleet.topic",
+        "must be a topic without wildcards, such as \"lookd/fleet/catalog\"",
+    )?;
+    check(f.max_bytes >= 1024, "fleet.max-bytes", "must be at least 1024")?;
+    check(f.timeout_s > 0, "fleet.timeout-s", "must be positive")?;
+    Ok(Some(Fleet {
+        topic: topic.clone(),
+        max_bytes: f.max_bytes,
+        timeout: Duration::from_secs(f.timeout_s),
+        ca_file: f.ca_file.clone(),
+    }))
 }
 
 fn resolve_kiosk(raw: &RawConfig, broker: &Broker) -> Result<Option<Kiosk>, Invalid> {

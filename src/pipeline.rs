@@ -20,10 +20,13 @@ use crate::embedding::SceneEmbedding;
 use crate::model::{ModelError, ModelFolder, SceneModel};
 use crate::preprocess::{self, pixel};
 use crate::publish::payload::{
-    self, CategoryState, Command, CommandError, Recommendations, StageTimes, Stats,
+    self, CatalogState, CategoryState, Command, CommandError, FleetCatalog, Progress, Recommendations,
+    StageTimes, Stats,
 };
 use crate::publish::{Mqtt, Received};
 use crate::recommend::recommend;
+use crate::stock::{Counts, Stock};
+use crate::update::{Event, Identity, Job, NewCatalog, Updater};
 
 /// What the pipeline needs from MQTT; `Mqtt` is the real one.
 pub trait Publisher: Sync {
@@ -130,6 +133,10 @@ pub enum Notice<'a> {
     /// The loop is alive. Sent from the loop itself, between frames: a hung inference, ranking
     /// or publish stops it, and the supervisor restarts the process.
     Watchdog,
+    /// A new catalog is being made (systemd: RELOADING=1); the old one still serves.
+    Reloading,
+    /// It is in, or it failed and the old one stays (systemd: READY=1).
+    Reloaded,
 }
 
 impl Options {
@@ -150,17 +157,61 @@ impl Options {
     }
 }
 
-/// The model and cache, loaded once.
+/// The kiosk listener's product table, replaced with each new catalog, and where the catalog's
+/// images are.
+pub struct KioskProducts {
+    pub table: crate::kiosk::SharedTable,
+    pub images: std::path::PathBuf,
+}
+
+/// The model, loaded once; the cache, replaced whole when a new catalog comes; what may be
+/// recommended from it.
 pub struct Engine {
     pub folder: ModelFolder,
     pub scene: SceneModel,
     pub cache: ProductCache,
+    /// Which catalog `cache` is.
+    pub identity: Identity,
+    stock: Stock,
+    /// One flag per cache row: may it be recommended (`stock`).
+    allowed: Vec<bool>,
+    counts: Counts,
+    /// Makes new catalogs beside the loop (none: the catalog never changes).
+    pub updates: Option<Updater>,
+    pub kiosk: Option<KioskProducts>,
     pixels: Vec<f32>,
 }
 
 impl Engine {
     pub fn new(folder: ModelFolder, scene: SceneModel, cache: ProductCache) -> Engine {
-        Engine { folder, scene, cache, pixels: Vec::new() }
+        let identity = Identity { version: "local".into(), sha256: String::new(), built_ms: 0 };
+        let mut engine = Engine {
+            folder,
+            scene,
+            cache,
+            identity,
+            stock: Stock::default(),
+            allowed: Vec::new(),
+            counts: Counts::default(),
+            updates: None,
+            kiosk: None,
+            pixels: Vec::new(),
+        };
+        engine.restock();
+        engine
+    }
+
+    /// Restricts what may be recommended to products passing `filter` (`[pipeline] filter`);
+    /// refused, naming the problem, when no product could pass.
+    pub fn set_filter(&mut self, filter: crate::stock::Filter) -> Result<(), String> {
+        crate::stock::check_filter(&filter, self.cache.products())?;
+        self.stock.filter = filter;
+        self.restock();
+        Ok(())
+    }
+
+    fn restock(&mut self) {
+        (self.allowed, self.counts) = self.stock.mask(self.cache.products());
     }
 
     fn embed(&mut self, img: &RgbImage) -> Result<SceneEmbedding, ModelError> {
@@ -320,6 +371,11 @@ struct Loop<'a> {
     started: Instant,
     last_stats: (Instant, u64, u64),
     last_watchdog: Instant,
+    /// While a new catalog is made: what, and how far.
+    building: Option<Progress>,
+    /// The last fleet announcement heard: a reload fetches it again.
+    last_fleet: Option<FleetCatalog>,
+    swap_ms: f32,
 }
 
 impl<'a> Loop<'a> {
@@ -350,11 +406,15 @@ impl<'a> Loop<'a> {
             started: now,
             last_stats: (now, 0, 0),
             last_watchdog: now,
+            building: None,
+            last_fleet: None,
+            swap_ms: 0.0,
         }
     }
 
     fn run(&mut self, slot: &Slot<Frame>, shutdown: &AtomicBool, supervisor: &mut dyn FnMut(Notice)) {
         self.publish_category_state();
+        self.publish_catalog_state();
         let mut announced = false;
         while !shutdown.load(Ordering::Relaxed) {
             if !announced && (Counters::get(&self.c.frames_in) > 0 || self.started.elapsed() >= READY_WITHIN)
@@ -366,7 +426,8 @@ impl<'a> Loop<'a> {
                 announced = true;
             }
             self.ping_watchdog(supervisor);
-            self.handle_commands();
+            self.handle_commands(supervisor);
+            self.handle_updates(supervisor);
             if self.last_stats.0.elapsed() >= self.opts.stats_interval {
                 self.publish_stats();
             }
@@ -451,14 +512,20 @@ impl<'a> Loop<'a> {
     fn publish_recommendations(&mut self, started: Instant) {
         let Some((scene, seq, ts, mut times)) = self.last_scene.clone() else { return };
         let t = Instant::now();
-        let items =
-            match recommend(&scene, &self.engine.cache, &self.engine.folder, &self.category, self.opts.top) {
-                Ok(items) => items,
-                Err(e) => {
-                    log::warn!("ranking {}: {e}", self.category.path);
-                    return;
-                }
-            };
+        let items = match recommend(
+            &scene,
+            &self.engine.cache,
+            &self.engine.folder,
+            &self.category,
+            self.opts.top,
+            Some(&self.engine.allowed),
+        ) {
+            Ok(items) => items,
+            Err(e) => {
+                log::warn!("ranking {}: {e}", self.category.path);
+                return;
+            }
+        };
         times.rank = ms(t.elapsed());
         times.total = ms(started.elapsed());
         for (stage, v) in
@@ -491,25 +558,191 @@ impl<'a> Loop<'a> {
         self.publisher.publish_retained("category/state", serde_json::to_vec(&state).unwrap_or_default());
     }
 
-    fn handle_commands(&mut self) {
+    fn handle_commands(&mut self, supervisor: &mut dyn FnMut(Notice)) {
         for Received { suffix, command } in self.publisher.commands() {
-            let result = command
-                .and_then(|Command::SetCategory(name)| self.engine.cache.find_category(&name).cloned());
-            match result {
-                Ok(block) => {
-                    log::info!("category set to {}", block.path);
-                    self.category = block;
-                    self.publish_category_state();
-                    // Rank the scene we have for the new category at once: no new frame needed.
-                    self.publish_recommendations(Instant::now());
+            let result = match command {
+                Ok(Command::SetCategory(name)) => self.set_category(&name),
+                Ok(Command::Reload) => self.reload(&suffix, supervisor),
+                Ok(Command::Unavailable(ids)) => {
+                    let n = ids.len();
+                    self.engine.stock.unavailable = ids.into_iter().collect();
+                    self.restocked();
+                    log::info!("{n} products marked unavailable");
+                    Ok(())
                 }
-                Err(error) => {
-                    log::warn!("command on {suffix} refused: {error}");
-                    let e = CommandError { topic: suffix, error, ts_ms: now_ms(SystemTime::now()) };
-                    self.publisher.publish("error", serde_json::to_vec(&e).unwrap_or_default());
+                Ok(Command::SetFilter(filter)) => {
+                    let said = format!("{filter:?}");
+                    self.engine.set_filter(filter).map(|()| {
+                        log::info!("filter set to {said}");
+                        self.restocked();
+                    })
+                }
+                Ok(Command::Fleet(f)) => self.fleet(f, &suffix, supervisor),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = result {
+                self.refuse(&suffix, error);
+            }
+        }
+    }
+
+    /// Says on `<prefix>/error` what was refused, and why.
+    fn refuse(&self, topic: &str, error: String) {
+        log::warn!("{topic}: refused: {error}");
+        let e = CommandError { topic: topic.to_string(), error, ts_ms: now_ms(SystemTime::now()) };
+        self.publisher.publish("error", serde_json::to_vec(&e).unwrap_or_default());
+    }
+
+    fn set_category(&mut self, name: &str) -> Result<(), String> {
+        let block = self.engine.cache.find_category(name)?.clone();
+        log::info!("category set to {}", block.path);
+        self.category = block;
+        self.publish_category_state();
+        // Rank the scene we have for the new category at once: no new frame needed.
+        self.publish_recommendations(Instant::now());
+        Ok(())
+    }
+
+    /// The stock or the filter changed: the state says so, and the screen drops what left at once.
+    fn restocked(&mut self) {
+        self.engine.restock();
+        self.publish_catalog_state();
+        self.publish_recommendations(Instant::now());
+    }
+
+    /// A reload (SIGHUP, `catalog/reload`): the fleet's last catalog fetched again where the
+    /// mirror follows a fleet, else a rebuild from the catalog CSV.
+    fn reload(&mut self, topic: &str, supervisor: &mut dyn FnMut(Notice)) -> Result<(), String> {
+        let Some(updates) = &self.engine.updates else {
+            return Err("this lookd cannot reload its catalog".into());
+        };
+        match (&updates.fleet_topic, self.last_fleet.clone()) {
+            (Some(_), Some(f)) if f.sha256 == self.engine.identity.sha256 => {
+                log::info!("{topic}: already serving the fleet's catalog {}", f.version);
+                return Ok(());
+            }
+            (Some(_), Some(f)) => updates.submit(Job::Fetch(f), topic),
+            _ => updates.submit(Job::Rebuild { why: topic.to_string() }, topic),
+        }
+        supervisor(Notice::Reloading);
+        Ok(())
+    }
+
+    fn fleet(
+        &mut self,
+        f: FleetCatalog,
+        topic: &str,
+        supervisor: &mut dyn FnMut(Notice),
+    ) -> Result<(), String> {
+        let Some(updates) = &self.engine.updates else {
+            return Err("this lookd follows no fleet".into());
+        };
+        self.last_fleet = Some(f.clone());
+        if f.sha256 == self.engine.identity.sha256 {
+            log::info!("fleet catalog {}: already serving it", f.version);
+            return Ok(());
+        }
+        updates.submit(Job::Fetch(f), topic);
+        supervisor(Notice::Reloading);
+        Ok(())
+    }
+
+    fn handle_updates(&mut self, supervisor: &mut dyn FnMut(Notice)) {
+        let Some(updates) = &self.engine.updates else { return };
+        let signalled = updates.take_reload_signal();
+        let events = updates.events();
+        if signalled {
+            if let Err(e) = self.reload("SIGHUP", supervisor) {
+                self.refuse("SIGHUP", e);
+            }
+        }
+        for event in events {
+            match event {
+                Event::Progress(p) => {
+                    self.building = Some(p);
+                    self.publish_catalog_state();
+                }
+                Event::Ready(new) => {
+                    self.swap(*new);
+                    supervisor(Notice::Reloaded);
+                }
+                Event::Failed { topic, error } => {
+                    self.building = None;
+                    self.publish_catalog_state();
+                    self.refuse(&topic, error);
+                    supervisor(Notice::Reloaded);
                 }
             }
         }
+    }
+
+    /// Puts a new catalog in, between two frames. The old cache is dropped here (its map goes);
+    /// the category, the stock and the filter carry over where the new catalog allows.
+    fn swap(&mut self, new: NewCatalog) {
+        let t = Instant::now();
+        let NewCatalog { cache, identity, how } = new;
+        self.engine.cache = cache;
+        self.engine.identity = identity;
+        self.building = None;
+        let mut problems = Vec::new();
+        if let Err(e) = crate::stock::check_filter(&self.engine.stock.filter, self.engine.cache.products()) {
+            problems.push(format!("the filter was dropped: {e}"));
+            self.engine.stock.filter.clear();
+        }
+        self.engine.restock();
+        let cache = &self.engine.cache;
+        let category = cache.find_category(&self.category.path).cloned().or_else(|_| {
+            let fallback =
+                cache.find_category(&self.opts.category).or_else(|e| cache.categories().first().ok_or(e));
+            let fallback = fallback.cloned();
+            if let Ok(c) = &fallback {
+                problems.push(format!(
+                    "category {:?} is not in the new catalog: showing {}",
+                    self.category.path, c.path
+                ));
+            }
+            fallback
+        });
+        if let Ok(c) = category {
+            self.category = c;
+        }
+        if let Some(k) = &self.engine.kiosk {
+            let table = crate::kiosk::ProductTable::new(self.engine.cache.products(), &k.images);
+            *k.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+        }
+        self.swap_ms = ms(t.elapsed());
+        log::info!(
+            "catalog swapped in ({how}): version {}, {} products, in {:.2} ms",
+            self.engine.identity.version,
+            self.engine.cache.len(),
+            self.swap_ms
+        );
+        for p in problems {
+            self.refuse("catalog", p);
+        }
+        self.publish_category_state();
+        self.publish_catalog_state();
+        self.publish_recommendations(Instant::now());
+    }
+
+    fn publish_catalog_state(&self) {
+        let (e, cache) = (&self.engine, &self.engine.cache);
+        let state = CatalogState {
+            state: if self.building.is_some() { "building" } else { "ready" }.into(),
+            version: e.identity.version.clone(),
+            sha256: e.identity.sha256.clone(),
+            products: cache.len(),
+            categories: cache.categories().len(),
+            model: cache.model_id().to_string(),
+            fingerprint: crate::model::hex(cache.fingerprint()),
+            built_ms: e.identity.built_ms,
+            progress: self.building.clone(),
+            unavailable: e.counts.unavailable,
+            filter: e.stock.filter.clone(),
+            recommendable: e.counts.allowed,
+            swap_ms: self.swap_ms,
+        };
+        self.publisher.publish_retained("catalog/state", serde_json::to_vec(&state).unwrap_or_default());
     }
 
     fn publish_stats(&mut self) {
@@ -532,6 +765,7 @@ impl<'a> Loop<'a> {
             reconnects: self.publisher.reconnects(),
             category: self.category.path.clone(),
             cache_products: self.engine.cache.len(),
+            catalog_version: self.engine.identity.version.clone(),
             rss_kb: rss_kb(),
             latency_ms: self.windows.iter().map(|(k, w)| (k.to_string(), w.p50_p95())).collect(),
         };
@@ -547,8 +781,8 @@ impl<'a> Loop<'a> {
             stats.rss_kb
         );
         crate::systemd::notify(&format!(
-            "STATUS={} inferences, {} frames, broker {}",
-            stats.inferences, stats.frames_in, stats.broker
+            "STATUS={} inferences, {} frames, broker {}, catalog {}",
+            stats.inferences, stats.frames_in, stats.broker, stats.catalog_version
         ));
         self.publisher.publish("stats", serde_json::to_vec(&stats).unwrap_or_default());
         self.last_stats = (Instant::now(), frames, inferences);

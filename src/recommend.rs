@@ -62,16 +62,23 @@ pub fn score_block(
     Ok(rank::score(scene, &Products { globals: cache.globals(category), keys }))
 }
 
-/// The `top` products of `category` closest to `scene`, best first.
+/// The `top` products of `category` closest to `scene`, best first. With `allowed` (one flag per
+/// cache row, `stock::Stock::mask`), only rows flagged true are considered: a category still
+/// returns its `top` best allowed products.
 pub fn recommend(
     scene: &SceneEmbedding,
     cache: &ProductCache,
     folder: &ModelFolder,
     category: &CategoryBlock,
     top: usize,
+    allowed: Option<&[bool]>,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
-    let scores = score_block(scene, cache, folder, category)?;
+    let mut scores = score_block(scene, cache, folder, category)?;
+    if let Some(mask) = allowed {
+        let mask = &mask[category.start..category.start + category.len];
+        scores.retain(|s| mask[s.index]);
+    }
     let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
     Ok(best
         .iter()

@@ -11,6 +11,21 @@ use super::{code, progress, ModelArg};
 pub enum Command {
     /// Embed every product image (incrementally) into one cache file
     Build(BuildArgs),
+    /// Print the fleet message that hands a built cache to every mirror (publish it retained)
+    Announce(AnnounceArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AnnounceArgs {
+    /// The cache file, as built by `lookd catalog build`
+    #[arg(long)]
+    cache: PathBuf,
+    /// Where the mirrors fetch it: http(s)://... or file:/absolute/path
+    #[arg(long)]
+    url: String,
+    /// The chain's name for this catalog (default: the first 12 hex digits of its sha256)
+    #[arg(long)]
+    version: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -32,7 +47,10 @@ pub struct BuildArgs {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<i32> {
-    let Command::Build(a) = cmd;
+    let a = match cmd {
+        Command::Build(a) => a,
+        Command::Announce(a) => return announce(a),
+    };
     let folder = a.model.open()?;
     let plan = BuildPlan {
         folder: &folder,
@@ -60,6 +78,31 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
         report.reused,
         report.skipped.len(),
         started.elapsed().as_secs_f64()
+    );
+    Ok(code::OK)
+}
+
+/// The fleet message for `a.cache`: checked as a mirror would check it (the cache opens, the URL
+/// is one lookd fetches), so what is announced is what the mirrors accept.
+fn announce(a: AnnounceArgs) -> anyhow::Result<i32> {
+    use lookd::model::hex;
+    let cache = lookd::cache::ProductCache::open(&a.cache, None)?;
+    let identity =
+        lookd::update::identity_of(&a.cache).with_context(|| format!("reading {}", a.cache.display()))?;
+    let message = lookd::publish::payload::FleetCatalog {
+        version: a.version.unwrap_or_else(|| identity.sha256[..12].to_string()),
+        url: a.url,
+        sha256: identity.sha256,
+        fingerprint: hex(cache.fingerprint()),
+        bytes: Some(std::fs::metadata(&a.cache)?.len()),
+    };
+    let json = serde_json::to_string(&message)?;
+    lookd::publish::payload::decode_fleet(json.as_bytes()).map_err(super::UserError)?;
+    println!("{json}");
+    log::info!(
+        "{} products of model {}; publish it retained on the fleet topic, e.g. mosquitto_pub -r -t lookd/fleet/catalog -m '<this line>'",
+        cache.len(),
+        cache.model_id()
     );
     Ok(code::OK)
 }

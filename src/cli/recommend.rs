@@ -44,6 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let folder = a.model.open()?;
     let cache = ProductCache::open(&a.cache, Some(&folder.product_fingerprint()))?;
     let category = cache.find_category(&a.category).map_err(UserError)?;
+    // Out of stock by the catalog's own `available` column: never recommended.
+    let (in_stock, _) = lookd::stock::Stock::default().mask(cache.products());
     let bytes = std::fs::read(&a.scene).with_context(|| format!("reading scene {}", a.scene.display()))?;
     let img =
         preprocess::decode(&bytes).map_err(|e| UserError(format!("scene {}: {e}", a.scene.display())))?;
@@ -52,7 +54,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels)
         .map_err(|e| UserError(e.to_string()))?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?.embed(&pixels)?;
-    let items = recommend(&scene, &cache, &folder, category, a.top).map_err(|e| UserError(e.to_string()))?;
+    let items = recommend(&scene, &cache, &folder, category, a.top, Some(&in_stock))
+        .map_err(|e| UserError(e.to_string()))?;
     let m = &folder.manifest;
     if a.json {
         let out = Output {

@@ -73,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let folder = a.model.open()?;
     let cache = open_or_build_cache(&a.cache, &a.catalog, a.images.as_deref(), &folder, &mut |_, _| {})?;
+    let (in_stock, _) = lookd::stock::Stock::default().mask(cache.products());
     let images =
         a.images.clone().unwrap_or_else(|| a.catalog.parent().unwrap_or(Path::new(".")).to_path_buf());
     let blocks = if a.categories.is_empty() {
@@ -112,8 +113,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let embedding = scene_model.embed(&pixels)?;
         let mut categories = Vec::new();
         for block in &blocks {
-            let items =
-                recommend(&embedding, &cache, &folder, block, a.top).map_err(|e| UserError(e.to_string()))?;
+            let items = recommend(&embedding, &cache, &folder, block, a.top, Some(&in_stock))
+                .map_err(|e| UserError(e.to_string()))?;
             for r in &items {
                 decoded.entry(r.id.clone()).or_insert_with(|| {
                     std::fs::read(images.join(&r.image)).ok().and_then(|b| preprocess::decode(&b).ok())

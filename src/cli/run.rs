@@ -15,6 +15,7 @@ use lookd::model::{ModelFolder, SceneModel};
 use lookd::pipeline::{self, Engine, Notice, Options};
 use lookd::publish::{self, Mqtt, Settings};
 use lookd::systemd::notify;
+use lookd::update::{Sources, Updater};
 
 use super::{code, open_or_build_cache};
 
@@ -65,25 +66,55 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             if login.is_some() { ", login required" } else { "" }
         );
     }
+    let mut kiosk_products = None;
     if let Some(kiosk) = &config.kiosk {
         let site = kiosk_site(&config, kiosk, &cache, settings.credentials.is_some());
-        let products = site.products.len();
+        let table = site.products.clone();
         let addr = lookd::kiosk::start(&kiosk.listen, site)?;
-        log::info!("kiosk page on http://{addr}/ ({products} products)");
+        log::info!("kiosk page on http://{addr}/ ({} products)", cache.len());
+        let images = lookd::catalog::images_dir(&config.catalog_csv, config.catalog_images.as_deref());
+        kiosk_products = Some(pipeline::KioskProducts { table, images });
     }
     let mqtt = Mqtt::start(settings);
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
     }
+    let identity = lookd::update::identity_of(&config.cache)
+        .with_context(|| format!("reading {}", config.cache.display()))?;
+    let updates = Updater::start(
+        Sources {
+            folder: folder.clone(),
+            catalog_csv: config.catalog_csv.clone(),
+            catalog_images: config.catalog_images.clone(),
+            cache: config.cache.clone(),
+            limits: fleet_limits(&config)?,
+        },
+        config.fleet.as_ref().map(|f| f.topic.clone()),
+    );
+    // SIGHUP (`systemctl reload lookd`): a new catalog, made beside the loop.
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, updates.reload.clone())
+        .context("installing signal handlers")?;
     wait_for(&mqtt, Duration::from_secs(5));
     let mut engine = Engine::new(folder, scene, cache);
+    engine.identity = identity;
+    engine.updates = Some(updates);
+    engine.kiosk = kiosk_products;
+    if let Err(message) = engine.set_filter(config.filter.clone()) {
+        anyhow::bail!(lookd::config::ConfigError::Invalid {
+            path: a.config,
+            key: "pipeline.filter",
+            message
+        });
+    }
     let opts = Options::from_config(&config, a.max_frames);
     let products = engine.cache.len();
     let mut supervisor = |notice: Notice| {
-        let Notice::Ready(what) = notice else {
-            notify("WATCHDOG=1");
-            return;
+        let what = match notice {
+            Notice::Ready(what) => what,
+            Notice::Watchdog => return notify("WATCHDOG=1"),
+            Notice::Reloading => return notify("RELOADING=1\nSTATUS=making a new catalog"),
+            Notice::Reloaded => return notify("READY=1"),
         };
         notify("READY=1");
         notify(&format!("STATUS=ready: {what}"));
@@ -113,7 +144,10 @@ fn kiosk_site(
         _ => None,
     };
     lookd::kiosk::Site {
-        products: lookd::kiosk::ProductTable::new(cache.products(), &images),
+        products: std::sync::Arc::new(std::sync::RwLock::new(lookd::kiosk::ProductTable::new(
+            cache.products(),
+            &images,
+        ))),
         page: lookd::kiosk::PageSettings {
             device: config.device_id.clone(),
             prefix: config.prefix.clone(),
@@ -124,6 +158,23 @@ fn kiosk_site(
             top: config.top,
         },
     }
+}
+
+/// The fleet fetch's bounds (`[fleet]`; the defaults where no fleet is set, for a reload).
+fn fleet_limits(config: &Config) -> anyhow::Result<lookd::fetch::Limits> {
+    let f = config.fleet.clone().unwrap_or_default();
+    let ca = match &f.ca_file {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading fleet CA file {}", path.display()))?)
+        }
+        None => None,
+    };
+    Ok(lookd::fetch::Limits {
+        max_bytes: f.max_bytes,
+        connect: Duration::from_secs(10).min(f.timeout),
+        total: f.timeout,
+        ca,
+    })
 }
 
 /// How often a long start-up tells systemd it is still working, and by how much each message
@@ -216,6 +267,7 @@ pub fn mqtt_settings(config: &Config, path: &Path) -> anyhow::Result<Settings> {
         qos: config.qos,
         prefix: config.prefix.clone(),
         max_payload: config.max_payload,
+        fleet_topic: config.fleet.as_ref().map(|f| f.topic.clone()),
     })
 }
 

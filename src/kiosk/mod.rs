@@ -46,9 +46,12 @@ pub enum KioskError {
     Start(String),
 }
 
+/// The product table the listener serves from, replaced whole when a new catalog comes in.
+pub type SharedTable = Arc<std::sync::RwLock<ProductTable>>;
+
 /// What the listener serves.
 pub struct Site {
-    pub products: ProductTable,
+    pub products: SharedTable,
     pub page: PageSettings,
 }
 
@@ -155,10 +158,11 @@ fn refuse(status: StatusCode, why: String) -> Response {
     r
 }
 
-/// The product `id` names, or the refusal to send instead.
-fn looked_up<'a>(site: &'a Site, id: &str) -> Result<&'a table::Product, Box<Response>> {
-    match site.products.lookup(id) {
-        Lookup::Found(p) => Ok(p),
+/// The product `id` names (a copy: the table may be replaced meanwhile), or the refusal to send.
+fn looked_up(site: &Site, id: &str) -> Result<table::Product, Box<Response>> {
+    let products = site.products.read().unwrap_or_else(|e| e.into_inner());
+    match products.lookup(id) {
+        Lookup::Found(p) => Ok(p.clone()),
         Lookup::BadId(why) => {
             Err(Box::new(refuse(StatusCode::BAD_REQUEST, format!("not a product id: {why}"))))
         }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub qos: u8,
     pub prefix: String,
     pub max_payload: usize,
+    /// The fleet's catalog topic (absolute, not under the prefix), when the mirror follows one.
+    pub fleet_topic: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -80,6 +82,9 @@ struct Shared {
     client: Option<Client>,
     outbox: Outbox,
 }
+
+/// The topics under the prefix lookd takes commands on (`payload::decode_command`).
+pub const COMMAND_TOPICS: [&str; 4] = ["category/set", "catalog/reload", "catalog/unavailable", "filter/set"];
 
 /// Requests rumqttc may hold for a connection before `try_publish` refuses: a bound on what
 /// waits behind a slow link (FIFO) before lookd's own latest-per-topic outbox takes over.
@@ -284,7 +289,10 @@ fn mqtt_options(s: &Settings) -> MqttOptions {
     let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(true);
-    o.set_max_packet_size(s.max_payload.max(256 * 1024), 256 * 1024);
+    // Incoming: room for the largest stock list lookd accepts, so that one over its limit is
+    // refused on `/error`, not by dropping the connection (a retained one would come back on
+    // every reconnect). The broker should cap messages on these topics as well (docs/fleet.md).
+    o.set_max_packet_size(s.max_payload.max(2 * payload::MAX_UNAVAILABLE_BYTES), 256 * 1024);
     o.set_last_will(LastWill::new(format!("{}/status", s.prefix), "offline", QoS::AtLeastOnce, true));
     if let Some((user, pass)) = &s.credentials {
         o.set_credentials(user.clone(), pass.clone());
@@ -347,7 +355,12 @@ impl Network {
         let Shared { client, outbox } = &mut *guard;
         let Some(client) = client.as_ref() else { return };
         let prefix = &self.settings.prefix;
-        let _ = client.try_subscribe(format!("{prefix}/category/set"), QoS::AtLeastOnce);
+        for command in COMMAND_TOPICS {
+            let _ = client.try_subscribe(format!("{prefix}/{command}"), QoS::AtLeastOnce);
+        }
+        if let Some(fleet) = &self.settings.fleet_topic {
+            let _ = client.try_subscribe(fleet.clone(), QoS::AtLeastOnce);
+        }
         let _ = client.try_publish(format!("{prefix}/status"), QoS::AtLeastOnce, true, "online");
         outbox.on_connect(|t, m| try_send(Some(client), t, m));
         self.connected.store(true, Ordering::Relaxed);
@@ -363,8 +376,14 @@ impl Network {
     }
 
     fn on_command(&self, topic: &str, payload: &[u8]) {
-        let suffix = topic.strip_prefix(&format!("{}/", self.settings.prefix)).unwrap_or(topic).to_string();
-        let command = payload::decode_command(&suffix, payload, self.settings.max_payload);
+        let (suffix, command) = if self.settings.fleet_topic.as_deref() == Some(topic) {
+            (topic.to_string(), payload::decode_fleet(payload))
+        } else {
+            let suffix =
+                topic.strip_prefix(&format!("{}/", self.settings.prefix)).unwrap_or(topic).to_string();
+            let command = payload::decode_command(&suffix, payload, self.settings.max_payload);
+            (suffix, command)
+        };
         if self.commands.try_send(Received { suffix, command }).is_err() {
             log::warn!("mqtt: command queue full, a command on {topic} was dropped");
         }
@@ -620,6 +639,7 @@ mod tests {
             qos: 1,
             prefix: "t".into(),
             max_payload: 4096,
+            fleet_topic: None,
         });
         std::thread::sleep(Duration::from_millis(4500));
         let at: Vec<Duration> = attempts.lock().unwrap().iter().map(|t| *t - started).collect();

@@ -125,6 +125,29 @@ impl Sub {
     }
 }
 
+impl Sub {
+    /// Forgets what came so far (after a moment for what is on its way), so the next `expect`
+    /// sees only what follows.
+    pub(crate) fn clear(&self) {
+        std::thread::sleep(Duration::from_millis(300));
+        while self.lines.try_recv().is_ok() {}
+        self.unmatched.borrow_mut().clear();
+    }
+
+    /// The next message on `topic` within `limit`, if one comes (others are kept for later).
+    pub(crate) fn try_expect(&self, topic: &str, limit: Duration) -> Option<serde_json::Value> {
+        let end = Instant::now() + limit;
+        while let Ok((t, payload)) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            let v = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+            if t.ends_with(&format!("/{topic}")) {
+                return Some(v);
+            }
+            self.unmatched.borrow_mut().push((t, v));
+        }
+        None
+    }
+}
+
 impl Drop for Sub {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -168,6 +191,14 @@ impl Daemon {
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+    /// Sends `signal` (`HUP`, ...).
+    pub(crate) fn signal(&self, signal: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
     }
     /// SIGTERM, and the exit status within `limit`.
     pub(crate) fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -223,7 +254,7 @@ pub(crate) fn setup(scenes: u32) -> Setup {
 }
 
 /// The same with `products` products, but the daemon (or the test) must build the cache.
-fn setup_without_cache(scenes: u32, products: usize) -> Setup {
+pub(crate) fn setup_without_cache(scenes: u32, products: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     synth_catalog(&root, products);
@@ -923,14 +954,23 @@ fn failing_camera_is_reported_and_recovers() {
 
 #[test]
 fn docs_examples_parse_as_the_published_types() {
-    use lookd::publish::payload::{CategoryState, CommandError, Recommendations, Stats};
+    use lookd::publish::payload::{
+        decode_command, decode_fleet, CatalogState, CategoryState, Command, CommandError, Recommendations,
+        Stats,
+    };
     let doc = std::fs::read_to_string(crate::repo().join("docs/mqtt.md")).unwrap();
     let blocks: Vec<&str> = doc.split("```json").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.len(), 8);
     serde_json::from_str::<Recommendations>(blocks[0]).expect("recommendations example");
     serde_json::from_str::<CategoryState>(blocks[1]).expect("category/state example");
-    serde_json::from_str::<CommandError>(blocks[2]).expect("error example");
-    serde_json::from_str::<Stats>(blocks[3]).expect("stats example");
+    serde_json::from_str::<CatalogState>(blocks[2]).expect("catalog/state example");
+    let unavailable = decode_command("catalog/unavailable", blocks[3].as_bytes(), 4096);
+    assert!(matches!(unavailable, Ok(Command::Unavailable(ref ids)) if ids.len() == 2), "{unavailable:?}");
+    let filter = decode_command("filter/set", blocks[4].as_bytes(), 4096);
+    assert!(matches!(filter, Ok(Command::SetFilter(ref f)) if f["department"].len() == 2), "{filter:?}");
+    assert!(matches!(decode_fleet(blocks[5].as_bytes()), Ok(Command::Fleet(_))), "fleet example");
+    serde_json::from_str::<CommandError>(blocks[6]).expect("error example");
+    serde_json::from_str::<Stats>(blocks[7]).expect("stats example");
 }
 
 /// Frames in the soak run: 3,000 by default (CI), `LOOKD_SOAK_FRAMES=20000` for the full one.

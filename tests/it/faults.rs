@@ -148,6 +148,7 @@ fn run_with(
     let mut supervisor = |n: Notice| match n {
         Notice::Watchdog => pings.push(Instant::now()),
         Notice::Ready(_) => ready += 1,
+        Notice::Reloading | Notice::Reloaded => {}
     };
     let counters = pipeline::run(Box::new(source), &mut engine, publisher, opts, &shutdown, &mut supervisor);
     shutdown.store(true, Ordering::Relaxed);

@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod faults;
+mod fleet;
 mod kiosk;
 mod model;
 mod report;

@@ -1,0 +1,296 @@
+//! A running mirror's new catalogs: rebuilt from the catalog CSV (SIGHUP, `catalog/reload`) or
+//! fetched from the fleet, on a thread of their own beside the inference loop. The worker makes
+//! and checks the new cache file and hands it, opened, to the loop, which swaps it in between two
+//! frames; on any failure nothing is swapped and the old catalog keeps serving.
+//!
+//! A fetched file is written beside the cache (`.<name>.fetch`), checked (size, sha256, then the
+//! cache's own magic, CRC and model fingerprint) and only then renamed over it; the fleet's
+//! version is remembered beside it (`.<name>.version`), so a restarted mirror still knows which
+//! version it holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::build::{build, BuildPlan};
+use crate::cache::ProductCache;
+use crate::fetch::{fetch_to, Limits};
+use crate::model::{hex, ModelFolder};
+use crate::pipeline::Slot;
+use crate::publish::payload::{FleetCatalog, Progress};
+
+/// Where catalogs come from and go to.
+#[derive(Clone)]
+pub struct Sources {
+    pub folder: ModelFolder,
+    pub catalog_csv: PathBuf,
+    pub catalog_images: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub limits: Limits,
+}
+
+/// Which catalog a cache file is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The fleet's version, or `local`.
+    pub version: String,
+    pub sha256: String,
+    pub built_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// From the catalog CSV, incrementally (unchanged images are not embedded again).
+    Rebuild {
+        why: String,
+    },
+    Fetch(FleetCatalog),
+}
+
+pub enum Event {
+    Progress(Progress),
+    Ready(Box<NewCatalog>),
+    /// `topic`: what asked (the command's topic, `SIGHUP`, or the fleet topic).
+    Failed {
+        topic: String,
+        error: String,
+    },
+}
+
+pub struct NewCatalog {
+    pub cache: ProductCache,
+    pub identity: Identity,
+    /// What made it, for the log: `rebuilt: 3 embedded, 21 reused` or `fleet version v2`.
+    pub how: String,
+}
+
+/// The worker's handle: jobs in (latest wins while one runs), events out, never blocking.
+pub struct Updater {
+    jobs: Arc<Slot<(Job, String)>>,
+    events: Receiver<Event>,
+    /// Set by SIGHUP's handler; taken by the loop.
+    pub reload: Arc<AtomicBool>,
+    pub fleet_topic: Option<String>,
+}
+
+impl Updater {
+    pub fn start(sources: Sources, fleet_topic: Option<String>) -> Updater {
+        let jobs: Arc<Slot<(Job, String)>> = Arc::default();
+        let (tx, events) = channel();
+        let worker_jobs = jobs.clone();
+        let spawned = std::thread::Builder::new()
+            .name("catalog".into())
+            .spawn(move || worker(sources, &worker_jobs, &tx));
+        if let Err(e) = spawned {
+            log::error!("cannot start the catalog thread: {e}");
+        }
+        Updater { jobs, events, reload: Arc::default(), fleet_topic }
+    }
+
+    /// Queues `job`, asked for on `topic`; a job still waiting is replaced by this one.
+    pub fn submit(&self, job: Job, topic: &str) {
+        if self.jobs.put((job, topic.to_string())) {
+            log::info!("catalog: a waiting update was replaced by a newer one ({topic})");
+        }
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.try_iter().collect()
+    }
+
+    /// Whether SIGHUP came since the last call.
+    pub fn take_reload_signal(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
+    }
+}
+
+fn worker(sources: Sources, jobs: &Slot<(Job, String)>, events: &Sender<Event>) {
+    loop {
+        let Some((job, topic)) = jobs.take(Duration::from_secs(3600)) else { continue };
+        let started = Instant::now();
+        // Each job runs on a thread of its own that ends with it: what the product graph left in
+        // thread-local scratch space and on the stack goes with the thread, so the daemon's
+        // memory settles back where it was. A bug in a job (a panic) ends only that thread.
+        let (s, tx) = (sources.clone(), events.clone());
+        let run = std::thread::Builder::new().name("catalog-job".into()).spawn(move || match &job {
+            Job::Rebuild { why } => rebuild(&s, why, &tx),
+            Job::Fetch(f) => fetch(&s, f, &tx),
+        });
+        let failed = || "the catalog update failed unexpectedly (a bug: see the log)".to_string();
+        let result = match run {
+            Ok(handle) => handle.join().unwrap_or_else(|_| Err(failed())),
+            Err(e) => Err(format!("cannot start the catalog job: {e}")),
+        };
+        let event = match result {
+            Ok(new) => {
+                log::info!("catalog: {} in {:.1} s", new.how, started.elapsed().as_secs_f64());
+                Event::Ready(Box::new(new))
+            }
+            Err(error) => {
+                log::warn!("catalog update ({topic}) failed, the old catalog keeps serving: {error}");
+                Event::Failed { topic, error }
+            }
+        };
+        if events.send(event).is_err() {
+            return; // the loop is gone
+        }
+    }
+}
+
+fn rebuild(s: &Sources, why: &str, events: &Sender<Event>) -> Result<NewCatalog, String> {
+    log::info!("catalog: rebuilding from {} ({why})", s.catalog_csv.display());
+    let plan = BuildPlan {
+        folder: &s.folder,
+        catalog: &s.catalog_csv,
+        images: s.catalog_images.as_deref(),
+        out: &s.cache,
+        batch: 1,
+        checkpoint_every: crate::cache::build::CHECKPOINT_EVERY,
+    };
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let report = build(&plan, &mut |done, total| {
+        if last.elapsed() >= Duration::from_millis(500) || done == total {
+            last = Instant::now();
+            let _ = events.send(Event::Progress(Progress { what: "reload".into(), done, total }));
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    for p in &report.skipped {
+        log::warn!("catalog line {}: skipped: {}", p.line, p.reason);
+    }
+    remove_if_there(&version_path(&s.cache));
+    let cache =
+        ProductCache::open(&s.cache, Some(&s.folder.product_fingerprint())).map_err(|e| e.to_string())?;
+    let identity = identity_of(&s.cache).map_err(|e| e.to_string())?;
+    let how = format!(
+        "rebuilt: {} products ({} embedded, {} reused, {} rows skipped)",
+        cache.len(),
+        report.embedded,
+        report.reused,
+        report.skipped.len()
+    );
+    Ok(NewCatalog { cache, identity, how })
+}
+
+fn fetch(s: &Sources, f: &FleetCatalog, events: &Sender<Event>) -> Result<NewCatalog, String> {
+    let ours = hex(&s.folder.product_fingerprint());
+    if f.fingerprint != ours {
+        return Err(format!(
+            "fleet catalog {} was built for another model (fingerprint {}), this mirror's is {}: refused",
+            f.version,
+            &f.fingerprint[..16],
+            &ours[..16]
+        ));
+    }
+    if let Some(n) = f.bytes.filter(|&n| n > s.limits.max_bytes) {
+        return Err(format!(
+            "fleet catalog {} is {n} bytes, over the {}-byte limit ([fleet] max-bytes): refused",
+            f.version, s.limits.max_bytes
+        ));
+    }
+    log::info!("catalog: fetching fleet version {} from {}", f.version, f.url);
+    let _ = events.send(Event::Progress(Progress { what: "fleet".into(), done: 0, total: 0 }));
+    let temp = sibling(&s.cache, "fetch");
+    let result = fetch_checked(s, f, &temp);
+    if result.is_err() {
+        remove_if_there(&temp);
+    }
+    result
+}
+
+fn fetch_checked(s: &Sources, f: &FleetCatalog, temp: &Path) -> Result<NewCatalog, String> {
+    let got = fetch_to(&f.url, temp, &s.limits).map_err(|e| e.to_string())?;
+    let refused = |why: String| format!("fleet catalog {} from {}: {why}: refused", f.version, f.url);
+    if let Some(n) = f.bytes.filter(|&n| n != got.bytes) {
+        return Err(refused(format!("{} bytes arrived, the announcement says {n}", got.bytes)));
+    }
+    let sha = hex(&got.sha256);
+    if sha != f.sha256 {
+        return Err(refused(format!(
+            "its sha256 is {}, the announcement says {}",
+            &sha[..16],
+            &f.sha256[..16]
+        )));
+    }
+    // The cache's own checks: magic, version, CRC, layout, and the model it was built for.
+    let fingerprint = s.folder.product_fingerprint();
+    drop(ProductCache::open(temp, Some(&fingerprint)).map_err(|e| refused(e.to_string()))?);
+    std::fs::rename(temp, &s.cache)
+        .map_err(|e| refused(format!("cannot replace {}: {e}", s.cache.display())))?;
+    let record = serde_json::json!({ "version": f.version, "sha256": sha });
+    if let Err(e) = write_atomically(&version_path(&s.cache), record.to_string().as_bytes()) {
+        log::warn!("{e}: after a restart this catalog's version will read `local`");
+    }
+    let cache = ProductCache::open(&s.cache, Some(&fingerprint)).map_err(|e| e.to_string())?;
+    let identity = Identity { version: f.version.clone(), sha256: sha, built_ms: modified_ms(&s.cache) };
+    Ok(NewCatalog { cache, identity, how: format!("fleet version {} ({} bytes)", f.version, got.bytes) })
+}
+
+/// Which catalog the file at `cache` is: its sha256, when it was written, and the fleet's
+/// version if the file is the one the fleet sent (else `local`).
+pub fn identity_of(cache: &Path) -> std::io::Result<Identity> {
+    let mut file = std::fs::File::open(cache)?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut hash)?;
+    let sha256 = hex(&hash.finalize());
+    let recorded = std::fs::read_to_string(version_path(cache)).ok().and_then(|t| {
+        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+        (v["sha256"] == sha256.as_str()).then(|| v["version"].as_str().map(str::to_string))?
+    });
+    Ok(Identity { version: recorded.unwrap_or_else(|| "local".into()), sha256, built_ms: modified_ms(cache) })
+}
+
+fn modified_ms(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `.<name>.<what>` beside `path`.
+fn sibling(path: &Path, what: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{what}"))
+}
+
+fn version_path(cache: &Path) -> PathBuf {
+    sibling(cache, "version")
+}
+
+fn remove_if_there(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    crate::cache::build::write_atomically(path, bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_the_fleets_only_for_the_file_it_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("c.cache");
+        std::fs::write(&cache, b"one").unwrap();
+        let one = identity_of(&cache).unwrap();
+        assert_eq!(one.version, "local");
+        assert_eq!(one.sha256, hex(&Sha256::digest(b"one")));
+        let record = serde_json::json!({ "version": "v7", "sha256": one.sha256 });
+        write_atomically(&version_path(&cache), record.to_string().as_bytes()).unwrap();
+        assert_eq!(identity_of(&cache).unwrap().version, "v7");
+        std::fs::write(&cache, b"two").unwrap(); // rebuilt locally since
+        assert_eq!(identity_of(&cache).unwrap().version, "local");
+        assert_eq!(version_path(&cache), dir.path().join(".c.cache.version"));
+    }
+}

@@ -1,0 +1,545 @@
+//! A catalog's life on running mirrors: a reload on SIGHUP while frames flow, stock and filters
+//! applied without a rebuild, and a chain's fleet: one catalog built centrally, announced once on
+//! a retained topic, fetched from a local HTTP server (or shared storage) by five mirrors at once,
+//! through one mosquitto or through a store broker bridged to a central one. Every broker and
+//! server here is real and on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::daemon::{ids, setup, Daemon, Mosquitto, Setup, Sub};
+use crate::{free_port, have, lookd, s, stderr, stdout, tiny_model};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// What the issue asks of a fleet: announced once, served by every mirror within this.
+const FLEET_WITHIN: Duration = Duration::from_secs(10);
+
+/// mosquitto_pub: `payload` empty sends a null message (retained: deletes the retained one).
+fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
+    let port = port.to_string();
+    let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-t", topic];
+    if payload.is_empty() {
+        args.push("-n");
+    } else {
+        args.extend(["-m", payload]);
+    }
+    if retain {
+        args.push("-r");
+    }
+    let st = Command::new("mosquitto_pub").args(&args).status().unwrap();
+    assert!(st.success(), "mosquitto_pub {args:?}");
+}
+
+/// A mirror's config: its own device id, cache and prefix (`lookd/<name>`), the shared tiny model,
+/// catalog and scenes, an external broker, and `extra` appended (a `[fleet]` section, say).
+fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str, extra: &str) -> PathBuf {
+    let root = &setup.root;
+    let cache = root.join(format!("{name}.cache"));
+    if !cache.exists() {
+        std::fs::copy(root.join("catalog.cache"), &cache).unwrap();
+    }
+    let config = root.join(format!("{name}.toml"));
+    let text = format!(
+        "device-id = \"{name}\"\nmodel = {model:?}\n[catalog]\ncsv = {csv:?}\nimages = {images:?}\ncache = {cache:?}\n\
+         [camera]\nsource = \"folder\"\npath = {scenes:?}\nrate = 10.0\nmirror = false\n\
+         [pipeline]\ncategory = \"shoes\"\nhold-off-ms = 0\nmax-rate = 20.0\nstats-interval-s = 1\ntop = 100\n{pipeline}\n\
+         [mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\"\n{extra}\n",
+        model = tiny_model(),
+        csv = root.join("catalog.csv"),
+        images = root,
+        scenes = root.join("scenes"),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A second catalog for the same images under new ids (`q000`, ...), plus `more` products, built
+/// centrally with the tiny model into `dir/<name>.cache`.
+fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
+    let csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
+    let mut out = String::from("id,category,image,title\n");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    for (i, row) in rows.iter().chain(rows.iter().take(more)).enumerate() {
+        let mut cols: Vec<&str> = row.split(',').collect();
+        let id = format!("q{i:03}");
+        cols[0] = &id;
+        out.push_str(&cols.join(","));
+        out.push('\n');
+    }
+    let path = setup.root.join(format!("{name}.csv"));
+    std::fs::write(&path, out).unwrap();
+    let cache = setup.root.join("http").join(format!("{name}.cache"));
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let o = lookd(&[
+        "catalog",
+        "build",
+        "--catalog",
+        s(&path),
+        "--images",
+        s(&setup.root),
+        "--model",
+        s(&tiny_model()),
+        "--out",
+        s(&cache),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    cache
+}
+
+/// `lookd catalog announce`'s message for `cache` at `url`.
+fn announce(cache: &Path, url: &str, version: &str) -> String {
+    let o = lookd(&["catalog", "announce", "--cache", s(cache), "--url", url, "--version", version]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// A plain HTTP/1.1 file server on 127.0.0.1 for `dir`: GET /<name> answers the file with its
+/// Content-Length, anything else 404. One thread per connection; it lives as long as the test.
+fn http_server(dir: PathBuf) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                let mut conn = conn;
+                match std::fs::read(dir.join(&path)).ok().filter(|_| !path.contains("..") && !path.is_empty())
+                {
+                    Some(body) => {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = conn.write_all(&body);
+                    }
+                    None => {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Prints the end of each daemon log if the test fails, so a failure says what the mirrors did.
+struct LogsOnFailure(Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in &self.0 {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!(
+                    "--- {}:\n{}",
+                    log.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// The mirrors' subscribers; each waits for its own mirror's messages.
+fn subs(port: u16, names: &[String]) -> Vec<Sub> {
+    names.iter().map(|n| Sub::start(port, &format!("lookd/{n}"))).collect()
+}
+
+fn version_reached(sub: &Sub, version: &str, limit: Duration) -> serde_json::Value {
+    sub.expect("catalog/state", limit, |v| v["version"] == version && v["state"] == "ready")
+}
+
+/// Five mirrors on the broker at `mirrors_port`; the fleet topic is published on `central_port`
+/// (the same broker, or the central one of a bridge). Returns after every check passed.
+fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str) {
+    let fleet_topic = "lookd/fleet/catalog";
+    let fleet = format!("[fleet]\ntopic = \"{fleet_topic}\"\nmax-bytes = 1048576\ntimeout-s = 10\n");
+    let names: Vec<String> = (0..5).map(|i| format!("{label}{i}")).collect();
+    let daemons: Vec<Daemon> = names
+        .iter()
+        .map(|n| {
+            Daemon::start_logged(
+                &mirror_config(setup, n, mirrors_port, "", &fleet),
+                &setup.root.join(format!("{n}.log")),
+            )
+        })
+        .collect();
+    let _logs = LogsOnFailure(names.iter().map(|n| setup.root.join(format!("{n}.log"))).collect());
+    let subs = subs(mirrors_port, &names);
+    let mut local = String::new();
+    for sub in &subs {
+        let state = version_reached(sub, "local", WAIT);
+        local = state["sha256"].as_str().unwrap().to_string();
+        let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+        assert!(ids(&rec).iter().all(|id| id.starts_with('p')), "{rec}");
+    }
+
+    // One announcement, retained, on the central broker: every mirror fetches, checks, swaps.
+    let central = central_catalog(setup, &format!("{label}-v2"), 4);
+    let http = http_server(central.parent().unwrap().to_path_buf());
+    let url = format!("http://127.0.0.1:{http}/{}", central.file_name().unwrap().to_str().unwrap());
+    let message = announce(&central, &url, "v2");
+    subs.iter().for_each(Sub::clear);
+    let announced = Instant::now();
+    publish(central_port, fleet_topic, &message, true);
+    for (name, sub) in names.iter().zip(&subs) {
+        let state = version_reached(sub, "v2", FLEET_WITHIN.saturating_sub(announced.elapsed()));
+        assert_ne!(state["sha256"], local.as_str());
+        assert_eq!(state["products"], 28, "{name}: {state}");
+        let rec =
+            sub.expect("recommendations/shoes", FLEET_WITHIN.saturating_sub(announced.elapsed()), |v| {
+                ids(v).iter().all(|id| id.starts_with('q'))
+            });
+        assert_eq!(ids(&rec).len(), 14, "{name}: every shoe of the new catalog, none of the old: {rec}");
+        let stats = sub.expect("stats", WAIT, |v| v["catalog_version"] == "v2");
+        assert_eq!(stats["cache_products"], 28);
+    }
+    let took = announced.elapsed();
+    eprintln!("fleet ({label}): 5 mirrors on v2 {:.2} s after the announcement", took.as_secs_f64());
+
+    // A mirror started after the announcement takes it from the retained message at start.
+    let late = format!("{label}-late");
+    let late_config = mirror_config(setup, &late, mirrors_port, "", &fleet);
+    let late_sub = Sub::start(mirrors_port, &format!("lookd/{late}"));
+    let started = Instant::now();
+    let _late_daemon = Daemon::start_logged(&late_config, &setup.root.join(format!("{late}.log")));
+    version_reached(&late_sub, "v2", WAIT);
+    eprintln!(
+        "fleet ({label}): a mirror started later served v2 {:.2} s after its start",
+        started.elapsed().as_secs_f64()
+    );
+
+    // A corrupted file: every mirror refuses it, says why, and keeps v2.
+    let v3 = central_catalog(setup, &format!("{label}-v3"), 6);
+    let message = announce(&v3, &url.replace("-v2.cache", "-v3.cache"), "v3");
+    let mut bytes = std::fs::read(&v3).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&v3, bytes).unwrap();
+    let all: Vec<&Sub> = subs.iter().chain(std::iter::once(&late_sub)).collect();
+    all.iter().for_each(|s| s.clear());
+    publish(central_port, fleet_topic, &message, true);
+    for sub in &all {
+        let err = sub.expect("error", WAIT, |v| v["topic"] == fleet_topic);
+        assert!(err["error"].as_str().unwrap().contains("its sha256 is"), "{err}");
+        let state = sub.expect("catalog/state", WAIT, |v| v["state"] == "ready");
+        assert_eq!(state["version"], "v2", "the old catalog stays: {state}");
+    }
+
+    // Bad messages, each answered on /error; nothing changes.
+    let sha = "0".repeat(64);
+    let huge = setup.root.join("http").join("huge.cache");
+    std::fs::write(&huge, vec![7u8; 2 << 20]).unwrap();
+    let ours = serde_json::from_str::<serde_json::Value>(&message).unwrap()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases = [
+        ("not json".to_string(), "bad JSON"),
+        (
+            format!(
+                r#"{{"version": "v4", "url": "ftp://127.0.0.1/c.cache", "sha256": "{sha}", "fingerprint": "{ours}"}}"#
+            ),
+            "http://, https:// or file:",
+        ),
+        (
+            format!(
+                r#"{{"version": "v5", "url": "file:{}", "sha256": "{sha}", "fingerprint": "{ours}"}}"#,
+                huge.display()
+            ),
+            "over the 1048576-byte limit",
+        ),
+        (
+            format!(
+                r#"{{"version": "v6", "url": "http://127.0.0.1:{http}/huge.cache", "sha256": "{sha}", "fingerprint": "{ours}"}}"#
+            ),
+            "Content-Length 2097152",
+        ),
+        (
+            format!(r#"{{"version": "v7", "url": "{url}", "sha256": "{sha}", "fingerprint": "{sha}"}}"#),
+            "built for another model",
+        ),
+    ];
+    for (payload, why) in &cases {
+        publish(central_port, fleet_topic, payload, false);
+        for sub in &all {
+            let err = sub.expect("error", WAIT, |v| v["topic"] == fleet_topic);
+            assert!(err["error"].as_str().unwrap().contains(why), "{why}: {err}");
+        }
+    }
+    for sub in &all {
+        sub.clear();
+        let stats = sub.expect("stats", WAIT, |_| true);
+        assert_eq!(stats["catalog_version"], "v2", "{stats}");
+    }
+    publish(central_port, fleet_topic, "", true); // the retained announcement goes
+    drop(daemons);
+}
+
+#[test]
+fn a_fleet_catalog_reaches_five_mirrors_and_a_bad_one_reaches_none() {
+    if !have("mosquitto") || !have("mosquitto_pub") {
+        return;
+    }
+    let setup = setup(2);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    fleet_round(&setup, port, port, "m");
+}
+
+#[test]
+fn a_fleet_catalog_crosses_a_bridge_from_the_central_broker_to_a_store() {
+    if !have("mosquitto") || !have("mosquitto_pub") {
+        return;
+    }
+    let setup = setup(2);
+    let (central, store) = (free_port(), free_port());
+    let _central = Mosquitto::start(&setup.root, central);
+    // The store's broker: the mirrors' topics up to the centre, the fleet's down (docs/fleet.md).
+    let bridge = format!(
+        "connection central\naddress 127.0.0.1:{central}\nclientid store-1-bridge\ncleansession true\n\
+         restart_timeout 1\ntopic lookd/fleet/# in 1\ntopic lookd/+/catalog/state out 1\n\
+         topic lookd/+/stats out 0\ntopic lookd/+/error out 0\ntopic lookd/+/status out 1\n"
+    );
+    let _store = Mosquitto::start_with(&setup.root, store, &bridge);
+    // The bridge is up once a message published in the store reaches the centre.
+    let up = Sub::start(central, "lookd/probe");
+    let end = Instant::now() + WAIT;
+    loop {
+        publish(store, "lookd/probe/status", "hello", false);
+        if up.try_expect("status", Duration::from_millis(300)).is_some() || Instant::now() > end {
+            break;
+        }
+    }
+    let central_view = Sub::start(central, "lookd/b0");
+    fleet_round(&setup, store, central, "b");
+    // What the mirrors said went up the bridge: the centre saw b0 take v2 and refuse v3.
+    version_reached(&central_view, "v2", WAIT);
+    central_view.expect("error", WAIT, |v| v["error"].as_str().unwrap_or("").contains("its sha256 is"));
+}
+
+/// `<prefix>/catalog/state`'s `products` of the mirror `sub` watches, once ready.
+fn ready_state(sub: &Sub) -> serde_json::Value {
+    sub.expect("catalog/state", WAIT, |v| v["state"] == "ready")
+}
+
+#[test]
+fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(4);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let config = mirror_config(&setup, "r", port, "", "");
+    let daemon = Daemon::start_logged(&config, &setup.root.join("r.log"));
+    let sub = Sub::start(port, "lookd/r");
+    let before = ready_state(&sub);
+    assert_eq!(before["version"], "local");
+    // New products in the CSV, from new images: `n` more shoes and pants, named `<tag>0`, ...
+    let add = |tag: &str, n: u32| {
+        let mut csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
+        for i in 0..n {
+            let img = image::RgbImage::from_fn(40, 48, |x, y| {
+                image::Rgb([
+                    (x * 3 + i * 50) as u8,
+                    200 - (y * 2) as u8,
+                    (i * 60 + tag.len() as u32 * 9) as u8,
+                ])
+            });
+            img.save(setup.root.join(format!("images/{tag}{i}.png"))).unwrap();
+            let category = if i % 2 == 0 {
+                "Apparel & Accessories|Shoes"
+            } else {
+                "Apparel & Accessories|Clothing|Pants"
+            };
+            csv.push_str(&format!("{tag}{i},{category},images/{tag}{i}.png,New {i}\n"));
+        }
+        std::fs::write(setup.root.join("catalog.csv"), csv).unwrap();
+    };
+    // A first reload (two new products) pages in the code a rebuild runs, once (1.5 MB of a debug
+    // binary's text, and the product graph's first allocations): the memory to come back to is
+    // the one after it.
+    let rss_start = sub.expect("stats", WAIT, |_| true)["rss_kb"].as_u64().unwrap();
+    add("w", 2);
+    daemon.signal("HUP");
+    sub.expect("catalog/state", WAIT, |v| v["state"] == "building");
+    assert_eq!(ready_state(&sub)["products"], 26);
+    let mut rss_before = 0;
+    for _ in 0..4 {
+        rss_before = sub.expect("stats", WAIT, |_| true)["rss_kb"].as_u64().unwrap();
+    }
+    let stats_before = sub.expect("stats", WAIT, |_| true);
+    add("n", 4);
+    daemon.signal("HUP");
+    sub.expect("catalog/state", WAIT, |v| v["state"] == "building");
+    let after = ready_state(&sub);
+    assert_eq!(after["products"], 30, "{after}");
+    assert_ne!(after["sha256"], before["sha256"]);
+    let rec = sub.expect("recommendations/shoes", WAIT, |v| ids(v).iter().any(|id| id.starts_with('n')));
+    assert_eq!(ids(&rec).len(), 15, "{rec}");
+    // The swap held the loop for less than one inference.
+    let stats = sub.expect("stats", WAIT, |v| v["cache_products"] == 30);
+    let embed_p95 = stats["latency_ms"]["embed"][1].as_f64().unwrap();
+    let swap = after["swap_ms"].as_f64().unwrap();
+    assert!(swap < embed_p95, "swap {swap} ms, an inference {embed_p95} ms (p95)");
+    // Nothing lost: every frame is counted dropped, skipped, bad or embedded (one may be in flight).
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    let accounted = |v: &serde_json::Value| {
+        n(v, "frames_dropped") + n(v, "frames_skipped") + n(v, "frames_bad") + n(v, "inferences")
+    };
+    assert!(n(&stats, "frames_in") - accounted(&stats) <= 1, "{stats}");
+    assert!(n(&stats, "inferences") > n(&stats_before, "inferences"), "frames kept being ranked: {stats}");
+    // Memory settles back within 5% of where it was.
+    let mut rss_after = 0;
+    for _ in 0..4 {
+        rss_after = sub.expect("stats", WAIT, |_| true)["rss_kb"].as_u64().unwrap();
+    }
+    let change = (rss_after as f64 - rss_before as f64) / rss_before as f64;
+
+    eprintln!(
+        "sighup: swap {swap:.3} ms (an inference: {embed_p95:.2} ms p95), rss {rss_before} -> {rss_after} KiB ({:+.1}%), \
+         first reload's one-time cost {} KiB",
+        change * 100.0,
+        rss_before as i64 - rss_start as i64
+    );
+    assert!(change.abs() <= 0.05, "rss {rss_before} -> {rss_after} KiB");
+
+    // `catalog/reload` does the same; a CSV that went missing fails, and the old catalog stays.
+    std::fs::rename(setup.root.join("catalog.csv"), setup.root.join("parked.csv")).unwrap();
+    publish(port, "lookd/r/catalog/reload", "now", false);
+    let err = sub.expect("error", WAIT, |v| v["topic"] == "catalog/reload");
+    assert!(
+        err["error"].as_str().unwrap().contains("parked.csv")
+            || err["error"].as_str().unwrap().contains("catalog.csv"),
+        "{err}"
+    );
+    let state = ready_state(&sub);
+    assert_eq!(
+        (state["products"].clone(), state["sha256"].clone()),
+        (after["products"].clone(), after["sha256"].clone())
+    );
+    sub.expect("recommendations/shoes", WAIT, |v| ids(v).len() == 15);
+}
+
+#[test]
+fn out_of_stock_and_filtered_products_are_never_recommended() {
+    if !have("mosquitto") || !have("mosquitto_sub") {
+        return;
+    }
+    let setup = setup(1);
+    // The store's columns: a department per product, and p002 out of stock in the CSV itself.
+    let csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
+    let mut out = String::from("id,category,image,title,department,available\n");
+    for (i, row) in csv.lines().skip(1).enumerate() {
+        let department = if i % 4 < 2 { "women" } else { "kids" };
+        let available = if i == 2 { "no" } else { "yes" };
+        out.push_str(&format!("{row},{department},{available}\n"));
+    }
+    std::fs::write(setup.root.join("catalog.csv"), out).unwrap();
+    let o = lookd(&[
+        "catalog",
+        "build",
+        "--catalog",
+        s(&setup.root.join("catalog.csv")),
+        "--model",
+        s(&tiny_model()),
+        "--out",
+        s(&setup.root.join("catalog.cache")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let config = mirror_config(&setup, "st", port, "", "");
+    let _daemon = Daemon::start(&config);
+    let sub = Sub::start(port, "lookd/st");
+    let shoes = |v: &serde_json::Value| ids(v);
+    let first = sub.expect("recommendations/shoes", WAIT, |_| true);
+    assert!(!shoes(&first).contains(&"p002".to_string()), "the CSV's column: {first}");
+    assert_eq!(shoes(&first).len(), 11);
+    let state = ready_state(&sub);
+    assert_eq!((state["unavailable"].as_u64(), state["recommendable"].as_u64()), (Some(1), Some(23)));
+
+    // Sold out: absent from the very next recommendation message, and back when the list clears.
+    sub.clear();
+    publish(port, "lookd/st/catalog/unavailable", r#"["p000", "p004", "nonexistent"]"#, true);
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    let got = shoes(&rec);
+    assert!(!got.contains(&"p000".to_string()) && !got.contains(&"p004".to_string()), "{rec}");
+    assert_eq!(got.len(), 9, "the category still gives every available shoe: {rec}");
+    publish(port, "lookd/st/catalog/unavailable", "oops", false);
+    let err = sub.expect("error", WAIT, |v| v["topic"] == "catalog/unavailable");
+    assert!(err["error"].as_str().unwrap().contains("bad JSON"), "{err}");
+    sub.clear();
+    publish(port, "lookd/st/category/set", "shoes", false); // a new ranking: the list still holds
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    assert_eq!(shoes(&rec).len(), 9, "a bad list changed nothing: {rec}");
+    sub.clear();
+    publish(port, "lookd/st/catalog/unavailable", "", true); // cleared (the retained list deleted)
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    assert!(shoes(&rec).contains(&"p000".to_string()) && shoes(&rec).len() == 11, "{rec}");
+
+    // The women's department: no kids' product, whatever the ranking.
+    sub.clear();
+    publish(port, "lookd/st/filter/set", r#"{"department": ["Women"]}"#, false);
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    let women: Vec<String> =
+        (0..24).filter(|i| i % 4 < 2 && i % 2 == 0 && *i != 2).map(|i| format!("p{i:03}")).collect();
+    let mut got = shoes(&rec);
+    got.sort();
+    assert_eq!(got, women, "{rec}");
+    assert_eq!(ready_state(&sub)["filter"]["department"][0], "Women");
+    publish(port, "lookd/st/filter/set", r#"{"departmnet": ["women"]}"#, false);
+    let err = sub.expect("error", WAIT, |v| v["topic"] == "filter/set");
+    assert!(err["error"].as_str().unwrap().contains("no product has the field \"departmnet\""), "{err}");
+    publish(port, "lookd/st/filter/set", "{}", false);
+    let rec = sub.expect("recommendations/shoes", WAIT, |v| ids(v).len() == 11);
+    assert!(shoes(&rec).contains(&"p004".to_string()));
+
+    // The same filter from the config, from the start; one that no product has is exit 78.
+    let config = mirror_config(&setup, "dep", port, "filter = { department = [\"kids\"] }", "");
+    let _kids = Daemon::start(&config);
+    let sub = Sub::start(port, "lookd/dep");
+    let rec = sub.expect("recommendations/shoes", WAIT, |_| true);
+    assert!(shoes(&rec).iter().all(|id| id[1..].parse::<usize>().unwrap() % 4 >= 2), "{rec}");
+    let config = mirror_config(&setup, "bad", port, "filter = { aisle = [\"3\"] }", "");
+    let mut bad = Daemon::start(&config);
+    let status = bad.wait(WAIT).expect("exits");
+    assert_eq!(status.code(), Some(78));
+}
+
+#[test]
+fn catalog_announce_prints_what_a_mirror_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::tiny_cache(dir.path(), 6);
+    let o = lookd(&["catalog", "announce", "--cache", s(&cache), "--url", "https://hq.invalid/c.cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let bytes = std::fs::read(&cache).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["version"], &sha[..12]);
+    assert_eq!(v["bytes"], bytes.len());
+    let o = lookd(&["catalog", "announce", "--cache", s(&cache), "--url", "ftp://hq/c.cache"]);
+    assert!(!o.status.success() && stderr(&o).contains("http://, https:// or file:"), "{}", stderr(&o));
+}

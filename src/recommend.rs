@@ -29,6 +29,8 @@ pub enum RecommendError {
     Width { scene: usize, cache: usize },
     #[error("category {0:?} has no key in the model (category-key attention)")]
     NoCategoryKey(String),
+    #[error("the stock mask has {mask} rows, the cache {cache}")]
+    Mask { mask: usize, cache: usize },
 }
 
 /// The attention keys of one category block: each product's own (product-key models) or the
@@ -76,7 +78,10 @@ pub fn recommend(
     let rows = &cache.products()[category.start..category.start + category.len];
     let mut scores = score_block(scene, cache, folder, category)?;
     if let Some(mask) = allowed {
-        let mask = &mask[category.start..category.start + category.len];
+        let mask = mask
+            .get(category.start..category.start + category.len)
+            .filter(|_| mask.len() == cache.len())
+            .ok_or(RecommendError::Mask { mask: mask.len(), cache: cache.len() })?;
         scores.retain(|s| mask[s.index]);
     }
     let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());

@@ -1040,7 +1040,7 @@ fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
 }
 
 /// A CA and a server certificate for 127.0.0.1, made here with openssl (no key is committed).
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     let run = |args: &[&str]| {
         let o = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
         assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));

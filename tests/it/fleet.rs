@@ -543,3 +543,50 @@ fn catalog_announce_prints_what_a_mirror_accepts() {
     let o = lookd(&["catalog", "announce", "--cache", s(&cache), "--url", "ftp://hq/c.cache"]);
     assert!(!o.status.success() && stderr(&o).contains("http://, https:// or file:"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_fleet_catalog_over_https_is_fetched_with_the_chains_ca_and_refused_without_it() {
+    if !have("mosquitto") || !have("mosquitto_pub") || !have("openssl") {
+        return;
+    }
+    let setup = setup(1);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let certs = setup.root.join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    crate::daemon::make_certs(&certs);
+    let central = central_catalog(&setup, "tls-v2", 2);
+    // openssl's own HTTPS file server (-WWW: GET /<file> from its working folder, HTTP/1.0, the
+    // body ending with the connection), with the certificate for 127.0.0.1 the test CA signed.
+    let https = free_port();
+    let _server = crate::KillOnDrop(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &https.to_string()])
+            .args(["-cert", s(&certs.join("server.pem")), "-key", s(&certs.join("server.key"))])
+            .current_dir(central.parent().unwrap())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    crate::wait_port(https);
+    let fleet_topic = "lookd/fleet/tls";
+    let trusted =
+        format!("[fleet]\ntopic = \"{fleet_topic}\"\ntimeout-s = 10\nca-file = {:?}\n", certs.join("ca.pem"));
+    let untrusted = format!("[fleet]\ntopic = \"{fleet_topic}\"\ntimeout-s = 10\n");
+    let _a = Daemon::start(&mirror_config(&setup, "ca", port, "", &trusted));
+    let _b = Daemon::start(&mirror_config(&setup, "noca", port, "", &untrusted));
+    let (with_ca, without) = (Sub::start(port, "lookd/ca"), Sub::start(port, "lookd/noca"));
+    version_reached(&with_ca, "local", WAIT);
+    version_reached(&without, "local", WAIT);
+    let url = format!("https://127.0.0.1:{https}/tls-v2.cache");
+    publish(port, fleet_topic, &announce(&central, &url, "v2"), true);
+    let state = version_reached(&with_ca, "v2", WAIT);
+    assert_eq!(state["products"], 26);
+    // The system's roots do not know the chain's CA: the certificate is refused, v2 is not taken.
+    let err = without.expect("error", WAIT, |v| v["topic"] == fleet_topic);
+    assert!(err["error"].as_str().unwrap().contains("TLS"), "{err}");
+    without.clear();
+    assert_eq!(without.expect("stats", WAIT, |_| true)["catalog_version"], "local");
+    publish(port, fleet_topic, "", true);
+}

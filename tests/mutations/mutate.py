@@ -26,8 +26,8 @@ elif name == "tls-fatal":  # a TLS failure ends the daemon
 elif name == "no-offline": # SIGTERM drops the connection: only the will says offline
     sub(p, "            let _ = client.try_publish(self.topic(\"status\"), QoS::AtLeastOnce, true, \"offline\");\n            let _ = client.try_disconnect();\n", "            drop(client);\n")
 elif name == "subscribe-once":
-    sub(p, "        let _ = client.try_subscribe(format!(\"{prefix}/category/set\"), QoS::AtLeastOnce);\n",
-           "        if self.reconnects.load(Ordering::Relaxed) == 0 {\n            let _ = client.try_subscribe(format!(\"{prefix}/category/set\"), QoS::AtLeastOnce);\n        }\n")
+    sub(p, "            let _ = client.try_subscribe(format!(\"{prefix}/{command}\"), QoS::AtLeastOnce);\n",
+           "            if self.reconnects.load(Ordering::Relaxed) == 0 {\n                let _ = client.try_subscribe(format!(\"{prefix}/{command}\"), QoS::AtLeastOnce);\n            }\n")
 elif name == "retain-all": # passing messages retained too
     sub(p, "        self.send(suffix, Message { payload, retain: false, qos: QoS::AtMostOnce });",
            "        self.send(suffix, Message { payload, retain: true, qos: QoS::AtMostOnce });")
@@ -57,5 +57,13 @@ elif name == "kiosk-open-broker":  # the embedded broker takes anyone, password 
     sub(p, "                server.connections.auth = Some(users.clone());", "                let _ = &users;")
 elif name == "kiosk-exposed-anonymous":  # a listener beyond loopback starts without a password
     sub('src/config.rs', "            m.username.is_some() && m.password_file.is_some(),", "            true,")
+elif name == "stock-ignored":  # the stock mask is computed but ranking does not use it
+    sub('src/recommend.rs', "        scores.retain(|s| mask[s.index]);", "        let _ = mask;")
+elif name == "fleet-no-sha":  # a fetched file is taken without comparing its sha256
+    sub('src/update.rs', "    if sha != f.sha256 {", "    if false {")
+elif name == "fleet-foreign-fetched":  # a catalog for another model is downloaded before it is refused
+    sub('src/update.rs', "    if f.fingerprint != ours {", "    if f.fingerprint != ours && false {")
+elif name == "swap-keeps-table":  # a new catalog leaves the stock mask of the old one
+    sub('src/pipeline.rs', "        self.engine.restock();\n        let cache = &self.engine.cache;", "        let cache = &self.engine.cache;")
 else:
     raise SystemExit("unknown mutation " + name)

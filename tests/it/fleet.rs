@@ -586,6 +586,7 @@ fn a_fleet_catalog_over_https_is_fetched_with_the_chains_ca_and_refused_without_
     // The system's roots do not know the chain's CA: the certificate is refused, v2 is not taken.
     let err = without.expect("error", WAIT, |v| v["topic"] == fleet_topic);
     assert!(err["error"].as_str().unwrap().contains("TLS"), "{err}");
+    eprintln!("https without the chain's CA: {}", err["error"]);
     without.clear();
     assert_eq!(without.expect("stats", WAIT, |_| true)["catalog_version"], "local");
     publish(port, fleet_topic, "", true);

@@ -46,11 +46,11 @@ impl Mosquitto {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let log = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
         self.child = Command::new("mosquitto")
             .args(["-c", s(&self.conf)])

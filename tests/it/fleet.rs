@@ -58,6 +58,11 @@ fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str, extra: &s
 /// A second catalog for the same images under new ids (`q000`, ...), plus `more` products, built
 /// centrally with the tiny model into `dir/<name>.cache`.
 fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
+    central_catalog_with(setup, name, more, &tiny_model())
+}
+
+/// The same, embedded with the model at `model`.
+fn central_catalog_with(setup: &Setup, name: &str, more: usize, model: &Path) -> PathBuf {
     let csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
     let mut out = String::from("id,category,image,title\n");
     let rows: Vec<&str> = csv.lines().skip(1).collect();
@@ -80,7 +85,7 @@ fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
         "--images",
         s(&setup.root),
         "--model",
-        s(&tiny_model()),
+        s(model),
         "--out",
         s(&cache),
     ]);
@@ -253,8 +258,24 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
         .as_str()
         .unwrap()
         .to_string();
+    // Truncated on the server: the announcement's size and sha256 are the whole file's.
+    let v8 = central_catalog(setup, &format!("{label}-v8"), 8);
+    let truncated = announce(&v8, &url.replace("-v2.cache", "-v8.cache"), "v8");
+    let whole = std::fs::read(&v8).unwrap();
+    std::fs::write(&v8, &whole[..whole.len() / 2]).unwrap();
+    // Another model's cache under an announcement that claims this model's fingerprint: the
+    // file's own header gives it away.
+    let foreign = central_catalog_with(setup, &format!("{label}-v9"), 0, &crate::default_model());
+    let foreign = announce(&foreign, &url.replace("-v2.cache", "-v9.cache"), "v9");
+    let theirs = serde_json::from_str::<serde_json::Value>(&foreign).unwrap()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lying = foreign.replace(&theirs, &ours);
     let cases = [
         ("not json".to_string(), "bad JSON"),
+        (truncated, "bytes arrived, the announcement says"),
+        (lying, "it was built for model"),
         (
             format!(
                 r#"{{"version": "v4", "url": "ftp://127.0.0.1/c.cache", "sha256": "{sha}", "fingerprint": "{ours}"}}"#
@@ -350,7 +371,15 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
     let setup = setup(4);
     let port = free_port();
     let _broker = Mosquitto::start(&setup.root, port);
+    // The shipped model, so that "less than one inference" means what it does on a mirror (tens
+    // of milliseconds), not the tiny model's few.
+    let model = crate::default_model();
+    let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("r.cache"));
+    let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&model), "--out", s(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let config = mirror_config(&setup, "r", port, "", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&format!("{:?}", tiny_model()), &format!("{model:?}"))).unwrap();
     let daemon = Daemon::start_logged(&config, &setup.root.join("r.log"));
     let sub = Sub::start(port, "lookd/r");
     let before = ready_state(&sub);
@@ -590,4 +619,46 @@ fn a_fleet_catalog_over_https_is_fetched_with_the_chains_ca_and_refused_without_
     without.clear();
     assert_eq!(without.expect("stats", WAIT, |_| true)["catalog_version"], "local");
     publish(port, fleet_topic, "", true);
+}
+
+#[test]
+fn a_store_offline_during_the_announcement_catches_up_when_it_reconnects() {
+    if !have("mosquitto") || !have("mosquitto_pub") {
+        return;
+    }
+    let setup = setup(1);
+    let (central, store) = (free_port(), free_port());
+    let _central = Mosquitto::start(&setup.root, central);
+    let bridge = format!(
+        "connection central\naddress 127.0.0.1:{central}\nclientid store-2-bridge\ncleansession true\n\
+         restart_timeout 1\ntopic lookd/fleet/# in 1\n"
+    );
+    let mut store_broker = Mosquitto::start_with(&setup.root, store, &bridge);
+    let fleet = "[fleet]\ntopic = \"lookd/fleet/catalog\"\ntimeout-s = 10\n";
+    let names = ["o0", "o1"];
+    let _daemons: Vec<Daemon> =
+        names.iter().map(|n| Daemon::start(&mirror_config(&setup, n, store, "", fleet))).collect();
+    for n in names {
+        version_reached(&Sub::start(store, &format!("lookd/{n}")), "local", WAIT);
+    }
+    // The store's broker goes down (its link, its power): the mirrors lose the broker, the bridge
+    // its connection. The chain announces meanwhile; only the central broker keeps it.
+    store_broker.stop();
+    let central_catalog = central_catalog(&setup, "o-v2", 2);
+    let http = http_server(central_catalog.parent().unwrap().to_path_buf());
+    let message = announce(&central_catalog, &format!("http://127.0.0.1:{http}/o-v2.cache"), "v2");
+    publish(central, "lookd/fleet/catalog", &message, true);
+    std::thread::sleep(Duration::from_secs(2));
+    let back = Instant::now();
+    store_broker.restart(); // no persistence: the store's broker knows nothing of v2
+                            // The bridge reconnects and takes the retained announcement from the centre; the mirrors
+                            // reconnect (backoff up to 3 s) and get it from the store's broker.
+    for n in names {
+        version_reached(&Sub::start(store, &format!("lookd/{n}")), "v2", WAIT);
+    }
+    eprintln!(
+        "offline store: both mirrors on v2 {:.2} s after their broker came back",
+        back.elapsed().as_secs_f64()
+    );
+    publish(central, "lookd/fleet/catalog", "", true);
 }

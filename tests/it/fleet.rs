@@ -377,7 +377,10 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
     let (csv, cache) = (setup.root.join("catalog.csv"), setup.root.join("r.cache"));
     let o = lookd(&["catalog", "build", "--catalog", s(&csv), "--model", s(&model), "--out", s(&cache)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let config = mirror_config(&setup, "r", port, "", "");
+    // With the kiosk's listener, whose product table follows the catalog.
+    let http = free_port();
+    let kiosk = format!("[kiosk]\nlisten = \"127.0.0.1:{http}\"\nwebsocket = \"ws://127.0.0.1:9\"\n");
+    let config = mirror_config(&setup, "r", port, "", &kiosk);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace(&format!("{:?}", tiny_model()), &format!("{model:?}"))).unwrap();
     let daemon = Daemon::start_logged(&config, &setup.root.join("r.log"));
@@ -418,11 +421,16 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
         rss_before = sub.expect("stats", WAIT, |_| true)["rss_kb"].as_u64().unwrap();
     }
     let stats_before = sub.expect("stats", WAIT, |_| true);
+    assert_eq!(crate::kiosk::get("127.0.0.1", http, "/products/n3").0, 404, "not in the catalog yet");
     add("n", 4);
     daemon.signal("HUP");
     sub.expect("catalog/state", WAIT, |v| v["state"] == "building");
     let after = ready_state(&sub);
     assert_eq!(after["products"], 30, "{after}");
+    // The kiosk serves the new products' fields and photos at once.
+    let (status, _, body) = crate::kiosk::get("127.0.0.1", http, "/products/n3");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(crate::kiosk::get("127.0.0.1", http, "/images/n3").0, 200);
     assert_ne!(after["sha256"], before["sha256"]);
     let rec = sub.expect("recommendations/shoes", WAIT, |v| ids(v).iter().any(|id| id.starts_with('n')));
     assert_eq!(ids(&rec).len(), 15, "{rec}");

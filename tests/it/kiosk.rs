@@ -49,7 +49,7 @@ fn http(host: &str, port: u16, request: &[u8]) -> (u16, String, Vec<u8>) {
     (status, head, raw[split..].to_vec())
 }
 
-fn get(host: &str, port: u16, path: &str) -> (u16, String, Vec<u8>) {
+pub(crate) fn get(host: &str, port: u16, path: &str) -> (u16, String, Vec<u8>) {
     http(host, port, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
 }
 

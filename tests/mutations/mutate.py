@@ -65,5 +65,7 @@ elif name == "fleet-foreign-fetched":  # a catalog for another model is download
     sub('src/update.rs', "    if f.fingerprint != ours {", "    if f.fingerprint != ours && false {")
 elif name == "swap-keeps-table":  # a new catalog leaves the stock mask of the old one
     sub('src/pipeline.rs', "        self.engine.restock();\n        let cache = &self.engine.cache;", "        let cache = &self.engine.cache;")
+elif name == "swap-keeps-kiosk":  # the kiosk's listener keeps serving the old catalog's products
+    sub('src/pipeline.rs', "            *k.table.write().unwrap_or_else(|e| e.into_inner()) = table;", "            drop(table);")
 else:
     raise SystemExit("unknown mutation " + name)

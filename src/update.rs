@@ -176,6 +176,12 @@ fn rebuild(s: &Sources, why: &str, events: &Sender<Event>) -> Result<NewCatalog,
     Ok(NewCatalog { cache, identity, how })
 }
 
+/// The fleet's catalog fetched, checked and put in place now, on the caller's thread (start-up).
+pub fn fetch_now(s: &Sources, f: &FleetCatalog) -> Result<NewCatalog, String> {
+    let (events, _) = channel();
+    fetch(s, f, &events)
+}
+
 fn fetch(s: &Sources, f: &FleetCatalog, events: &Sender<Event>) -> Result<NewCatalog, String> {
     let ours = hex(&s.folder.product_fingerprint());
     if f.fingerprint != ours {

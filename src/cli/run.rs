@@ -40,14 +40,30 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             folder.manifest.model_id()
         );
     }
-    let mut building = StartupProgress::default();
-    let cache = open_or_build_cache(
-        &config.cache,
-        &config.catalog_csv,
-        config.catalog_images.as_deref(),
-        &folder,
-        &mut |done, total| building.tell(done, total),
-    )?;
+    let settings = mqtt_settings(&config, &a.config)?;
+    let sources = Sources {
+        folder: folder.clone(),
+        catalog_csv: config.catalog_csv.clone(),
+        catalog_images: config.catalog_images.clone(),
+        cache: config.cache.clone(),
+        limits: fleet_limits(&config)?,
+    };
+    let (cache, identity) = match first_fleet_catalog(&config, &settings, &sources) {
+        Some(new) => (new.cache, new.identity),
+        None => {
+            let mut building = StartupProgress::default();
+            let cache = open_or_build_cache(
+                &config.cache,
+                &config.catalog_csv,
+                config.catalog_images.as_deref(),
+                &folder,
+                &mut |done, total| building.tell(done, total),
+            )?;
+            let identity = lookd::update::identity_of(&config.cache)
+                .with_context(|| format!("reading {}", config.cache.display()))?;
+            (cache, identity)
+        }
+    };
     let scene = SceneModel::load(&folder).context("loading the scene graph")?;
     if let Err(message) = cache.find_category(&config.category) {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
@@ -56,7 +72,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             message
         });
     }
-    let settings = mqtt_settings(&config, &a.config)?;
     if let Broker::Embedded { listen, websocket } = &config.broker {
         let login = settings.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
         publish::start_embedded_broker(listen, websocket.as_deref(), login)?;
@@ -80,18 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
     }
-    let identity = lookd::update::identity_of(&config.cache)
-        .with_context(|| format!("reading {}", config.cache.display()))?;
-    let updates = Updater::start(
-        Sources {
-            folder: folder.clone(),
-            catalog_csv: config.catalog_csv.clone(),
-            catalog_images: config.catalog_images.clone(),
-            cache: config.cache.clone(),
-            limits: fleet_limits(&config)?,
-        },
-        config.fleet.as_ref().map(|f| f.topic.clone()),
-    );
+    let updates = Updater::start(sources, config.fleet.as_ref().map(|f| f.topic.clone()));
     // SIGHUP (`systemctl reload lookd`): a new catalog, made beside the loop.
     signal_hook::flag::register(signal_hook::consts::SIGHUP, updates.reload.clone())
         .context("installing signal handlers")?;
@@ -157,6 +161,67 @@ fn kiosk_site(
             username: if login { config.username.clone() } else { None },
             top: config.top,
         },
+    }
+}
+
+/// How long a fleet mirror without a usable cache waits at its first start for the fleet's
+/// retained announcement before it embeds its own catalog instead.
+const FIRST_FLEET_WAIT: Duration = Duration::from_secs(10);
+
+/// A fleet mirror without a usable cache (a new one, or a new model) takes the chain's catalog
+/// rather than embedding its own: minutes on a Pi, and maybe no catalog CSV at all. None: no
+/// fleet, a cache already there, no announcement within FIRST_FLEET_WAIT, or a fetch that
+/// failed (said in the log); the caller then opens or builds the cache as ever.
+fn first_fleet_catalog(
+    config: &Config,
+    settings: &Settings,
+    sources: &Sources,
+) -> Option<lookd::update::NewCatalog> {
+    let fleet = config.fleet.as_ref()?;
+    // The embedded broker starts later and holds nothing retained yet.
+    if matches!(config.broker, Broker::Embedded { .. }) {
+        return None;
+    }
+    let fingerprint = sources.folder.product_fingerprint();
+    if lookd::cache::ProductCache::open(&config.cache, Some(&fingerprint)).is_ok() {
+        return None;
+    }
+    log::info!(
+        "no usable product cache at {}: asking the fleet ({}) first",
+        config.cache.display(),
+        fleet.topic
+    );
+    notify("STATUS=asking the fleet for the catalog");
+    let Some(payload) = publish::retained(settings, &fleet.topic, FIRST_FLEET_WAIT) else {
+        log::info!(
+            "no fleet catalog announced within {} s: using the local catalog",
+            FIRST_FLEET_WAIT.as_secs()
+        );
+        return None;
+    };
+    let announced = match lookd::publish::payload::decode_fleet(&payload) {
+        Ok(lookd::publish::Command::Fleet(f)) => f,
+        Ok(_) => return None,
+        Err(e) => {
+            log::warn!(
+                "the fleet's announcement on {} is refused: {e}; using the local catalog",
+                fleet.topic
+            );
+            return None;
+        }
+    };
+    // The fetch may take up to its timeout: systemd is told to wait that long.
+    notify(&format!("EXTEND_TIMEOUT_USEC={}", (fleet.timeout + EXTEND_BY).as_micros()));
+    notify(&format!("STATUS=fetching the fleet's catalog {}", announced.version));
+    match lookd::update::fetch_now(sources, &announced) {
+        Ok(new) => {
+            log::info!("catalog: {} taken at start, nothing embedded here", new.how);
+            Some(new)
+        }
+        Err(e) => {
+            log::warn!("{e}; using the local catalog");
+            None
+        }
     }
 }
 

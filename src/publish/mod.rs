@@ -286,14 +286,20 @@ struct Network {
 
 /// The client options for `s`: keep-alive, last will `offline`, credentials, TLS.
 fn mqtt_options(s: &Settings) -> MqttOptions {
-    let mut o = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+    let mut o = base_options(s, &s.client_id);
+    o.set_last_will(LastWill::new(format!("{}/status", s.prefix), "offline", QoS::AtLeastOnce, true));
+    o
+}
+
+/// The same without a last will, under another client id.
+fn base_options(s: &Settings, client_id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, s.host.clone(), s.port);
     o.set_keep_alive(s.keep_alive);
     o.set_clean_session(true);
     // Incoming: room for the largest stock list lookd accepts, so that one over its limit is
     // refused on `/error`, not by dropping the connection (a retained one would come back on
     // every reconnect). The broker should cap messages on these topics as well (docs/fleet.md).
     o.set_max_packet_size(s.max_payload.max(2 * payload::MAX_UNAVAILABLE_BYTES), 256 * 1024);
-    o.set_last_will(LastWill::new(format!("{}/status", s.prefix), "offline", QoS::AtLeastOnce, true));
     if let Some((user, pass)) = &s.credentials {
         o.set_credentials(user.clone(), pass.clone());
     }
@@ -408,6 +414,36 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
         }
         std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
+}
+
+/// The retained message on `topic`, if the broker has one within `wait` (start-up: a new fleet
+/// mirror asks for the chain's catalog before it would embed one itself). A client of its own,
+/// without a last will, so it says nothing about the mirror's status.
+pub fn retained(settings: &Settings, topic: &str, wait: Duration) -> Option<Vec<u8>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = base_options(settings, &format!("{}-boot", settings.client_id));
+    let (client, mut connection) = Client::new(options, 4);
+    let end = std::time::Instant::now() + wait;
+    let mut got = None;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        match connection.recv_timeout(left) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                let _ = client.try_subscribe(topic, QoS::AtLeastOnce);
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == topic => {
+                got = Some(p.payload.to_vec());
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                log::info!("fleet: cannot ask {}:{} for {topic}: {e}", settings.host, settings.port);
+                std::thread::sleep(Duration::from_millis(250).min(left));
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = client.try_disconnect();
+    got
 }
 
 /// Subscribes to everything under `prefix` and calls `each(topic, payload)` for every message,

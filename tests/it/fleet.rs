@@ -232,6 +232,29 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
         "fleet ({label}): a mirror started later served v2 {:.2} s after its start",
         started.elapsed().as_secs_f64()
     );
+    // A new mirror, with no cache and no catalog CSV of its own: it takes the fleet's catalog at
+    // its first start instead of embedding one (and could not embed one anyway).
+    let fresh = format!("{label}-fresh");
+    let fresh_config = mirror_config(setup, &fresh, mirrors_port, "", &fleet);
+    std::fs::remove_file(setup.root.join(format!("{fresh}.cache"))).unwrap();
+    let text = std::fs::read_to_string(&fresh_config).unwrap();
+    let no_csv = setup.root.join("no-such-catalog.csv");
+    let text = text.replace(&format!("{:?}", setup.root.join("catalog.csv")), &format!("{no_csv:?}"));
+    std::fs::write(&fresh_config, text).unwrap();
+    let fresh_sub = Sub::start(mirrors_port, &format!("lookd/{fresh}"));
+    let started = Instant::now();
+    let fresh_log = setup.root.join(format!("{fresh}.log"));
+    let mut fresh_daemon = Daemon::start_logged(&fresh_config, &fresh_log);
+    let state = version_reached(&fresh_sub, "v2", WAIT);
+    assert_eq!(state["products"], 28);
+    fresh_sub.expect("recommendations/shoes", WAIT, |v| ids(v).iter().all(|id| id.starts_with('q')));
+    let log = std::fs::read_to_string(&fresh_log).unwrap();
+    assert!(log.contains("taken at start, nothing embedded here"), "{log}");
+    eprintln!(
+        "fleet ({label}): a new mirror without cache or CSV served v2 {:.2} s after its start",
+        started.elapsed().as_secs_f64()
+    );
+    fresh_daemon.kill();
 
     // A corrupted file: every mirror refuses it, says why, and keeps v2.
     let v3 = central_catalog(setup, &format!("{label}-v3"), 6);

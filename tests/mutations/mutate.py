@@ -67,5 +67,7 @@ elif name == "swap-keeps-table":  # a new catalog leaves the stock mask of the o
     sub('src/pipeline.rs', "        self.engine.restock();\n        let cache = &self.engine.cache;", "        let cache = &self.engine.cache;")
 elif name == "swap-keeps-kiosk":  # the kiosk's listener keeps serving the old catalog's products
     sub('src/pipeline.rs', "            *k.table.write().unwrap_or_else(|e| e.into_inner()) = table;", "            drop(table);")
+elif name == "fleet-first-start-embeds":  # a new fleet mirror never asks the fleet at start
+    sub('src/cli/run.rs', "    let fleet = config.fleet.as_ref()?;", "    let fleet = config.fleet.as_ref().filter(|_| false)?;")
 else:
     raise SystemExit("unknown mutation " + name)

@@ -44,46 +44,90 @@ pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {
     let (wu, hu) = (w as usize, h as usize);
     let (cw, ch) = (wu.div_ceil(2), hu.div_ceil(2));
     let mut out = RgbImage::new(w, h);
+    // Row by row, a pair of pixels at a time: the two share their chroma, whose terms are worked
+    // out once, and fixed-size chunks let the compiler drop the bounds checks (a 1280x720 YUYV
+    // frame: 1.7 ms instead of 4.2 a pixel at a time, `cargo bench --bench frame`; the same bytes).
+    let planes = wu * hu;
+    let row_bytes = wu * 3;
     match frame.format {
         PixelFormat::Rgb24 => out.copy_from_slice(&p[..expected]),
         PixelFormat::Yuyv => {
             let stride = frame.format.row_len(w).unwrap_or(0);
-            fill(&mut out, |x, y| {
-                let pair = y * stride + (x & !1) * 2;
-                (p[y * stride + x * 2], p[pair + 1], p[pair + 3])
-            })
+            for (y, out_row) in out.chunks_exact_mut(row_bytes).enumerate() {
+                let row = &p[y * stride..(y + 1) * stride];
+                // Whole pairs as fixed-size chunks (the compiler drops the bounds checks), then
+                // an odd last pixel.
+                let (whole, last) = out_row.split_at_mut(row_bytes / 6 * 6);
+                for (px, q) in whole.chunks_exact_mut(6).zip(row.chunks_exact(4)) {
+                    pair(px, q[0], q[2], q[1], q[3]);
+                }
+                if !last.is_empty() {
+                    let q = &row[row.len() - 4..];
+                    last.copy_from_slice(&yuv_to_rgb(q[0], q[1], q[3]));
+                }
+            }
         }
         PixelFormat::Nv12 => {
-            let uv = &p[wu * hu..];
-            fill(&mut out, |x, y| {
-                let c = (y / 2) * cw * 2 + (x / 2) * 2;
-                (p[y * wu + x], uv[c], uv[c + 1])
-            })
+            for (y, out_row) in out.chunks_exact_mut(row_bytes).enumerate() {
+                let (luma, uv) = (&p[y * wu..(y + 1) * wu], &p[planes + (y / 2) * cw * 2..]);
+                let (whole, last) = out_row.split_at_mut(row_bytes / 6 * 6);
+                for ((px, l), c) in
+                    whole.chunks_exact_mut(6).zip(luma.chunks_exact(2)).zip(uv.chunks_exact(2))
+                {
+                    pair(px, l[0], l[1], c[0], c[1]);
+                }
+                if !last.is_empty() {
+                    let (l, c) = (luma[wu - 1], wu / 2 * 2);
+                    last.copy_from_slice(&yuv_to_rgb(l, uv[c], uv[c + 1]));
+                }
+            }
         }
         PixelFormat::Yu12 => {
-            let (u, v) = (&p[wu * hu..wu * hu + cw * ch], &p[wu * hu + cw * ch..]);
-            fill(&mut out, |x, y| {
-                let c = (y / 2) * cw + x / 2;
-                (p[y * wu + x], u[c], v[c])
-            })
+            for (y, out_row) in out.chunks_exact_mut(row_bytes).enumerate() {
+                let luma = &p[y * wu..(y + 1) * wu];
+                let u = &p[planes + (y / 2) * cw..planes + (y / 2 + 1) * cw];
+                let v = &p[planes + cw * ch + (y / 2) * cw..planes + cw * ch + (y / 2 + 1) * cw];
+                let (whole, last) = out_row.split_at_mut(row_bytes / 6 * 6);
+                let chroma = u.iter().zip(v);
+                for ((px, l), (&u, &v)) in whole.chunks_exact_mut(6).zip(luma.chunks_exact(2)).zip(chroma) {
+                    pair(px, l[0], l[1], u, v);
+                }
+                if !last.is_empty() {
+                    let (l, c) = (luma[wu - 1], wu / 2);
+                    last.copy_from_slice(&yuv_to_rgb(l, u[c], v[c]));
+                }
+            }
         }
         PixelFormat::Mjpg => unreachable!("handled above"),
     }
     Ok(out)
 }
 
-fn fill(out: &mut RgbImage, yuv: impl Fn(usize, usize) -> (u8, u8, u8)) {
-    for (x, y, px) in out.enumerate_pixels_mut() {
-        let (yy, u, v) = yuv(x as usize, y as usize);
-        px.0 = yuv_to_rgb(yy, u, v);
-    }
+/// Two RGB pixels (6 bytes) from their lumas and shared chroma.
+#[inline(always)]
+fn pair(px: &mut [u8], y0: u8, y1: u8, u: u8, v: u8) {
+    let (d, e) = (u as i32 - 128, v as i32 - 128);
+    let (r, g, b) = (409 * e, -100 * d - 208 * e, 516 * d);
+    let (c0, c1) = (298 * (y0 as i32 - 16), 298 * (y1 as i32 - 16));
+    px[..6].copy_from_slice(&[
+        clamp8(c0 + r),
+        clamp8(c0 + g),
+        clamp8(c0 + b),
+        clamp8(c1 + r),
+        clamp8(c1 + g),
+        clamp8(c1 + b),
+    ]);
+}
+
+#[inline(always)]
+fn clamp8(x: i32) -> u8 {
+    ((x + 128) >> 8).clamp(0, 255) as u8
 }
 
 /// BT.601 limited range to RGB, in 8.8 fixed point.
 pub fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let (c, d, e) = (298 * (y as i32 - 16), u as i32 - 128, v as i32 - 128);
-    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
-    [clamp(c + 409 * e), clamp(c - 100 * d - 208 * e), clamp(c + 516 * d)]
+    [clamp8(c + 409 * e), clamp8(c - 100 * d - 208 * e), clamp8(c + 516 * d)]
 }
 
 #[cfg(test)]
@@ -161,6 +205,49 @@ mod tests {
     fn odd_sizes_round_chroma_up() {
         // 3x1 NV12: chroma for 2 columns.
         check(frame(PixelFormat::Nv12, 3, 1, vec![81, 81, 41, 90, 240, 240, 110]), &[RED, RED, BLUE]);
+    }
+
+    /// The conversion a pixel at a time, as lookd did it before the row-wise one.
+    fn reference(f: &Frame) -> Vec<[u8; 3]> {
+        let (w, h) = (f.width as usize, f.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let p = &f.pixels;
+        let stride = f.format.row_len(f.width).unwrap_or(0);
+        let mut out = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                let (l, u, v) = match f.format {
+                    PixelFormat::Yuyv => {
+                        let pair = y * stride + (x & !1) * 2;
+                        (p[y * stride + x * 2], p[pair + 1], p[pair + 3])
+                    }
+                    PixelFormat::Nv12 => {
+                        let c = w * h + (y / 2) * cw * 2 + (x / 2) * 2;
+                        (p[y * w + x], p[c], p[c + 1])
+                    }
+                    _ => {
+                        let c = (y / 2) * cw + x / 2;
+                        (p[y * w + x], p[w * h + c], p[w * h + cw * ch + c])
+                    }
+                };
+                out.push(yuv_to_rgb(l, u, v));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_row_wise_conversion_gives_the_pixel_wise_bytes() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12] {
+            for (w, h) in [(1, 1), (2, 2), (3, 1), (5, 3), (16, 9), (33, 17), (64, 48)] {
+                let n = format.frame_len(w, h).unwrap();
+                let pixels: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+                let f = frame(format, w, h, pixels);
+                let got: Vec<[u8; 3]> = to_rgb(&f).unwrap().pixels().map(|p| p.0).collect();
+                assert_eq!(got, reference(&f), "{format:?} {w}x{h}");
+            }
+        }
     }
 
     #[test]

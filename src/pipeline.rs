@@ -357,6 +357,11 @@ fn capture_loop(
     c.capture_done.store(true, Ordering::Release);
 }
 
+/// The configured category `name` in `cache`, else the cache's first (none: an empty cache).
+fn configured_category(cache: &ProductCache, name: &str) -> Option<CategoryBlock> {
+    cache.find_category(name).ok().or_else(|| cache.categories().first()).cloned()
+}
+
 struct Loop<'a> {
     engine: &'a mut Engine,
     publisher: &'a dyn Publisher,
@@ -385,12 +390,11 @@ impl<'a> Loop<'a> {
         opts: &'a Options,
         c: Arc<Counters>,
     ) -> Loop<'a> {
-        let category = engine
-            .cache
-            .find_category(&opts.category)
-            .cloned()
-            .or_else(|_| engine.cache.categories().first().cloned().ok_or(()))
-            .unwrap_or(CategoryBlock { path: opts.category.clone(), start: 0, len: 0 });
+        let category = configured_category(&engine.cache, &opts.category).unwrap_or(CategoryBlock {
+            path: opts.category.clone(),
+            start: 0,
+            len: 0,
+        });
         let now = Instant::now();
         Loop {
             engine,
@@ -616,14 +620,10 @@ impl<'a> Loop<'a> {
         let Some(updates) = &self.engine.updates else {
             return Err("this lookd cannot reload its catalog".into());
         };
-        match (&updates.fleet_topic, self.last_fleet.clone()) {
-            (Some(_), Some(f)) if f.sha256 == self.engine.identity.sha256 => {
-                log::info!("{topic}: already serving the fleet's catalog {}", f.version);
-                return Ok(());
-            }
-            (Some(_), Some(f)) => updates.submit(Job::Fetch(f), topic),
-            _ => updates.submit(Job::Rebuild { why: topic.to_string() }, topic),
+        if let (Some(_), Some(f)) = (&updates.fleet_topic, self.last_fleet.clone()) {
+            return self.fleet(f, topic, supervisor);
         }
+        updates.submit(Job::Rebuild { why: topic.to_string() }, topic);
         supervisor(Notice::Reloading);
         Ok(())
     }
@@ -691,20 +691,17 @@ impl<'a> Loop<'a> {
         }
         self.engine.restock();
         let cache = &self.engine.cache;
-        let category = cache.find_category(&self.category.path).cloned().or_else(|_| {
-            let fallback =
-                cache.find_category(&self.opts.category).or_else(|e| cache.categories().first().ok_or(e));
-            let fallback = fallback.cloned();
-            if let Ok(c) = &fallback {
-                problems.push(format!(
-                    "category {:?} is not in the new catalog: showing {}",
-                    self.category.path, c.path
-                ));
+        match cache.find_category(&self.category.path) {
+            Ok(same) => self.category = same.clone(),
+            Err(_) => {
+                if let Some(c) = configured_category(cache, &self.opts.category) {
+                    problems.push(format!(
+                        "category {:?} is not in the new catalog: showing {}",
+                        self.category.path, c.path
+                    ));
+                    self.category = c;
+                }
             }
-            fallback
-        });
-        if let Ok(c) = category {
-            self.category = c;
         }
         if let Some(k) = &self.engine.kiosk {
             let table = crate::kiosk::ProductTable::new(self.engine.cache.products(), &k.images);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::build::{build, BuildPlan};
+use crate::cache::build::{build, remove_if_there, sibling, BuildPlan};
 use crate::cache::ProductCache;
 use crate::fetch::{fetch_to, Limits};
 use crate::model::{hex, ModelFolder};
@@ -258,22 +258,8 @@ fn modified_ms(path: &Path) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `.<name>.<what>` beside `path`.
-fn sibling(path: &Path, what: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{what}"))
-}
-
 fn version_path(cache: &Path) -> PathBuf {
     sibling(cache, "version")
-}
-
-fn remove_if_there(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("cannot remove {}: {e}", path.display());
-        }
-    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {

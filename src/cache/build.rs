@@ -100,11 +100,7 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
     }
     let bytes = codec::encode(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id());
     write_atomically(plan.out, &bytes)?;
-    if let Err(e) = std::fs::remove_file(&partial) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("cannot remove {}: {e}", partial.display());
-        }
-    }
+    remove_if_there(&partial);
     report.skipped.sort_by_key(|p| p.line);
     Ok(report)
 }
@@ -211,7 +207,22 @@ fn dir_of(path: &Path) -> PathBuf {
 
 /// Where a build saves its work so far: `.<name>.partial` beside the cache.
 pub fn partial_path(out: &Path) -> PathBuf {
-    dir_of(out).join(format!(".{}.partial", file_name(out)))
+    sibling(out, "partial")
+}
+
+/// `.<name>.<what>` beside `path`: where a cache's companions live (its partial build, a fleet
+/// fetch in progress, the fleet's version).
+pub fn sibling(path: &Path, what: &str) -> PathBuf {
+    dir_of(path).join(format!(".{}.{what}", file_name(path)))
+}
+
+/// Removes `path`; one already gone is fine, any other failure is logged.
+pub fn remove_if_there(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
 }
 
 fn temp_prefix(path: &Path) -> String {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lookd::model::{check_reference, ModelFolder, ProductModel, SceneModel};
+use lookd::model::{check_reference, Kernels, ModelFolder, ProductModel, SceneModel};
 
 use super::{code, quantile};
 
@@ -33,6 +33,10 @@ pub enum Command {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+        /// `lookd`: lookd's own depthwise and squared-distance kernels swapped in (as the
+        /// daemon runs); `tract`: tract's alone, for comparison
+        #[arg(long, default_value = "lookd")]
+        kernels: Kernels,
     },
     /// Write the picture the model sees for each photo (lookd's JPEG/PNG decoding, crop and
     /// stretch), as PNGs, so that training and other tools can use lookd's exact pixels.
@@ -50,9 +54,9 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
-        Command::Bench { dir, runs, threads, profile, json } => {
+        Command::Bench { dir, runs, threads, profile, json, kernels } => {
             lookd::model::set_threads(threads.max(1));
-            bench(&dir, runs, profile, json)
+            bench(&dir, runs, profile, json, kernels)
         }
         Command::Input { model, jobs } => input(&model, &jobs),
     }
@@ -152,11 +156,17 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
 }
 
-fn bench(dir: &std::path::Path, runs: usize, profile: bool, json: bool) -> anyhow::Result<i32> {
+fn bench(
+    dir: &std::path::Path,
+    runs: usize,
+    profile: bool,
+    json: bool,
+    kernels: Kernels,
+) -> anyhow::Result<i32> {
     let folder = ModelFolder::open(dir)?;
     let m = &folder.manifest;
     let started = std::time::Instant::now();
-    let mut scene = SceneModel::load(&folder).context("scene graph")?;
+    let mut scene = SceneModel::load_with(&folder, kernels).context("scene graph")?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let pixels = lookd::model::reference_pixels(m.input.width, m.input.height);
     for _ in 0..3 {
@@ -172,10 +182,10 @@ fn bench(dir: &std::path::Path, runs: usize, profile: bool, json: bool) -> anyho
     let (p50, p95, min) = (quantile(&ms, 0.5), quantile(&ms, 0.95), ms[0]);
     if json {
         let out = serde_json::json!({"model": m.model_id(), "precision": m.precision, "runs": ms.len(),
-            "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});
+            "kernels": format!("{kernels:?}").to_lowercase(), "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});
         println!("{out}");
     } else {
-        println!("{} ({}): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
+        println!("{} ({}, {kernels:?} kernels): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
             m.model_id(), m.precision, ms.len());
     }
     if profile {

@@ -4,7 +4,9 @@
 //! made runnable once; its `SimpleState` is reused for every call. It must not decode images
 //! (that is `preprocess`) nor rank anything (that is `rank`).
 
+pub mod depthwise;
 pub mod manifest;
+pub mod sqdist;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +131,28 @@ pub fn set_threads(n: usize) {
     });
 }
 
+/// Whose kernels a loaded graph runs where lookd has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// lookd's: [`depthwise`] (with the clip after it folded in) and [`sqdist`], swapped in
+    /// after decluttering; tract optimises the rest.
+    #[default]
+    Lookd,
+    /// tract's alone, as tract optimises the graph.
+    Tract,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lookd" => Ok(Kernels::Lookd),
+            "tract" => Ok(Kernels::Tract),
+            _ => Err(format!("kernels are `lookd` or `tract`, not {s:?}")),
+        }
+    }
+}
+
 /// One optimised graph with its reusable state.
 struct Runner {
     path: PathBuf,
@@ -144,13 +168,19 @@ impl Runner {
         input: &manifest::InputSpec,
         batch: usize,
         outputs: &[&str],
+        kernel: Kernels,
     ) -> Result<Runner, ModelError> {
         let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
         let shape = [batch, 3, input.height, input.width];
         let mut graph = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
         graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
-        let plan = graph.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;
+        let mut typed = graph.into_typed().map_err(fail)?.into_decluttered().map_err(fail)?;
+        if kernel == Kernels::Lookd {
+            depthwise::swap_in(&mut typed, depthwise::Isa::detect()).map_err(fail)?;
+            sqdist::swap_in(&mut typed).map_err(fail)?;
+        }
+        let plan = typed.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;
         let state = TypedSimpleState::new(&plan).map_err(fail)?;
         Ok(Runner { path, state, batch, per_image: 3 * input.height * input.width, shape })
     }
@@ -238,10 +268,14 @@ pub struct SceneModel {
 
 impl SceneModel {
     pub fn load(folder: &ModelFolder) -> Result<SceneModel, ModelError> {
+        SceneModel::load_with(folder, Kernels::default())
+    }
+
+    pub fn load_with(folder: &ModelFolder, kernel: Kernels) -> Result<SceneModel, ModelError> {
         let m = &folder.manifest;
         let path = folder.graph_path(&m.scene.graph, &m.scene.sha256)?;
         let names = [m.scene.global.as_str(), m.scene.regions.as_str(), m.scene.keys.as_str()];
-        let runner = Runner::load(path, &m.input, 1, &names)?;
+        let runner = Runner::load(path, &m.input, 1, &names, kernel)?;
         let (d, r) = (m.dim, m.regions);
         runner.check_shapes(&names, &[vec![1, d], vec![1, r, d], vec![1, r, d]])?;
         Ok(SceneModel { runner, dim: d })
@@ -281,7 +315,7 @@ impl ProductModel {
         if with_key {
             names.extend(m.product.key.as_deref());
         }
-        let runner = Runner::load(path, &m.input, batch.max(1), &names)?;
+        let runner = Runner::load(path, &m.input, batch.max(1), &names, Kernels::default())?;
         let expected = vec![vec![batch.max(1), m.dim]; names.len()];
         runner.check_shapes(&names, &expected)?;
         Ok(ProductModel { runner, dim: m.dim, with_key })

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lookd::model::{check_reference, ModelFolder, SceneModel};
+use lookd::model::{check_reference, Kernels, ModelFolder, SceneModel};
 
 use crate::tiny_model;
 
@@ -74,5 +74,31 @@ fn default_model_agrees_with_onnxruntime() {
     let folder = ModelFolder::open(&crate::default_model()).unwrap();
     for (name, err) in check_reference(&folder).unwrap() {
         assert!(err <= 1e-4, "{name}: {err}");
+    }
+}
+
+/// lookd's kernels (depthwise, squared distances) give the scene graph tract's own outputs, on a
+/// real photo's pixels: to 1e-5 (the embeddings are unit vectors).
+#[test]
+fn lookds_kernels_give_the_outputs_of_tracts_own() {
+    let folder = ModelFolder::open(&crate::default_model()).unwrap();
+    let m = &folder.manifest;
+    let Some(data) = crate::shared_data() else { return };
+    let scenes = data.join("ccp/scenes");
+    let mut photos: Vec<_> = std::fs::read_dir(&scenes).unwrap().map(|e| e.unwrap().path()).collect();
+    photos.sort();
+    let img = lookd::preprocess::decode(&std::fs::read(&photos[0]).unwrap()).unwrap();
+    let mut pixels = Vec::new();
+    lookd::preprocess::to_model_input(&img, None, m.input.width, m.input.height, &mut pixels).unwrap();
+    let ours = SceneModel::load_with(&folder, Kernels::Lookd).unwrap().embed(&pixels).unwrap();
+    let tracts = SceneModel::load_with(&folder, Kernels::Tract).unwrap().embed(&pixels).unwrap();
+    for (name, a, b) in [
+        ("global", &ours.global, &tracts.global),
+        ("regions", &ours.regions, &tracts.regions),
+        ("keys", &ours.keys, &tracts.keys),
+    ] {
+        assert_eq!(a.len(), b.len());
+        let worst = lookd::model::max_abs_diff(b, a);
+        assert!(worst <= 1e-5, "{name}: {worst:e}");
     }
 }

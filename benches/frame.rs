@@ -1,7 +1,8 @@
 //! The frame path before the model, and start-up's cache load. `cargo bench --bench frame`.
 //!
-//! - a 1280x720 camera frame (YUYV, and MJPG from a real photo) to RGB, then to the model's
-//!   224x224 planar input;
+//! - a 1280x720 camera frame (YUYV, NV12, YU12, and MJPG from a real photo) to RGB, then to the
+//!   model's 224x224 planar input, both ways: converted whole then stretched (before #15), and
+//!   resized in YUV then converted (the daemon's camera path now);
 //! - opening (mmap, checksum, metadata) a product cache of 3,781 and 100,000 products.
 
 use std::time::SystemTime;
@@ -43,15 +44,33 @@ fn frames(c: &mut Criterion) {
             [y(p[0]), 128, y(p[1]), 128]
         })
         .collect();
+    // 4:2:0 frames of the same photo: its luma, then grey chroma (the timing does not depend on it).
+    let luma: Vec<u8> = yuyv.iter().step_by(2).copied().collect();
+    let chroma = (W as usize / 2) * (H as usize / 2);
+    let nv12: Vec<u8> = luma.iter().copied().chain(std::iter::repeat_n(128, 2 * chroma)).collect();
+    let yu12 = nv12.clone();
     let mut group = c.benchmark_group("frame-1280x720");
     group.sample_size(20);
-    for (name, format, pixels) in [("yuyv", PixelFormat::Yuyv, yuyv), ("mjpg", PixelFormat::Mjpg, jpeg)] {
+    for (name, format, pixels) in [
+        ("yuyv", PixelFormat::Yuyv, yuyv),
+        ("nv12", PixelFormat::Nv12, nv12),
+        ("yu12", PixelFormat::Yu12, yu12),
+        ("mjpg", PixelFormat::Mjpg, jpeg),
+    ] {
         let frame = Frame { pixels, format, width: W, height: H, seq: 0, ts: SystemTime::UNIX_EPOCH };
         let mut input = Vec::new();
         group.bench_function(BenchmarkId::new("to-rgb", name), |b| b.iter(|| pixel::to_rgb(&frame).unwrap()));
+        // What lookd did before #15: the whole frame to RGB, then stretched to the model's input.
         group.bench_function(BenchmarkId::new("to-model-input-224", name), |b| {
             b.iter(|| {
                 let img = pixel::to_rgb(&frame).unwrap();
+                preprocess::to_model_input(&img, None, 224, 224, &mut input).unwrap();
+            })
+        });
+        // What the daemon does now: YUV resized before it is converted (pixel::model_image).
+        group.bench_function(BenchmarkId::new("camera-to-model-input-224", name), |b| {
+            b.iter(|| {
+                let img = pixel::model_image(&frame, None, false, 224, 224).unwrap();
                 preprocess::to_model_input(&img, None, 224, 224, &mut input).unwrap();
             })
         });

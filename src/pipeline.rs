@@ -502,15 +502,17 @@ impl<'a> Loop<'a> {
         Some(())
     }
 
+    /// The frame as the model sees it (the region of interest, stretched to the model's size).
     fn convert(&self, frame: &Frame) -> Result<RgbImage, preprocess::PreprocessError> {
-        let img = preprocess::orient(pixel::to_rgb(frame)?, self.opts.mirror, self.opts.rotate);
-        match self.opts.roi {
-            None => Ok(img),
-            Some(roi) => {
-                let r = preprocess::roi_rect(roi, img.width(), img.height());
-                Ok(image::imageops::crop_imm(&img, r.x, r.y, r.width, r.height).to_image())
-            }
+        let i = &self.engine.folder.manifest.input;
+        let (w, h) = (i.width as u32, i.height as u32);
+        if self.opts.rotate == 0 {
+            // YUV frames are resized before they are converted (pixel::model_image).
+            return pixel::model_image(frame, self.opts.roi, self.opts.mirror, w, h);
         }
+        let img = preprocess::orient(pixel::to_rgb(frame)?, self.opts.mirror, self.opts.rotate);
+        let crop = self.opts.roi.map(|roi| preprocess::roi_rect(roi, img.width(), img.height()));
+        preprocess::model_image(&img, crop, i.width, i.height)
     }
 
     fn publish_recommendations(&mut self, started: Instant) {

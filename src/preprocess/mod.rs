@@ -61,6 +61,11 @@ pub fn to_model_input(
     height: usize,
     out: &mut Vec<f32>,
 ) -> Result<(), PreprocessError> {
+    if crop.is_none() && (img.width() as usize, img.height() as usize) == (width, height) {
+        // Already the model's picture (the camera path makes it so): nothing to resize.
+        write_planar(img, out);
+        return Ok(());
+    }
     let resized = model_image(img, crop, width, height)?;
     write_planar(&resized, out);
     Ok(())
@@ -101,6 +106,38 @@ fn resize(img: &RgbImage, crop: Option<Rect>, w: u32, h: u32) -> Result<RgbImage
         .with(|r| r.borrow_mut().resize(img, &mut dst, &options))
         .map_err(|e| PreprocessError::Frame(format!("resize to {w}x{h}: {e}")))?;
     Ok(dst)
+}
+
+/// Pixels of 1, 2 or 4 bytes in a plain buffer (`width` x `height`, rows back to back), for
+/// [`resize_raw`].
+pub(crate) struct RawPlane<'a> {
+    pub bytes: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    pub channels: usize,
+}
+
+/// [`resize`]'s filter on a raw plane: its `crop` (left, top, width, height, in its own pixels,
+/// fractions allowed) stretched to `w` x `h`; returns `w * h * channels` bytes. Every channel is
+/// filtered alone (none is taken for alpha).
+pub(crate) fn resize_raw(src: &RawPlane, crop: [f64; 4], w: u32, h: u32) -> Result<Vec<u8>, PreprocessError> {
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{FilterType as F, PixelType, ResizeAlg, ResizeOptions};
+    let pixel_type = match src.channels {
+        1 => PixelType::U8,
+        2 => PixelType::U8x2,
+        _ => PixelType::U8x4,
+    };
+    let fail = |e: String| PreprocessError::Frame(format!("resize to {w}x{h}: {e}"));
+    let image =
+        ImageRef::new(src.width, src.height, src.bytes, pixel_type).map_err(|e| fail(e.to_string()))?;
+    let mut dst = Image::new(w, h, pixel_type);
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(F::Bilinear))
+        .use_alpha(false)
+        .crop(crop[0], crop[1], crop[2], crop[3]);
+    RESIZER.with(|r| r.borrow_mut().resize(&image, &mut dst, &options)).map_err(|e| fail(e.to_string()))?;
+    Ok(dst.into_vec())
 }
 
 /// Flips left-right when `mirror`, then rotates clockwise by `degrees` (0, 90, 180 or 270).
@@ -203,6 +240,22 @@ mod tests {
         expected.extend([34.0; 9]);
         expected.extend([56.0; 9]);
         check(&img, None, (3, 3), &expected);
+    }
+
+    #[test]
+    fn a_picture_already_at_the_model_size_is_laid_out_as_it_is() {
+        // to_model_input skips the resize for such a picture: the resize would have given the
+        // same pixels (a product photo of exactly 224x224 embeds as it did before the shortcut).
+        let mut rng = crate::rng::SplitMix64::new(9);
+        let img =
+            RgbImage::from_fn(224, 224, |_, _| image::Rgb([0, 0, 0].map(|_: u8| (rng.unit() * 255.0) as u8)));
+        assert_eq!(resize(&img, None, 224, 224).unwrap(), img);
+        let mut out = Vec::new();
+        to_model_input(&img, None, 224, 224, &mut out).unwrap();
+        assert_eq!(
+            out[..3],
+            [img.get_pixel(0, 0)[0] as f32, img.get_pixel(1, 0)[0] as f32, img.get_pixel(2, 0)[0] as f32]
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@
 Run through bench/compare (it builds lookd, prepares the model variants and the venv). Every
 figure below comes from this run, on the same machine, the same graphs and the same inputs:
 
-  scene graph   lookd/tract (`lookd model bench`) vs onnxruntime, f32 and int8, same threads
+  scene graph   lookd/tract (`lookd model bench`, lookd's kernels and tract's alone) vs onnxruntime,
+                f32 and int8, same threads; where its time goes, operator by operator
+  camera frame  a 1280x720 frame to the model's input, converted whole vs resized in YUV
+  aarch64       instructions per inference under qemu, when bench/aarch64-insns has run
   end to end    `lookd bench` (decode, preprocess, graph, ranking, JSON) vs onnxruntime graph only
   ranking       lookd (criterion, `cargo bench --bench rank`) vs numpy doing the same math
   backbones     EfficientNet-Lite0 vs an untrained ResNet50 (latency only)
@@ -133,8 +136,21 @@ def lookd(args):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def tract_latency(folder, threads, runs):
-    return lookd(["model", "bench", folder, "--runs", str(runs), "--threads", str(threads), "--json"])["p50_ms"]
+def tract_latency(folder, threads, runs, kernels="lookd"):
+    args = ["model", "bench", folder, "--runs", str(runs), "--threads", str(threads), "--json", "--kernels", kernels]
+    return lookd(args)["p50_ms"]
+
+
+def op_profile(folder, kernels, runs):
+    """Per-operator ms per run (`lookd model bench --profile`), heaviest first."""
+    out = subprocess.run([LOOKD, "model", "bench", folder, "--runs", str(runs), "--profile", "--kernels", kernels],
+                         check=True, capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[-1] == "nodes" and parts[-4] == "ms":
+            rows.append((" ".join(parts[:-5]), float(parts[-5]), int(parts[-2])))
+    return rows
 
 
 # ---------------------------------------------------------------- ranking
@@ -218,11 +234,26 @@ def criterion_frames(target_dir):
     rows = []
     for fmt in ("yuyv", "mjpg"):
         rows.append((f"1280×720 {fmt.upper()} → RGB", criterion_ms(target_dir, "frame-1280x720", "to-rgb", fmt)))
-        rows.append((f"1280×720 {fmt.upper()} → RGB → 224×224 model input",
-                     criterion_ms(target_dir, "frame-1280x720", "to-model-input-224", fmt)))
     for n in (3781, 100000):
         rows.append((f"open a {n:,}-product cache (mmap, CRC, metadata)", criterion_ms(target_dir, "cache-open", str(n))))
     return rows
+
+
+def criterion_camera(target_dir):
+    """Per format: (converted whole then stretched, resized in YUV then converted) ms."""
+    return [(fmt.upper(), criterion_ms(target_dir, "frame-1280x720", "to-model-input-224", fmt),
+             criterion_ms(target_dir, "frame-1280x720", "camera-to-model-input-224", fmt))
+            for fmt in ("yuyv", "nv12", "yu12", "mjpg")]
+
+
+def aarch64_insns():
+    path = os.path.join(REPO, "out", "bench", "aarch64-insns.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        r = json.load(f)
+    r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(path)))
+    return r
 
 
 # ---------------------------------------------------------------- report
@@ -256,14 +287,32 @@ def render(r):
     lines += [f"Sustained f32 GEMM (numpy/OpenBLAS, 1 thread, best of 1024³ and 2048³): **{r['gemm_gflops']:.1f} GFLOP/s**. "
               "A graph above 100% of it runs kernels faster than OpenBLAS's on this CPU.", ""]
     lines += ["### Scene graph: lookd/tract vs onnxruntime (same graph, same input, median)", ""]
-    lines += ["| graph | threads | GFLOP | tract ms | onnxruntime ms | ratio tract/ORT | tract share of the GEMM rate |"]
-    lines += ["|---|---|---|---|---|---|---|"]
+    lines += ["`lookd`: tract with lookd's own depthwise and squared-distance kernels swapped in, as the daemon runs "
+              "(`--kernels lookd`); `tract alone`: tract's kernels only (`--kernels tract`), what lookd ran before #15.", ""]
+    lines += ["| graph | threads | GFLOP | lookd ms | tract alone ms | onnxruntime ms | lookd/ORT | tract alone/ORT "
+              "| lookd speed-up | lookd share of the GEMM rate |"]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|"]
     for g in r["graphs"]:
         share = g["gflop"] / (g["tract_ms"] / 1e3) / (r["gemm_gflops"] * g["threads"])
         lines.append(
-            f"| {g['label']} | {g['threads']} | {g['gflop']:.2f} | {g['tract_ms']:.1f} | {g['ort_ms']:.1f} "
-            f"| {ratio(g['tract_ms'], g['ort_ms'])} | {share:.0%} |"
+            f"| {g['label']} | {g['threads']} | {g['gflop']:.2f} | {g['tract_ms']:.1f} | {g['alone_ms']:.1f} "
+            f"| {g['ort_ms']:.1f} | {ratio(g['tract_ms'], g['ort_ms'])} | {ratio(g['alone_ms'], g['ort_ms'])} "
+            f"| {g['alone_ms'] / g['tract_ms']:.2f}× | {share:.0%} |"
         )
+    p = r["profiles"]
+    lines += ["", "### Where the scene graph's time goes (`lookd model bench --profile`, ms per run, EfficientNet-Lite0 CtL)", ""]
+    lines += ["| operator (f32, lookd) | ms | nodes | | operator (f32, tract alone) | ms | nodes | | operator (int8 QDQ, lookd) | ms | nodes |"]
+    lines += ["|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i in range(8):
+        cells = []
+        for key in ("f32", "f32-tract", "int8"):
+            rows = p[key]
+            cells.append(f"{rows[i][0]} | {rows[i][1]:.2f} | {rows[i][2]}" if i < len(rows) else " | | ")
+        lines.append("| " + " | | ".join(cells) + " |")
+    dw = dict((n, ms) for n, ms, _ in p["f32"]).get("LookdDepthwise", float("nan"))
+    dw_tract = dict((n, ms) for n, ms, _ in p["f32-tract"]).get("DepthWiseConv", float("nan"))
+    lines += ["", f"Depthwise convolutions: **{dw:.2f} ms with lookd's kernel against {dw_tract:.2f} ms with tract's, "
+              f"{dw / dw_tract:.0%}** (target ≤ 25%)."]
     e = r["e2e"]
     lines += ["", "### End to end: `lookd bench` (frame bytes in, ranking JSON out) vs onnxruntime's graph alone", ""]
     lines += ["| stage | p50 ms | p95 ms | max ms |", "|---|---|---|---|"]
@@ -276,8 +325,24 @@ def render(r):
         f"{e['fps']:.1f} frames/s; ready (model + cache) in {e['ready_ms']:.0f} ms; peak RSS {e['peak_rss_kb'] / 1024:.1f} MiB.",
         "",
         f"**lookd end-to-end p50 / onnxruntime scene-graph p50 = {e['total_p50']:.1f} / {e['ort_ms']:.1f} = "
-        f"{ratio(e['total_p50'], e['ort_ms'])}** (target ≤ 1.0).",
+        f"{ratio(e['total_p50'], e['ort_ms'])}** (target ≤ 2.2; with tract's kernels alone "
+        f"{e['alone_total_p50']:.1f} ms, {ratio(e['alone_total_p50'], e['ort_ms'])}).",
     ]
+    lines += ["", "### A camera frame to the model's input (criterion, `cargo bench --bench frame`, median ms)", ""]
+    lines += ["| 1280×720 frame | converted whole, then stretched (before #15) | resized in YUV, then converted (now) | speed-up |",
+              "|---|---|---|---|"]
+    for fmt, before, now in r["camera"]:
+        note = " (JPEG: decoded whole either way)" if fmt == "MJPG" else ""
+        lines.append(f"| {fmt}{note} | {before:.2f} | {now:.2f} | {before / now:.2f}× |")
+    a = r["aarch64"]
+    if a:
+        lines += ["", f"### aarch64: instructions per scene-graph inference (`bench/aarch64-insns`, qemu, run of {a['date']})", ""]
+        lines += ["No timing under an emulator: the count of guest instructions is the proxy (exact for the code run; "
+                  "blind to caches and pipelines).", ""]
+        lines += ["| kernels | instructions | vs tract alone |", "|---|---|---|"]
+        base = a["per_inference"].get("tract")
+        for k, n in a["per_inference"].items():
+            lines.append(f"| {k} | {n:,} | {n / base:.3f} |" if base else f"| {k} | {n:,} | |")
     lines += ["", "### Ranking: lookd vs numpy (same math, D = 128, R = 49, one thread, median ms)", ""]
     lines += ["| mode | products | lookd ms | numpy ms | speed vs numpy | lookd ns/product |", "|---|---|---|---|---|---|"]
     for (mode, p), ms in sorted(r["rank_lookd"].items()):
@@ -340,16 +405,25 @@ def main():
         path = os.path.join(folder, m["scene"]["graph"])
         g = {"label": label, "threads": threads, "gflop": graph_flops(path, m["input"]["width"]) / 1e9}
         g["tract_ms"] = tract_latency(folder, threads, a.runs)
+        g["alone_ms"] = tract_latency(folder, threads, a.runs, "tract")
         g["ort_ms"] = ort_latency(folder, threads, a.runs)
         print(f"{label}: {g}", file=sys.stderr)
         r["graphs"].append(g)
     first = a.models[0].split("=", 1)[1].split("@")[0]
     e = lookd(["bench", "--scenes", a.scenes, "--model", first, "--cache", a.cache, "--frames", "100", "--json"])
     e["total_p50"] = dict(e["stages"])["total"]["p50_ms"]
+    alone = lookd(["bench", "--scenes", a.scenes, "--model", first, "--cache", a.cache, "--frames", "100", "--json",
+                   "--kernels", "tract"])
+    e["alone_total_p50"] = dict(alone["stages"])["total"]["p50_ms"]
+    int8 = next((spec.split("=", 1)[1].split("@")[0] for spec in a.models if "int8" in spec), first)
+    r["profiles"] = {"f32": op_profile(first, "lookd", a.runs), "f32-tract": op_profile(first, "tract", a.runs),
+                     "int8": op_profile(int8, "lookd", a.runs)}
     e["ort_ms"] = r["graphs"][0]["ort_ms"]
     r["e2e"] = e
     r["rank_lookd"] = criterion_ranking(a.target_dir, sizes)
     r["frames"] = criterion_frames(a.target_dir)
+    r["camera"] = criterion_camera(a.target_dir)
+    r["aarch64"] = aarch64_insns()
     r["catalog_rows"] = 200
     r["catalog_batches"] = catalog_batches(a.catalog, r["catalog_rows"], [1, 4, 16])
     r["rank_numpy"] = numpy_ranking(sizes)

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lookd::cache::ProductCache;
-use lookd::model::SceneModel;
+use lookd::model::{Kernels, SceneModel};
 use lookd::pipeline::{peak_rss_kb, rss_kb};
 use lookd::preprocess;
 use lookd::publish::payload::{Recommendations, StageTimes};
@@ -41,6 +41,9 @@ pub struct Args {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
+    /// `lookd` (as the daemon runs), `tract-depthwise` or `tract` (tract's kernels alone)
+    #[arg(long, default_value = "lookd")]
+    kernels: Kernels,
 }
 
 const STAGES: [&str; 6] = ["decode", "preprocess", "scene_graph", "ranking", "serialise", "total"];
@@ -101,7 +104,7 @@ fn ms(t: Instant) -> f64 {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let start = Instant::now();
     let folder = a.model.open()?;
-    let mut scene_model = SceneModel::load(&folder).context("loading the scene graph")?;
+    let mut scene_model = SceneModel::load_with(&folder, a.kernels).context("loading the scene graph")?;
     let cache = ProductCache::open(&a.cache, Some(&folder.product_fingerprint()))?;
     let ready_ms = ms(start);
     let category = match &a.category {

@@ -34,7 +34,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// `lookd`: lookd's own depthwise and squared-distance kernels swapped in (as the
-        /// daemon runs); `tract`: tract's alone, for comparison
+        /// daemon runs); `tract-depthwise`: tract's depthwise, lookd's squared distances;
+        /// `tract`: tract's alone
         #[arg(long, default_value = "lookd")]
         kernels: Kernels,
     },
@@ -182,11 +183,11 @@ fn bench(
     let (p50, p95, min) = (quantile(&ms, 0.5), quantile(&ms, 0.95), ms[0]);
     if json {
         let out = serde_json::json!({"model": m.model_id(), "precision": m.precision, "runs": ms.len(),
-            "kernels": format!("{kernels:?}").to_lowercase(), "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});
+            "kernels": kernels.name(), "load_ms": load_ms, "p50_ms": p50, "p95_ms": p95, "min_ms": min});
         println!("{out}");
     } else {
-        println!("{} ({}, {kernels:?} kernels): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
-            m.model_id(), m.precision, ms.len());
+        println!("{} ({}, {} kernels): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
+            m.model_id(), m.precision, kernels.name(), ms.len());
     }
     if profile {
         print_profile(&mut scene, &pixels, runs)?;

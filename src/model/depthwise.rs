@@ -55,6 +55,10 @@ pub enum Isa {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// AVX-512 for layers at least 12 points wide (16 lanes), AVX2 + FMA for narrower ones,
+    /// where 16 lanes would be mostly past the row.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     #[cfg(target_arch = "aarch64")]
     Neon,
 }
@@ -64,7 +68,11 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if avx2 && is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if avx2 {
                 return Isa::Avx2Fma;
             }
         }
@@ -82,6 +90,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => "avx2+fma",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512f",
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => "neon",
         }
@@ -111,6 +121,11 @@ impl Layer {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Avx2Fma comes from `detect` (or a test that checked the same features).
             Isa::Avx2Fma => unsafe { run_avx2(self, input, output) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx512 comes from `detect`, which also saw AVX2 and FMA.
+            Isa::Avx512 if g.ow >= 12 => unsafe { run_avx512(self, input, output) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run_avx2(self, input, output) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: NEON is baseline on aarch64.
             Isa::Neon => unsafe { run_neon(self, input, output) },
@@ -122,6 +137,12 @@ impl Layer {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(layer: &Layer, input: &[f32], output: &mut [f32]) {
     run_planes::<Avx2>(layer, input, output)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512(layer: &Layer, input: &[f32], output: &mut [f32]) {
+    run_planes::<Avx512>(layer, input, output)
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -200,6 +221,37 @@ impl Lanes for Avx2 {
     unsafe fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
         use std::arch::x86_64::{_mm256_max_ps, _mm256_min_ps};
         _mm256_min_ps(_mm256_max_ps(v, lo), hi)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512 {
+    const LANES: usize = 16;
+    const GROUP: usize = 8;
+    type V = std::arch::x86_64::__m512;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        std::arch::x86_64::_mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        std::arch::x86_64::_mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        std::arch::x86_64::_mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
+        use std::arch::x86_64::{_mm512_max_ps, _mm512_min_ps};
+        _mm512_min_ps(_mm512_max_ps(v, lo), hi)
     }
 }
 
@@ -733,8 +785,13 @@ mod tests {
         crate::model::max_abs_diff(want, got) / range
     }
 
+    /// Every kernel this CPU can run.
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx512 {
+            v.push(Isa::Avx2Fma);
+        }
         if Isa::detect() != Isa::Scalar {
             v.push(Isa::detect());
         }

@@ -132,24 +132,45 @@ pub fn set_threads(n: usize) {
 }
 
 /// Whose kernels a loaded graph runs where lookd has its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     /// lookd's: [`depthwise`] (with the clip after it folded in) and [`sqdist`], swapped in
     /// after decluttering; tract optimises the rest.
-    #[default]
     Lookd,
+    /// lookd's squared distances, tract's depthwise convolution (on aarch64 tract runs it
+    /// channel-last with its own NEON kernel).
+    TractDepthwise,
     /// tract's alone, as tract optimises the graph.
     Tract,
+}
+
+impl Kernels {
+    /// What the daemon runs on this architecture: lookd's everywhere (see BENCHMARKS.md for
+    /// how aarch64 was decided without a board).
+    pub const DEFAULT: Kernels = Kernels::Lookd;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Lookd => "lookd",
+            Kernels::TractDepthwise => "tract-depthwise",
+            Kernels::Tract => "tract",
+        }
+    }
+}
+
+impl Default for Kernels {
+    fn default() -> Kernels {
+        Kernels::DEFAULT
+    }
 }
 
 impl std::str::FromStr for Kernels {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "lookd" => Ok(Kernels::Lookd),
-            "tract" => Ok(Kernels::Tract),
-            _ => Err(format!("kernels are `lookd` or `tract`, not {s:?}")),
-        }
+        [Kernels::Lookd, Kernels::TractDepthwise, Kernels::Tract]
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("kernels are `lookd`, `tract-depthwise` or `tract`, not {s:?}"))
     }
 }
 
@@ -178,6 +199,8 @@ impl Runner {
         let mut typed = graph.into_typed().map_err(fail)?.into_decluttered().map_err(fail)?;
         if kernel == Kernels::Lookd {
             depthwise::swap_in(&mut typed, depthwise::Isa::detect()).map_err(fail)?;
+        }
+        if kernel != Kernels::Tract {
             sqdist::swap_in(&mut typed).map_err(fail)?;
         }
         let plan = typed.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;

@@ -41,8 +41,9 @@ pub struct Args {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
-    /// `lookd` (as the daemon runs), `tract-depthwise` or `tract` (tract's kernels alone)
-    #[arg(long, default_value = "lookd")]
+    /// `lookd` (the default on x86-64), `tract-depthwise` (on aarch64) or `tract` (tract's
+    /// kernels alone)
+    #[arg(long, env = "LOOKD_KERNELS", default_value = Kernels::DEFAULT.name())]
     kernels: Kernels,
 }
 

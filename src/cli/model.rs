@@ -33,10 +33,10 @@ pub enum Command {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
-        /// `lookd`: lookd's own depthwise and squared-distance kernels swapped in (as the
-        /// daemon runs); `tract-depthwise`: tract's depthwise, lookd's squared distances;
+        /// `lookd`: lookd's own depthwise and squared-distance kernels swapped in (the default on
+        /// x86-64); `tract-depthwise`: tract's depthwise, lookd's squared distances;
         /// `tract`: tract's alone
-        #[arg(long, default_value = "lookd")]
+        #[arg(long, env = "LOOKD_KERNELS", default_value = Kernels::DEFAULT.name())]
         kernels: Kernels,
     },
     /// Write the picture the model sees for each photo (lookd's JPEG/PNG decoding, crop and

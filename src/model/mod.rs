@@ -145,9 +145,24 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// What the daemon runs on this architecture: lookd's everywhere (see BENCHMARKS.md for
-    /// how aarch64 was decided without a board).
+    /// What lookd runs unless told otherwise. On x86-64, lookd's kernels (BENCHMARKS.md: the
+    /// depthwise layers at 30% of tract's time). On aarch64, tract's own depthwise path, which
+    /// runs channel-last with its NEON kernel there: without an ARM board, the instructions one
+    /// inference executes under qemu decided it (`bench/aarch64-insns`: 249.9 M against 250.8 M
+    /// with lookd's NEON kernel, 289.4 M with tract's kernels alone).
+    #[cfg(not(target_arch = "aarch64"))]
     pub const DEFAULT: Kernels = Kernels::Lookd;
+    #[cfg(target_arch = "aarch64")]
+    pub const DEFAULT: Kernels = Kernels::TractDepthwise;
+
+    /// The environment's choice (`LOOKD_KERNELS=lookd|tract-depthwise|tract`, to compare on a
+    /// board), else [`Kernels::DEFAULT`]. A value that is none of those is an error.
+    pub fn configured() -> Result<Kernels, ModelError> {
+        match std::env::var("LOOKD_KERNELS") {
+            Ok(v) if !v.is_empty() => v.parse().map_err(|e| ModelError::Run(format!("LOOKD_KERNELS: {e}"))),
+            _ => Ok(Kernels::DEFAULT),
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -155,12 +170,6 @@ impl Kernels {
             Kernels::TractDepthwise => "tract-depthwise",
             Kernels::Tract => "tract",
         }
-    }
-}
-
-impl Default for Kernels {
-    fn default() -> Kernels {
-        Kernels::DEFAULT
     }
 }
 
@@ -291,7 +300,7 @@ pub struct SceneModel {
 
 impl SceneModel {
     pub fn load(folder: &ModelFolder) -> Result<SceneModel, ModelError> {
-        SceneModel::load_with(folder, Kernels::default())
+        SceneModel::load_with(folder, Kernels::configured()?)
     }
 
     pub fn load_with(folder: &ModelFolder, kernel: Kernels) -> Result<SceneModel, ModelError> {
@@ -338,7 +347,7 @@ impl ProductModel {
         if with_key {
             names.extend(m.product.key.as_deref());
         }
-        let runner = Runner::load(path, &m.input, batch.max(1), &names, Kernels::default())?;
+        let runner = Runner::load(path, &m.input, batch.max(1), &names, Kernels::configured()?)?;
         let expected = vec![vec![batch.max(1), m.dim]; names.len()];
         runner.check_shapes(&names, &expected)?;
         Ok(ProductModel { runner, dim: m.dim, with_key })

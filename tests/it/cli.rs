@@ -464,3 +464,42 @@ fn eval_on_a_fixed_folder_gives_its_pinned_numbers() {
 /// pinned is the protocol's plumbing, not quality.
 const PINNED_PAIRS: u64 = 120;
 const PINNED: [f64; 5] = [31.0 / 120.0, 58.0 / 120.0, 29.0 / 120.0, 33.0 / 120.0, 35.0 / 120.0];
+
+/// `LOOKD_KERNELS` picks whose kernels the graphs run (to compare on a board); every choice gives
+/// the same ranking, and a value that is none of them is refused by name.
+#[test]
+fn lookd_kernels_chooses_the_kernels_and_refuses_a_typo() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::tiny_cache(dir.path(), 4);
+    let scene = dir.path().join("images/p000.png");
+    let run = |kernels: &str| {
+        crate::lookd_command()
+            .env("LOOKD_KERNELS", kernels)
+            .args(["recommend", "--scene", s(&scene), "--category", "shoes", "--json"])
+            .args(["--model", s(&tiny_model()), "--cache", s(&cache)])
+            .output()
+            .unwrap()
+    };
+    let ids = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", stderr(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let want = ids(&run("lookd"));
+    assert!(!want.is_empty());
+    for k in ["tract-depthwise", "tract"] {
+        assert_eq!(ids(&run(k)), want, "{k}");
+    }
+    let o = run("fast");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("LOOKD_KERNELS: kernels are `lookd`, `tract-depthwise` or `tract`, not \"fast\""),
+        "{}",
+        stderr(&o)
+    );
+}

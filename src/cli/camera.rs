@@ -68,7 +68,9 @@ fn grab(
     }
     let frame = last.context("no frame")?;
     let rgb = preprocess::pixel::to_rgb(&frame)?;
-    let input = preprocess::model_image(&rgb, None, w, h)?;
+    // The picture the daemon gives the model (YUV resized before it is converted), not a resize
+    // of frame.ppm: tests/camera/vivid compares the two.
+    let input = preprocess::pixel::model_image(&frame, None, false, w as u32, h as u32)?;
     let write = |name: &str, bytes: &[u8]| {
         lookd::cache::build::write_atomically(&out.join(name), bytes)
             .with_context(|| format!("writing {name}"))

@@ -146,10 +146,11 @@ pub enum Kernels {
 
 impl Kernels {
     /// What lookd runs unless told otherwise. On x86-64, lookd's kernels (BENCHMARKS.md: the
-    /// depthwise layers at 30% of tract's time). On aarch64, tract's own depthwise path, which
-    /// runs channel-last with its NEON kernel there: without an ARM board, the instructions one
-    /// inference executes under qemu decided it (`bench/aarch64-insns`: 249.9 M against 250.8 M
-    /// with lookd's NEON kernel, 289.4 M with tract's kernels alone).
+    /// depthwise layers in under a third of tract's time). On aarch64, tract's own depthwise
+    /// path, which runs channel-last with its NEON kernel there: without an ARM board, the
+    /// instructions one inference executes under qemu as a Cortex-A72 decided it
+    /// (`bench/aarch64-insns`: 201.7 M against 202.7 M with lookd's NEON kernel, 241.0 M with
+    /// tract's kernels alone). lookd's squared distances run on both.
     #[cfg(not(target_arch = "aarch64"))]
     pub const DEFAULT: Kernels = Kernels::Lookd;
     #[cfg(target_arch = "aarch64")]

@@ -30,6 +30,9 @@ pub enum Command {
         /// Also time each operator (as tract runs the optimised graph) and print the heaviest
         #[arg(long)]
         profile: bool,
+        /// With --profile, also print the N heaviest nodes
+        #[arg(long, default_value_t = 0)]
+        nodes: usize,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -55,9 +58,9 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
-        Command::Bench { dir, runs, threads, profile, json, kernels } => {
+        Command::Bench { dir, runs, threads, profile, nodes, json, kernels } => {
             lookd::model::set_threads(threads.max(1));
-            bench(&dir, runs, profile, json, kernels)
+            bench(&dir, runs, profile.then_some(nodes), json, kernels)
         }
         Command::Input { model, jobs } => input(&model, &jobs),
     }
@@ -160,7 +163,7 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
 fn bench(
     dir: &std::path::Path,
     runs: usize,
-    profile: bool,
+    profile: Option<usize>,
     json: bool,
     kernels: Kernels,
 ) -> anyhow::Result<i32> {
@@ -189,18 +192,19 @@ fn bench(
         println!("{} ({}, {} kernels): load + optimise {load_ms:.0} ms; scene graph over {} runs: p50 {p50:.1} ms, p95 {p95:.1} ms, min {min:.1} ms",
             m.model_id(), m.precision, kernels.name(), ms.len());
     }
-    if profile {
-        print_profile(&mut scene, &pixels, runs)?;
+    if let Some(nodes) = profile {
+        print_profile(&mut scene, &pixels, runs, nodes)?;
     }
     Ok(code::OK)
 }
 
 /// Times each operator type over `runs` more calls of the already warm `scene`.
-fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize) -> anyhow::Result<()> {
+fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize, nodes: usize) -> anyhow::Result<()> {
     let mut per_op = std::collections::BTreeMap::new();
+    let mut per_node = std::collections::BTreeMap::new();
     let runs = runs.max(1);
     for _ in 0..runs {
-        scene.profile(pixels, &mut per_op)?;
+        scene.profile(pixels, &mut per_op, &mut per_node)?;
     }
     let total: f64 = per_op.values().map(|v| v.0).sum::<f64>() / runs as f64;
     let mut rows: Vec<_> = per_op.into_iter().collect();
@@ -213,6 +217,14 @@ fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize) -> anyhow:
             100.0 * per_run / total,
             calls / runs as u32
         );
+    }
+    if nodes > 0 {
+        let mut rows: Vec<_> = per_node.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        println!("heaviest nodes, mean over {runs} runs:");
+        for (name, (ms, _)) in rows.iter().take(nodes) {
+            println!("{:>8.3} ms  {name}", ms / runs as f64);
+        }
     }
     Ok(())
 }

@@ -277,14 +277,19 @@ impl Runner {
         &mut self,
         pixels: &[f32],
         per_op: &mut BTreeMap<String, (f64, u32)>,
+        per_node: &mut BTreeMap<String, (f64, u32)>,
     ) -> Result<(), ModelError> {
         let input = self.input(pixels)?;
         self.state
             .run_plan_with_eval(input, |ctx, op_state, node, inputs| {
                 let t = std::time::Instant::now();
                 let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let ms = t.elapsed().as_secs_f64() * 1e3;
                 let e = per_op.entry(node.op().name().to_string()).or_default();
-                e.0 += t.elapsed().as_secs_f64() * 1e3;
+                e.0 += ms;
+                e.1 += 1;
+                let e = per_node.entry(format!("{} {}", node.op().name(), node.name)).or_default();
+                e.0 += ms;
                 e.1 += 1;
                 out
             })
@@ -323,12 +328,14 @@ impl SceneModel {
 
     /// Runs one image and adds each operator's time to `per_op` (name -> total ms, calls): where
     /// the scene graph's time goes, as tract runs it after optimisation.
+    /// The same per node (`"op node-name"`) into `per_node`.
     pub fn profile(
         &mut self,
         pixels: &[f32],
         per_op: &mut BTreeMap<String, (f64, u32)>,
+        per_node: &mut BTreeMap<String, (f64, u32)>,
     ) -> Result<(), ModelError> {
-        self.runner.profile(pixels, per_op)
+        self.runner.profile(pixels, per_op, per_node)
     }
 }
 

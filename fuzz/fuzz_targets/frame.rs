@@ -1,5 +1,6 @@
 //! Frame decoding and conversion: a camera buffer of any format, size and content becomes an
-//! RGB image and a model input, or an error; never a panic, an overflow or a huge allocation.
+//! RGB image and a model input (both ways: converted whole, and the camera path's YUV resize),
+//! or an error; never a panic, an overflow or a huge allocation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,13 @@ fuzz_target!(|data: &[u8]| {
         seq: 0,
         ts: std::time::SystemTime::UNIX_EPOCH,
     };
+    // The daemon's camera path: the region (any fractions; roi_rect clamps them) and mirror
+    // from the input, resized in YUV for YUV frames.
+    let frac = |b: u8| b as f32 / 128.0 - 0.5;
+    let roi = (data[0] & 0x40 != 0).then(|| [frac(data[3]), frac(data[4]), frac(data[5]), frac(data[6])]);
+    if let Ok(small) = lookd::preprocess::pixel::model_image(&frame, roi, data[0] & 0x20 != 0, 16, 16) {
+        assert_eq!(small.dimensions(), (16, 16));
+    }
     let Ok(img) = lookd::preprocess::pixel::to_rgb(&frame) else { return };
     let img = lookd::preprocess::orient(img, true, 90);
     let _ = lookd::preprocess::thumbnail(&img);

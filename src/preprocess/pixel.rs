@@ -221,9 +221,7 @@ fn yuv_model_image(
                 width,
                 height,
             )?;
-            for ((px, &y), c) in dst.zip(&y[..n]).zip(uv.chunks_exact(2)) {
-                px.copy_from_slice(&yuv_to_rgb(y, c[0], c[1]));
-            }
+            from_luma_and_pairs(dst, &y[..n], &uv);
         }
         PixelFormat::Nv12 => {
             let y = resize_raw(
@@ -234,9 +232,7 @@ fn yuv_model_image(
             )?;
             let uv = RawPlane { bytes: &p[luma..luma + 2 * chroma], width: cw, height: ch, channels: 2 };
             let uv = resize_raw(&uv, half, width, height)?;
-            for ((px, &y), c) in dst.zip(&y[..n]).zip(uv.chunks_exact(2)) {
-                px.copy_from_slice(&yuv_to_rgb(y, c[0], c[1]));
-            }
+            from_luma_and_pairs(dst, &y[..n], &uv);
         }
         PixelFormat::Yu12 => {
             let y = resize_raw(
@@ -256,6 +252,13 @@ fn yuv_model_image(
         PixelFormat::Mjpg | PixelFormat::Rgb24 => unreachable!("not YUV"),
     }
     Ok(out)
+}
+
+/// RGB pixels from a luma plane and a plane of (U, V) pairs of the same size.
+fn from_luma_and_pairs<'a>(dst: impl Iterator<Item = &'a mut [u8]>, luma: &[u8], uv: &[u8]) {
+    for ((px, &y), c) in dst.zip(luma).zip(uv.chunks_exact(2)) {
+        px.copy_from_slice(&yuv_to_rgb(y, c[0], c[1]));
+    }
 }
 
 /// Two RGB pixels (6 bytes) from their lumas and shared chroma.

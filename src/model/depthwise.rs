@@ -19,11 +19,16 @@
 
 use std::sync::Arc;
 
+use std::cell::Cell;
+
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::model::Rewriter;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::math::{Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::ops::{eval_unary, replace_chain, sole_successor};
 
 /// The shape of one depthwise layer: everything the kernel needs but the numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -522,21 +527,12 @@ impl Op for Depthwise {
 }
 
 impl EvalOp for Depthwise {
-    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        if inputs.len() != 1 {
-            bail!("LookdDepthwise takes one input, got {}", inputs.len());
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        // SAFETY: the kernel writes every output value (each output row is covered by whole
+        // vectors, the last one through a bounded copy).
+        unsafe {
+            eval_unary("LookdDepthwise", inputs, &self.output_shape, |x, y| self.layer.run(self.isa, x, y))
         }
-        let input = inputs.remove(0);
-        let x = input.try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
-        // SAFETY: f32 has no invalid bit patterns, and the kernel writes every output value
-        // (each output row is covered by whole vectors, the last one through a bounded copy).
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.output_shape)? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            self.layer.run(self.isa, x, view.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(out.into_tvalue()))
     }
 
     fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
@@ -578,37 +574,39 @@ pub struct Swapped {
 
 /// Replaces every depthwise Conv of a decluttered `model` that lookd's kernel handles.
 pub fn swap_in(model: &mut TypedModel, isa: Isa) -> TractResult<Swapped> {
-    let mut done = Swapped::default();
-    loop {
-        let mut patched = false;
-        for id in model.eval_order()? {
-            let node = model.node(id);
-            let Some(conv) = node.op_as::<Conv>() else { continue };
-            let Some(layer) = layer_of(model, node, conv)? else { continue };
-            let (layer, last, folded) = fold_clip(model, node, layer)?;
-            let output_shape: TVec<usize> = model
-                .outlet_fact(OutletId::new(last, 0))?
-                .shape
-                .as_concrete()
-                .context("depthwise output shape")?
-                .into();
-            let op = Depthwise { layer: Arc::new(layer), isa, output_shape };
-            let mut patch = TypedModelPatch::new(format!("lookd-depthwise {}", node.name));
-            let input = patch.tap_model(model, node.inputs[0])?;
-            let wire = patch.wire_node(&node.name, op, &[input])?[0];
-            patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-            patch.apply(model)?;
-            done.layers += 1;
-            done.clips += folded as usize;
-            patched = true;
-            break;
-        }
-        if !patched {
-            break;
-        }
-    }
-    model.compact()?;
-    Ok(done)
+    let done = Cell::new(Swapped::default());
+    Rewriter::default()
+        .with_rule_for::<Conv>("lookd-depthwise", move |done, model, node, _, conv| {
+            swap_one(isa, done, model, node, conv)
+        })
+        .rewrite(&done, model)?;
+    Ok(done.get())
+}
+
+/// The rule for one Conv node: the patch putting a [`Depthwise`] (and the clip after it) in its
+/// place, counted in the context.
+fn swap_one(
+    isa: Isa,
+    done: &Cell<Swapped>,
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(layer) = layer_of(model, node, conv)? else { return Ok(None) };
+    let (layer, last, folded) = fold_clip(model, node, layer)?;
+    let output_shape: TVec<usize> = model
+        .outlet_fact(OutletId::new(last, 0))?
+        .shape
+        .as_concrete()
+        .context("depthwise output shape")?
+        .into();
+    let op = Depthwise { layer: Arc::new(layer), isa, output_shape };
+    let patch = replace_chain(model, node, last, node.inputs[0], op)?;
+    let mut count = done.get();
+    count.layers += 1;
+    count.clips += folded as usize;
+    done.set(count);
+    Ok(Some(patch))
 }
 
 /// The layer a Conv node is, when lookd's kernel runs it: f32, 2-D, channel-first, group equal
@@ -690,19 +688,6 @@ fn fold_clip(model: &TypedModel, node: &TypedNode, mut layer: Layer) -> TractRes
         folded = true;
     }
     Ok((layer, last, folded))
-}
-
-/// The one node reading `id`'s only output, unless that output is also a graph output.
-pub(super) fn sole_successor(model: &TypedModel, id: usize) -> Option<&TypedNode> {
-    let node = model.node(id);
-    let outlet = OutletId::new(id, 0);
-    if node.outputs.len() != 1
-        || node.outputs[0].successors.len() != 1
-        || model.output_outlets().ok()?.contains(&outlet)
-    {
-        return None;
-    }
-    Some(model.node(node.outputs[0].successors[0].node))
 }
 
 /// The constant of `next` when it is `Max(x, k)` (kind "max") or `Min(x, k)` with a single k.

@@ -6,6 +6,7 @@
 
 pub mod depthwise;
 pub mod manifest;
+mod ops;
 pub mod sqdist;
 
 use std::collections::BTreeMap;

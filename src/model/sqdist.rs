@@ -7,15 +7,17 @@
 //! three nodes with one [`SquaredDistances`] node that never materialises the broadcast; the
 //! sum is taken in the same order (k = 0, 1, ...), so the values are those tract computed.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::model::Rewriter;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::{Square, Sub};
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 
-use super::depthwise::sole_successor;
+use super::ops::{eval_unary, replace_chain, sole_successor};
 
 /// `out[.., n, m, 0] = Σ_k (x[.., n, 0, k] − centres[m, k])²`.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,22 +62,13 @@ impl Op for SquaredDistances {
 }
 
 impl EvalOp for SquaredDistances {
-    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        if inputs.len() != 1 {
-            bail!("LookdSquaredDistances takes one input, got {}", inputs.len());
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let mut shape: TVec<usize> = inputs.first().map(|x| x.shape().into()).unwrap_or_default();
+        if let [.., points, one] = &mut shape[..] {
+            (*points, *one) = (self.m, 1);
         }
-        let input = inputs.remove(0);
-        let mut shape: TVec<usize> = input.shape().into();
-        let rank = shape.len();
-        shape[rank - 2] = self.m;
-        shape[rank - 1] = 1;
-        let x = input.try_as_plain_ram()?;
-        let mut out = Tensor::zero::<f32>(&shape)?;
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            self.run(x.as_slice::<f32>()?, view.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(out.into_tvalue()))
+        // SAFETY: `run` writes a distance for every row and every point.
+        unsafe { eval_unary("LookdSquaredDistances", inputs, &shape, |x, y| self.run(x, y)) }
     }
 
     fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
@@ -112,27 +105,24 @@ impl TypedOp for SquaredDistances {
 /// Replaces every `ReduceSum(Square(x − c), last axis)` where `x` is `[.., 1, k]`, `c` a
 /// constant `[1, .., 1, m, k]` and each node reads only the one before. Returns how many.
 pub fn swap_in(model: &mut TypedModel) -> TractResult<usize> {
-    let mut done = 0;
-    loop {
-        let mut patched = false;
-        for id in model.eval_order()? {
-            let Some((x, op, last)) = matches(model, id)? else { continue };
-            let node = model.node(id);
-            let mut patch = TypedModelPatch::new(format!("lookd-sqdist {}", node.name));
-            let input = patch.tap_model(model, x)?;
-            let wire = patch.wire_node(&node.name, op, &[input])?[0];
-            patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-            patch.apply(model)?;
-            done += 1;
-            patched = true;
-            break;
-        }
-        if !patched {
-            break;
-        }
-    }
-    model.compact()?;
-    Ok(done)
+    let done = Cell::new(0);
+    Rewriter::default().with_rule_for::<TypedBinOp>("lookd-sqdist", swap_one).rewrite(&done, model)?;
+    Ok(done.get())
+}
+
+/// The rule for one `Sub` node: the patch putting a [`SquaredDistances`] in place of it and the
+/// two nodes after it, counted in the context.
+fn swap_one(
+    done: &Cell<usize>,
+    model: &TypedModel,
+    node: &TypedNode,
+    _name: &str,
+    _op: &TypedBinOp,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some((x, op, last)) = matches(model, node.id)? else { return Ok(None) };
+    let patch = replace_chain(model, node, last, x, op)?;
+    done.set(done.get() + 1);
+    Ok(Some(patch))
 }
 
 fn matches(model: &TypedModel, id: usize) -> TractResult<Option<(OutletId, SquaredDistances, usize)>> {

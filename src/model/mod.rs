@@ -7,6 +7,7 @@
 pub mod depthwise;
 pub mod manifest;
 mod ops;
+pub mod qconv;
 pub mod sqdist;
 
 use std::collections::BTreeMap;
@@ -204,7 +205,17 @@ impl Runner {
     ) -> Result<Runner, ModelError> {
         let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
         let shape = [batch, 3, input.height, input.width];
-        let mut graph = tract_onnx::onnx().model_for_path(&path).map_err(fail)?;
+        let onnx = tract_onnx::onnx();
+        let mut proto = onnx.proto_model_for_path(&path).map_err(fail)?;
+        if qconv::Int8Conv::configured()? == qconv::Int8Conv::Integer {
+            if let Some(g) = proto.graph.as_mut() {
+                let folded = qconv::fold(g);
+                if !folded.convs.is_empty() {
+                    log::debug!("{}: {} convolutions run as integers", path.display(), folded.convs.len());
+                }
+            }
+        }
+        let mut graph = onnx.model_for_proto_model(&proto).map_err(fail)?;
         graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
         let mut typed = graph.into_typed().map_err(fail)?.into_decluttered().map_err(fail)?;

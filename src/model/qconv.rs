@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
+use tract_onnx::prelude::Datum;
 
 /// How an int8 (QDQ) graph's group-1 convolutions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +208,9 @@ impl<'g> View<'g> {
                 b_dq.input.get(1).and_then(|s| self.floats(s)).ok_or(Skip::Because("bias scale"))?;
             let zero = match b_dq.input.get(2).filter(|z| !z.is_empty()) {
                 None => true,
-                Some(z) => self.constant(z).and_then(ints).is_some_and(|v| v.iter().all(|&z| z == 0)),
+                Some(z) => {
+                    self.constant(z).and_then(values::<i32>).is_some_and(|v| v.iter().all(|&z| z == 0))
+                }
             };
             if !zero || !accumulator_scale(&b_scale, x_scale[0], &w_scale, out_channels) {
                 return Err(Skip::Because("bias scale is not input scale times weight scale"));
@@ -227,29 +230,16 @@ impl<'g> View<'g> {
     }
 
     fn floats(&self, name: &str) -> Option<Vec<f32>> {
-        let t = self.constant(name)?;
-        if t.data_type != DataType::Float as i32 {
-            return None;
-        }
-        if !t.float_data.is_empty() {
-            return Some(t.float_data.clone());
-        }
-        t.raw_data.len().is_multiple_of(4).then(|| {
-            t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        })
+        self.constant(name).and_then(values::<f32>)
     }
 }
 
-fn ints(t: &TensorProto) -> Option<Vec<i64>> {
-    if t.data_type != DataType::Int32 as i32 {
-        return None;
-    }
-    if !t.int32_data.is_empty() {
-        return Some(t.int32_data.iter().map(|&v| v as i64).collect());
-    }
-    t.raw_data.len().is_multiple_of(4).then(|| {
-        t.raw_data.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect()
-    })
+/// A constant's values, if it holds `T`s: read by tract-onnx's own loader, which knows every
+/// way ONNX stores a tensor.
+fn values<T: Datum>(t: &TensorProto) -> Option<Vec<T>> {
+    let tensor = tract_onnx::tensor::load_tensor(&*tract_onnx::data_resolver::default(), t, None).ok()?;
+    (tensor.datum_type() == T::datum_type()).then_some(())?;
+    Some(tensor.try_as_plain_ram().ok()?.as_slice::<T>().ok()?.to_vec())
 }
 
 /// Whether each bias scale is the input scale times its channel's weight scale (to 1e-5 of it:
@@ -276,16 +266,7 @@ fn drop_empty_pads(graph: &mut GraphProto) {
                 .find(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))?;
             n.attribute.iter().find(|a| a.name == "value")?.t.as_ref()
         })?;
-        if t.data_type != DataType::Int64 as i32 {
-            return None;
-        }
-        if !t.int64_data.is_empty() {
-            return Some(t.int64_data.clone());
-        }
-        t.raw_data
-            .len()
-            .is_multiple_of(8)
-            .then(|| t.raw_data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect())
+        values::<i64>(t)
     };
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     let empty: HashMap<String, String> = graph
@@ -338,14 +319,7 @@ mod tests {
     };
     use tract_onnx::prelude::*;
 
-    /// A deterministic stream in [0, 1).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> f32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 40) as f32 / (1u64 << 24) as f32
-        }
-    }
+    use crate::rng::SplitMix64;
 
     fn tensor(name: &str, dims: &[i64], dt: DataType, raw: Vec<u8>) -> TensorProto {
         TensorProto {
@@ -417,16 +391,16 @@ mod tests {
     /// The quantizer's form of one convolution: `Q → DQ → Conv(DQ w, DQ b) → Q → DQ`, u8
     /// activations, i8 weights per output channel, i32 bias.
     fn qdq_model(l: &Layer, seed: u64) -> ModelProto {
-        let mut r = Lcg(seed);
+        let mut r = SplitMix64::new(seed);
         let per_group = l.cin / l.group;
         let (k, pad) = (l.kernel as i64, (l.kernel / 2) as i64);
         let w_len = l.cout * per_group * l.kernel * l.kernel;
-        let weights: Vec<u8> = (0..w_len).map(|_| ((r.next() * 255.0) as i32 - 127) as i8 as u8).collect();
-        let w_scale: Vec<f32> = (0..l.cout).map(|_| 0.002 + 0.01 * r.next()).collect();
+        let weights: Vec<u8> = (0..w_len).map(|_| ((r.unit() * 255.0) as i32 - 127) as i8 as u8).collect();
+        let w_scale: Vec<f32> = (0..l.cout).map(|_| 0.002 + 0.01 * r.unit()).collect();
         let x_scale = 0.03f32;
         let b_scale: Vec<f32> = w_scale.iter().map(|w| w * x_scale * l.bias_scale_error).collect();
         let bias: Vec<u8> =
-            (0..l.cout).flat_map(|_| (((r.next() - 0.5) * 4000.0) as i32).to_le_bytes()).collect();
+            (0..l.cout).flat_map(|_| (((r.unit() - 0.5) * 4000.0) as i32).to_le_bytes()).collect();
         let graph = GraphProto {
             name: "qdq".into(),
             node: vec![
@@ -488,8 +462,8 @@ mod tests {
     }
 
     fn input(l: &Layer, seed: u64) -> Tensor {
-        let mut r = Lcg(seed);
-        let v: Vec<f32> = (0..l.cin * l.size * l.size).map(|_| (r.next() - 0.4) * 6.0).collect();
+        let mut r = SplitMix64::new(seed);
+        let v: Vec<f32> = (0..l.cin * l.size * l.size).map(|_| (r.unit() - 0.4) * 6.0).collect();
         Tensor::from_shape(&[1, l.cin, l.size, l.size], &v).unwrap()
     }
 

@@ -258,6 +258,23 @@ pub fn release_free_memory() {
     }
 }
 
+/// Makes every thread allocate from glibc's one main heap, so that [`release_free_memory`] can
+/// hand back all the free memory there is. Without it glibc gives threads heaps of their own (up
+/// to 8 per core), and `malloc_trim` never shrinks the top of such a heap: only the heap's own
+/// frees do, past a threshold that grows to twice the largest freed tensor. A catalog rebuild's
+/// thread left 6-13 MB resident that way after each reload (the SIGHUP test: "first reloads'
+/// one-time cost" 6.0-7.8 MB and one run in six past +5% after the next reload; 0.6-0.8 MB and
+/// +0.6-0.9% with one heap). The daemon's threads allocate little beside the loop's tensors, so
+/// the shared lock costs nothing measurable (BENCHMARKS.md). Call before any thread starts; a
+/// no-op off glibc.
+pub fn use_one_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// A KiB field (`VmRSS`, `VmHWM`, ...) of `/proc/<pid>/status`, `pid` being a number or
 /// `self`; 0 where /proc or the field is missing.
 pub fn proc_status_kb(pid: &str, field: &str) -> u64 {

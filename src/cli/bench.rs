@@ -103,6 +103,7 @@ fn ms(t: Instant) -> f64 {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    lookd::pipeline::use_one_heap(); // as `lookd run` does, so the memory figures are the daemon's
     let start = Instant::now();
     let folder = a.model.open()?;
     let mut scene_model = SceneModel::load_with(&folder, a.kernels).context("loading the scene graph")?;

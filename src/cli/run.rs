@@ -31,6 +31,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let started = Instant::now();
+    pipeline::use_one_heap(); // before any thread: what a reload leaves must be trimmable
     let config = Config::load(&a.config)?;
     lookd::model::set_threads(config.threads);
     let folder = ModelFolder::open(&config.model).context("loading the model")?;

@@ -6,6 +6,7 @@
 //! layers, 9% of the multiply-adds, took 59% of the graph's time (BENCHMARKS.md).
 //!
 //! [`swap_in`] replaces every 2-D, f32, channel-first depthwise `Conv` of a decluttered graph
+//! (by [`declutter_channels_first`], which keeps tract from moving them channel-last on aarch64)
 //! whose weights and bias are constants by a [`Depthwise`] node, folding a following clip
 //! (`Max` then `Min` against constants: EfficientNet-Lite's ReLU6) into it. The kernel is one
 //! generic routine over a vector type: AVX2 + FMA on x86-64 when the CPU has them (chosen at run
@@ -27,6 +28,7 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::math::{Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::optim::Optimizer;
 
 use super::ops::{eval_unary, replace_chain, sole_successor};
 
@@ -625,7 +627,23 @@ pub struct Swapped {
     pub clips: usize,
 }
 
-/// Replaces every depthwise Conv of a decluttered `model` that lookd's kernel handles.
+/// Declutters `model` as tract does, all but its layout pass (`ChangeAxes`). Where tract has a
+/// channel-last depthwise kernel (aarch64), that pass moves every depthwise convolution of 16
+/// channels or more channel-last, where [`swap_in`] cannot take it: on the shipped graph it left
+/// 1 of 16 layers to lookd's kernel on aarch64. Swapped in first, lookd's op stays channel-first
+/// when `into_optimized` runs the whole declutter again, layout pass included: the op does not
+/// change axes, so tract's axis changes stop at it. Where tract has no such kernel (x86-64) the
+/// pass moves no convolution and the graph is the same either way.
+pub fn declutter_channels_first(model: &mut TypedModel) -> TractResult<()> {
+    let mut declutter = Optimizer::declutter();
+    let before = declutter.passes.len();
+    declutter.passes.retain(|pass| format!("{pass:?}") != "ChangeAxes");
+    ensure!(declutter.passes.len() + 1 == before, "tract's declutter has no ChangeAxes pass to leave out");
+    declutter.optimize(model)
+}
+
+/// Replaces every depthwise Conv of a `model` decluttered by [`declutter_channels_first`] that
+/// lookd's kernel handles.
 pub fn swap_in(model: &mut TypedModel, isa: Isa) -> TractResult<Swapped> {
     let done = Cell::new(Swapped::default());
     Rewriter::default()
@@ -785,7 +803,9 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/embed.onnx");
         let mut g = tract_onnx::onnx().model_for_path(path).unwrap();
         g.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), [1, 3, 224, 224])).unwrap();
-        g.into_typed().unwrap().into_decluttered().unwrap()
+        let mut model = g.into_typed().unwrap();
+        declutter_channels_first(&mut model).unwrap();
+        model
     }
 
     /// A graph of one Conv node as the shipped graph has it (its real weights), then ReLU6 when

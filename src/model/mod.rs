@@ -151,8 +151,8 @@ impl Kernels {
     /// depthwise layers in under a third of tract's time). On aarch64, tract's own depthwise
     /// path, which runs channel-last with its NEON kernel there: without an ARM board, the
     /// instructions one inference executes under qemu as a Cortex-A72 decided it
-    /// (`bench/aarch64-insns`: 201.7 M against 202.7 M with lookd's NEON kernel, 241.0 M with
-    /// tract's kernels alone). lookd's squared distances run on both.
+    /// (`bench/aarch64-insns`: 201.9 M against 215.9 M with lookd's NEON kernel on all 16
+    /// layers, 240.9 M with tract's kernels alone). lookd's squared distances run on both.
     #[cfg(not(target_arch = "aarch64"))]
     pub const DEFAULT: Kernels = Kernels::Lookd;
     #[cfg(target_arch = "aarch64")]
@@ -226,9 +226,12 @@ impl Runner {
         let mut graph = parse(&path, qconv::Int8Conv::configured()?).map_err(fail)?;
         graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
-        let mut typed = graph.into_typed().map_err(fail)?.into_decluttered().map_err(fail)?;
+        let mut typed = graph.into_typed().map_err(fail)?;
         if kernel == Kernels::Lookd {
+            depthwise::declutter_channels_first(&mut typed).map_err(fail)?;
             depthwise::swap_in(&mut typed, depthwise::Isa::detect()).map_err(fail)?;
+        } else {
+            typed.declutter().map_err(fail)?;
         }
         if kernel != Kernels::Tract {
             sqdist::swap_in(&mut typed).map_err(fail)?;

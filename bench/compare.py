@@ -343,6 +343,14 @@ def render(r):
         base = a["per_inference"].get("tract")
         for k, n in a["per_inference"].items():
             lines.append(f"| {k} | {n:,} | {n / base:.3f} |" if base else f"| {k} | {n:,} | |")
+        f32 = a["per_inference"].get("tract-depthwise")
+        if a.get("int8") and f32:
+            lines += ["", "int8 copy, aarch64's default kernels (tract's depthwise):", ""]
+            lines += ["| int8 convolutions | instructions | vs f32 |", "|---|---|---|"]
+            ways = {"float": "float between fake-quantisation pairs (as tract reads it)",
+                    "integer": "folded into tract's integer Conv (`LOOKD_INT8_CONV=integer`)"}
+            for k, n in a["int8"].items():
+                lines.append(f"| {ways.get(k, k)} | {n:,} | {n / f32:.2f} |")
     lines += ["", "### Ranking: lookd vs numpy (same math, D = 128, R = 49, one thread, median ms)", ""]
     lines += ["| mode | products | lookd ms | numpy ms | speed vs numpy | lookd ns/product |", "|---|---|---|---|---|---|"]
     for (mode, p), ms in sorted(r["rank_lookd"].items()):

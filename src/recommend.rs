@@ -2,7 +2,7 @@
 //! each product's catalog fields. Pure (the cache is already in memory); shared by the
 //! `recommend` command and the daemon.
 
-use std::collections::BTreeMap;
+use crate::catalog::Fields;
 
 use crate::cache::{CategoryBlock, ProductCache};
 use crate::embedding::{AttentionMode, SceneEmbedding};
@@ -19,8 +19,8 @@ pub struct Recommendation {
     pub category: String,
     pub image: String,
     /// The catalog's extra columns (title, price, url, ...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub fields: Fields,
 }
 
 #[derive(Debug, thiserror::Error)]

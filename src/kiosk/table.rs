@@ -3,12 +3,13 @@
 //! a request, and the page's settings. A request only ever names an id; the file it gets is the
 //! one the catalog gave that id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::cache::StoredProduct;
+use crate::catalog::Fields;
 
 /// The longest id a request may name (the catalog's are UUIDs, 36 characters).
 pub const MAX_ID: usize = 128;
@@ -24,7 +25,7 @@ pub struct Product {
     /// The image's sha256 from the cache, its HTTP entity tag.
     #[serde(skip)]
     pub etag: String,
-    pub fields: BTreeMap<String, String>,
+    pub fields: Fields,
 }
 
 #[derive(Debug, PartialEq)]
@@ -132,7 +133,7 @@ mod tests {
     use crate::catalog::CatalogEntry;
 
     fn product(id: &str, image: &str) -> StoredProduct {
-        let mut fields = BTreeMap::new();
+        let mut fields = Fields::default();
         fields.insert("title".to_string(), format!("Title of {id}"));
         StoredProduct {
             entry: CatalogEntry {

@@ -28,15 +28,19 @@ pub struct CatalogEntry {
 pub struct Fields(Vec<(String, String)>);
 
 impl Fields {
+    /// Where `name` is, or where it would go.
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
     pub fn get(&self, name: &str) -> Option<&String> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+        self.position(name).ok().map(|i| &self.0[i].1)
     }
     pub fn contains_key(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
     /// Sets `name`, replacing its value if it has one.
     pub fn insert(&mut self, name: String, value: String) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+        match self.position(&name) {
             Ok(i) => self.0[i].1 = value,
             Err(i) => self.0.insert(i, (name, value)),
         }

@@ -2,9 +2,8 @@
 //! each product's catalog fields. Pure (the cache is already in memory); shared by the
 //! `recommend` command and the daemon.
 
-use crate::catalog::Fields;
-
 use crate::cache::{CategoryBlock, ProductCache};
+use crate::catalog::Fields;
 use crate::embedding::{AttentionMode, SceneEmbedding};
 use crate::model::ModelFolder;
 use crate::rank::{self, Keys, Products};

@@ -8,6 +8,7 @@ pub mod depthwise;
 pub mod manifest;
 mod ops;
 pub mod qconv;
+pub mod qdq;
 pub mod sqdist;
 
 use std::collections::BTreeMap;
@@ -227,6 +228,15 @@ impl Runner {
         graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
         let mut typed = graph.into_typed().map_err(fail)?;
+        // Before anything declutters: tract 0.23.9 folds a Softmax or Pad between quantisation
+        // nodes as if it were element-wise (qdq.rs, docs/tract-qdq.md).
+        let guarded = qdq::guard(&mut typed).map_err(fail)?;
+        if guarded > 0 {
+            log::debug!(
+                "{}: {guarded} dequantisations kept out of tract's lookup-table fold",
+                path.display()
+            );
+        }
         if kernel == Kernels::Lookd {
             depthwise::declutter_channels_first(&mut typed).map_err(fail)?;
             depthwise::swap_in(&mut typed, depthwise::Isa::detect()).map_err(fail)?;

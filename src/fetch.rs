@@ -228,3 +228,210 @@ fn tls_config(ca: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each limit against a hostile server on 127.0.0.1, in a thread of the test; every fetch
+    //! runs in a thread of its own and the test waits for it a bounded time, so a lost limit
+    //! fails the test instead of hanging it.
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Serves every connection with `answer` (the raw response, written by the closure).
+    fn server(answer: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/catalog.cache", listener.local_addr().unwrap());
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    read_request(&mut stream);
+                    answer(&mut stream);
+                });
+            }
+        });
+        url
+    }
+
+    fn read_request(stream: &mut TcpStream) {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !seen.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            seen.push(byte[0]);
+        }
+    }
+
+    fn limits(max_bytes: u64, connect_s: u64, total_s: u64) -> Limits {
+        Limits {
+            max_bytes,
+            connect: Duration::from_secs(connect_s),
+            total: Duration::from_secs(total_s),
+            ca: None,
+        }
+    }
+
+    /// Fetches `url` in a thread; `None` when it has not returned within `wait`.
+    fn fetch_within(
+        url: &str,
+        limits: Limits,
+        wait: Duration,
+    ) -> (Option<Result<Fetched, FetchError>>, u64, Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("got");
+        let (tx, rx) = mpsc::channel();
+        let (url, path) = (url.to_string(), dest.clone());
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let _ = tx.send(fetch_to(&url, &path, &limits));
+        });
+        let got = rx.recv_timeout(wait).ok();
+        let elapsed = started.elapsed();
+        let written = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        (got, written, elapsed)
+    }
+
+    #[test]
+    fn a_body_without_length_that_never_ends_stops_at_the_size_limit() {
+        let url = server(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = [7u8; 4096];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let (got, written, elapsed) = fetch_within(&url, limits(256 * 1024, 5, 30), Duration::from_secs(20));
+        match got {
+            Some(Err(FetchError::TooLarge { what, .. })) => {
+                assert!(what.contains("more than 262144"), "{what}")
+            }
+            other => panic!("expected the size limit while streaming, got {other:?} after {elapsed:?}"),
+        }
+        assert!(written <= 256 * 1024, "{written} bytes written past the limit");
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{elapsed:?}: the total deadline, not the size, stopped it"
+        );
+    }
+
+    #[test]
+    fn a_server_trickling_one_byte_a_second_hits_the_total_deadline() {
+        let url = server(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            for _ in 0..1000 {
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        let (got, _, elapsed) = fetch_within(&url, limits(1 << 20, 5, 2), Duration::from_secs(15));
+        match got {
+            Some(Err(FetchError::Failed { message, .. })) => {
+                assert!(message.contains("not fetched within 2 s"), "{message}")
+            }
+            other => panic!("expected the total deadline, got {other:?} after {elapsed:?}"),
+        }
+        assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    }
+
+    #[test]
+    fn a_redirect_is_refused_not_followed() {
+        let target = server(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nother");
+        });
+        let url = server(move |s| {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nmoved"
+            );
+            let _ = s.write_all(head.as_bytes());
+        });
+        let (got, written, _) = fetch_within(&url, limits(1 << 20, 5, 10), Duration::from_secs(15));
+        match got {
+            Some(Err(FetchError::Failed { message, .. })) => {
+                assert!(message.contains("302") && message.contains("no redirect"), "{message}")
+            }
+            other => panic!("expected the redirect refused, got {other:?}"),
+        }
+        assert_eq!(written, 0, "nothing of the redirect's body or its target is kept");
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_length_is_refused() {
+        let url = server(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(&[1u8; 50]);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        });
+        let (got, _, _) = fetch_within(&url, limits(1 << 20, 5, 10), Duration::from_secs(15));
+        assert!(matches!(got, Some(Err(FetchError::Failed { .. }))), "{got:?}");
+    }
+
+    #[test]
+    fn a_length_over_the_limit_is_refused_before_the_body() {
+        let url = server(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n");
+            let chunk = [7u8; 4096];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let (got, written, _) = fetch_within(&url, limits(1 << 20, 5, 10), Duration::from_secs(15));
+        match got {
+            Some(Err(FetchError::TooLarge { what, .. })) => assert_eq!(what, "Content-Length 5000000"),
+            other => panic!("expected Content-Length refused, got {other:?}"),
+        }
+        assert_eq!(written, 0);
+    }
+
+    #[test]
+    fn a_server_that_answers_in_time_is_fetched_whole() {
+        let url = server(|s| {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world");
+        });
+        let (got, written, _) = fetch_within(&url, limits(1 << 20, 5, 10), Duration::from_secs(15));
+        let fetched = got.expect("returned").expect("fetched");
+        assert_eq!((fetched.bytes, written), (11, 11));
+        assert_eq!(fetched.sha256, <[u8; 32]>::from(Sha256::digest(b"hello world")));
+    }
+
+    /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
+    /// until its own timeout (as behind a firewall that drops packets).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_connection_that_never_completes_hits_the_connect_timeout() {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor this test owns; it becomes a TcpListener.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len), 0);
+            assert_eq!(libc::listen(fd, 0), 0);
+            TcpListener::from_raw_fd(fd)
+        };
+        let addr = listener.local_addr().unwrap();
+        // Fill the queue (never accepted): with a backlog of 0 it holds one.
+        let mut fillers = Vec::new();
+        for _ in 0..3 {
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                fillers.push(s);
+            }
+        }
+        let url = format!("http://{addr}/catalog.cache");
+        let (got, _, elapsed) = fetch_within(&url, limits(1 << 20, 1, 30), Duration::from_secs(20));
+        match got {
+            Some(Err(FetchError::Failed { message, .. })) => {
+                assert!(message.contains("no connection within 1 s"), "{message}")
+            }
+            other => panic!("expected the connect timeout, got {other:?} after {elapsed:?}"),
+        }
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        drop(listener);
+    }
+}

@@ -69,5 +69,15 @@ elif name == "swap-keeps-kiosk":  # the kiosk's listener keeps serving the old c
     sub('src/pipeline.rs', "            *k.table.write().unwrap_or_else(|e| e.into_inner()) = table;", "            drop(table);")
 elif name == "fleet-first-start-embeds":  # a new fleet mirror never asks the fleet at start
     sub('src/cli/run.rs', "    let fleet = config.fleet.as_ref()?;", "    let fleet = config.fleet.as_ref().filter(|_| false)?;")
+elif name == "fetch-no-stream-limit":  # the size is checked against Content-Length only
+    sub('src/fetch.rs', "        if self.bytes > self.limit {\n            return Err(self.too_large(", "        if false {\n            return Err(self.too_large(")
+elif name == "fetch-no-deadline":  # the total deadline is gone: a trickling server holds the fetch
+    sub('src/fetch.rs', "tokio::time::timeout(limits.total, http_get(url, limits, &mut out)).await",
+        "Ok::<_, ()>(http_get(url, limits, &mut out).await)")
+elif name == "fetch-no-connect-timeout":  # a connect waits as long as the kernel does
+    sub('src/fetch.rs', "    let tcp = match tokio::time::timeout(limits.connect, connect).await {",
+        "    let tcp = match Ok::<_, ()>(connect.await) {")
+elif name == "fetch-follows-redirect":  # a 3xx answer's body is taken as the file
+    sub('src/fetch.rs', "    if status != hyper::StatusCode::OK {", "    if status != hyper::StatusCode::OK && !status.is_redirection() {")
 else:
     raise SystemExit("unknown mutation " + name)

@@ -94,7 +94,7 @@ class Calibration:
         return None if x is None else {"image": x[None]}
 
 
-def quantize(folder, data, out, n, per_channel):
+def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone-convs"):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     m = tomllib.load(open(os.path.join(folder, "manifest.toml"), "rb"))
@@ -103,12 +103,26 @@ def quantize(folder, data, out, n, per_channel):
     dst = os.path.join(out, "embed.int8.onnx")
     import onnx
 
-    # The colour histogram (ctl.ColourCells) stays float: it has no weights to shrink, and tract
-    # refuses the quantizer's QDQ pairs around its Softmax/Pad (declutter: inconsistent pad).
-    float_nodes = [node.name for node in onnx.load(src).graph.node if node.name.startswith("/colour/")]
+    nodes = onnx.load(src).graph.node
+    if scope == "backbone-convs":
+        # Only the backbone's convolutions (over 99% of the arithmetic) become int8; the colour
+        # branch, the heads (MatMul/Gemm/BatchNorm), the softmaxes, the pooling sums, the L2
+        # normalisation and the concatenation stay float, as the int8 issue (#28) asks.
+        # The ReLU6 after a convolution (Clip) is named too: the quantizer then drops it and
+        # quantizes the convolution's output with the clip's range, 0 to 6, instead of the
+        # convolution's own.
+        only = dict(op_types_to_quantize=["Conv", "Clip"],
+                    nodes_to_quantize=[n.name for n in nodes
+                                       if n.op_type in ("Conv", "Clip") and n.name.startswith("/backbone/")])
+    else:
+        # "all": every operator the quantizer knows, but the colour histogram (ctl.ColourCells),
+        # which has no weights to shrink (the int8 copy measured before #28).
+        only = dict(nodes_to_exclude=[n.name for n in nodes if n.name.startswith("/colour/")])
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
     quantize_static(src, dst + ".tmp", Calibration(data, n), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=float_nodes)
+                    calibrate_method=methods[method], extra_options={"WeightSymmetric": True}, **only)
     # The quantizer leaves value_info shapes that mix the batch symbol with 1; tract refuses to
     # unify those, and infers every shape itself anyway.
     q = onnx.load(dst + ".tmp")
@@ -146,11 +160,13 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--calibration", type=int, default=200)
     ap.add_argument("--per-channel", action="store_true")
+    ap.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    ap.add_argument("--scope", default="backbone-convs", choices=["backbone-convs", "all"])
     a = ap.parse_args()
     if a.action == "eval":
         print(json.dumps(evaluate(a.model, a.data, a.split, a.limit)))
     else:
-        quantize(a.model, a.data, a.out, a.calibration, a.per_channel)
+        quantize(a.model, a.data, a.out, a.calibration, a.per_channel, a.method, a.scope)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
   $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default --lookd "$LOOKD" | tee out/ship/train.log
 fi
 # int8: calibrated on train-split scenes and studio cut-outs (the products a store has).
-$PY -u models/onnx_eval.py quantize --model models/default --data "$STUDIO" --out out/models/default-int8 --per-channel
+# The backbone's convolutions with their ReLU6 ranges; MinMax, which measured best on dev through
+# onnxruntime (#28: percentile lost 1.0 FITB-4 point more; entropy wrote the same file as MinMax).
+$PY -u models/onnx_eval.py quantize --model models/default --data "$STUDIO" --out out/models/default-int8 --per-channel --method minmax
 # The catalog check ranks the store catalog: its cache, built with the new model.
 catalog_check=()
 if [ -f "$CATALOG" ]; then
@@ -42,9 +44,9 @@ evaluate default-int8 out/models/default-int8 plain dev
 for m in default default-int8; do
   dir=models/$m; [ "$m" = default-int8 ] && dir=out/$dir
   $PY models/onnx_eval.py eval --model $dir --data "$STUDIO" --split dev > out/ship/ort-$m-studio-dev.json
-  tolerance=1e-4; [ "$m" = default-int8 ] && tolerance=3e-2   # int8: MODEL_CARD.md, "Why f32 ships"
-  # f32 must agree with onnxruntime; the int8 figure is a measurement for the card, pass or fail.
-  $LOOKD model check $dir --tolerance $tolerance | tee out/ship/check-$m.txt || [ "$m" = default-int8 ]
+  tolerance=1e-4; [ "$m" = default-int8 ] && tolerance=1e-2   # int8: #28's "embeddings within 1e-2"
+  # Both must agree with onnxruntime (int8 since lookd guards tract's softmax fold, src/model/qdq.rs).
+  $LOOKD model check $dir --tolerance $tolerance | tee out/ship/check-$m.txt
   $LOOKD model bench $dir --runs 30 --json > out/ship/bench-$m.json
 done
 echo "{\"seconds\": $(( $(date +%s) - started ))}" > out/ship/elapsed.json

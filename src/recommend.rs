@@ -102,3 +102,83 @@ pub fn recommend(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::codec::{encode, Record};
+    use crate::cache::StoredProduct;
+    use crate::catalog::CatalogEntry;
+
+    const DIM: usize = 2;
+    const REGIONS: usize = 4;
+
+    /// Twelve shoes at rising distance from the scene below: p00 closest, p11 farthest.
+    fn cache() -> ProductCache {
+        let records = (0..12)
+            .map(|i| {
+                let angle = i as f32 * 0.1;
+                let entry = CatalogEntry {
+                    line: i as u64 + 2,
+                    id: format!("p{i:02}"),
+                    category: "Apparel & Accessories|Shoes".into(),
+                    image: format!("p{i:02}.jpg"),
+                    fields: Default::default(),
+                };
+                Record {
+                    product: StoredProduct { entry, image_sha256: "ab".into() },
+                    global: vec![angle.cos(), angle.sin()],
+                    key: vec![1.0, 0.0],
+                }
+            })
+            .collect();
+        let bytes = encode(records, DIM, AttentionMode::Product, REGIONS, [7; 32], "tiny@test");
+        ProductCache::from_bytes(&bytes, None).unwrap()
+    }
+
+    fn scene() -> SceneEmbedding {
+        SceneEmbedding {
+            dim: DIM,
+            global: vec![1.0, 0.0],
+            regions: [1.0, 0.0].repeat(REGIONS),
+            keys: [1.0, 0.0].repeat(REGIONS),
+        }
+    }
+
+    fn folder() -> ModelFolder {
+        ModelFolder::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny")).unwrap()
+    }
+
+    fn ids(recs: &[Recommendation]) -> Vec<&str> {
+        recs.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn top_k_is_taken_among_the_allowed_products_not_before_the_filter() {
+        let (cache, folder) = (cache(), folder());
+        let shoes = cache.categories()[0].clone();
+        let all = recommend(&scene(), &cache, &folder, &shoes, 5, None).unwrap();
+        assert_eq!(ids(&all), ["p00", "p01", "p02", "p03", "p04"]);
+        // The three best and p05 are out of stock: five are still shown, the next best in order.
+        let mut allowed = vec![true; cache.len()];
+        for i in [0, 1, 2, 5] {
+            allowed[i] = false;
+        }
+        let got = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&allowed)).unwrap();
+        assert_eq!(ids(&got), ["p03", "p04", "p06", "p07", "p08"]);
+        assert_eq!(got.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        // Fewer allowed than asked: all of them, none of the others.
+        let few: Vec<bool> = (0..cache.len()).map(|i| i == 9 || i == 4).collect();
+        let got = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&few)).unwrap();
+        assert_eq!(ids(&got), ["p04", "p09"]);
+    }
+
+    #[test]
+    fn a_mask_of_another_length_is_refused() {
+        let (cache, folder) = (cache(), folder());
+        let shoes = cache.categories()[0].clone();
+        let short = vec![true; cache.len() - 1];
+        let err = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&short)).unwrap_err();
+        assert!(matches!(err, RecommendError::Mask { mask: 11, cache: 12 }), "{err}");
+    }
+}

@@ -79,5 +79,8 @@ elif name == "fetch-no-connect-timeout":  # a connect waits as long as the kerne
         "    let tcp = match Ok::<_, ()>(connect.await) {")
 elif name == "fetch-follows-redirect":  # a 3xx answer's body is taken as the file
     sub('src/fetch.rs', "    if status != hyper::StatusCode::OK {", "    if status != hyper::StatusCode::OK && !status.is_redirection() {")
+elif name == "topk-before-stock":  # the top K is taken first and the unavailable dropped after
+    sub('src/recommend.rs', "        scores.retain(|s| mask[s.index]);\n",
+        "        let m = mask.to_vec();\n        let mut b = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());\n        b.retain(|s| m[s.index]);\n        scores = b;\n")
 else:
     raise SystemExit("unknown mutation " + name)

@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const FLEET_WITHIN: Duration = Duration::from_secs(10);
 
 /// mosquitto_pub: `payload` empty sends a null message (retained: deletes the retained one).
-fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
+pub(crate) fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
     let port = port.to_string();
     let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-t", topic];
     if payload.is_empty() {

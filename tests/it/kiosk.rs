@@ -297,9 +297,11 @@ enum Stop {
     Kill,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn journey(
     b: &Browser,
     page: &str,
+    mqtt: u16,
     sub: &Sub,
     config: &Path,
     mut daemon: Daemon,
@@ -340,8 +342,21 @@ fn journey(
         b.eval("return document.querySelector(\"#categories button[data-slug='pants']\").getAttribute('aria-pressed')"),
         json!("true")
     );
-    // The connection holds past the page's 10 s keep-alive: its pings go out.
-    std::thread::sleep(Duration::from_secs(12));
+    // A second ranking of the same category replaces the first on the screen: the best pants
+    // go out of stock, lookd re-ranks the scene without them, and the grid follows.
+    let gone = &want_pants[0];
+    crate::fleet::publish(mqtt, "lookd/t/catalog/unavailable", &format!("[{gone:?}]"), false);
+    let restocked = sub.expect("recommendations/pants", WAIT, |v| !ids(v).contains(gone));
+    let want_restocked = ids(&restocked);
+    assert_ne!(want_restocked, want_pants);
+    b.wait_for("the pants grid without the unavailable pair", &grid_is(&want_restocked), WAIT);
+    crate::fleet::publish(mqtt, "lookd/t/catalog/unavailable", "[]", false);
+    sub.expect("recommendations/pants", WAIT, |v| ids(v) == want_pants);
+    b.wait_for("the pants grid restocked", &script, WAIT);
+    // The connection holds past the point where a silent client is dropped (the broker allows
+    // one and a half keep-alives, 15 s, after its last packet, the page's last publish above):
+    // its pings go out.
+    std::thread::sleep(Duration::from_secs(17));
     assert_eq!(
         b.eval("return window.lookdKiosk.connects"),
         json!(1),
@@ -372,11 +387,15 @@ fn journey(
         .as_str()
         .unwrap_or("")
         .is_empty());
-    // A restarted lookd starts on its configured category, shoes, and ranks the same scene alike.
+    // A restarted lookd starts on its configured category, shoes, and ranks the same scene alike;
+    // it now shows five, so the grid cannot pass on what the page drew before the restart.
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, text.replacen("[pipeline]\n", "[pipeline]\ntop = 5\n", 1)).unwrap();
     let daemon = Daemon::start(config);
     b.wait_for("online again", "return document.body.dataset.state === 'online'", WAIT);
-    let shoes_again = grid_is(&want);
-    b.wait_for("the shoes grid again", &shoes_again, WAIT);
+    assert!(want.len() > 5, "the category must hold more than the restarted lookd shows: {want:?}");
+    let shoes_again = grid_is(&want[..5]);
+    b.wait_for("the shoes grid again, five of them", &shoes_again, WAIT);
     assert_eq!(b.eval("return window.loadMarker"), json!("first-load"), "the page was reloaded");
 
     // Everything the page fetched came from its own host (the MQTT WebSocket is not a resource).
@@ -431,6 +450,7 @@ fn kiosk_page_in_a_browser_with_the_embedded_broker() {
     let _daemon = journey(
         &browser,
         &format!("http://127.0.0.1:{web}/"),
+        mqtt,
         &sub,
         &config,
         daemon,
@@ -497,6 +517,7 @@ fn kiosk_page_in_a_browser_with_mosquitto_websockets() {
     journey(
         &browser,
         &format!("http://127.0.0.1:{web}/"),
+        mqtt,
         &sub,
         &config,
         daemon,

@@ -277,6 +277,42 @@ fn embedded_kiosk() -> (Setup, PathBuf, Ports, Daemon) {
     (setup, config, p, daemon)
 }
 
+/// Each card's caption is its product's catalog title and price (with currency), in rank order,
+/// and the ranking's age is shown.
+fn captions_are(b: &Browser, ranking: &Value) {
+    let want: Vec<(String, String)> = ranking["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let f = &i["fields"];
+            let price = format!("{} {}", f["price"].as_str().unwrap(), f["currency"].as_str().unwrap());
+            (f["title"].as_str().unwrap().to_string(), price)
+        })
+        .collect();
+    let shown = b.eval(
+        "return [...document.querySelectorAll('#grid li')].map(li =>
+           [li.querySelector('.title').textContent, li.querySelector('.price').textContent]);",
+    );
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).unwrap();
+    assert_eq!(shown, want, "the cards' titles and prices");
+    assert!(want.iter().all(|(t, p)| t.starts_with("Product ") && p.ends_with(" EUR")), "{want:?}");
+    let (age, _) = b.wait_for(
+        "the ranking's age",
+        "const t = document.querySelector('#age').textContent; return t || null;",
+        WAIT,
+    );
+    let age = age.as_str().unwrap_or_default().to_string();
+    let secs = age.strip_prefix("updated ").and_then(|a| {
+        if a == "just now" {
+            Some(0)
+        } else {
+            a.strip_suffix(" s ago")?.parse().ok()
+        }
+    });
+    assert!(secs.is_some_and(|s: u64| s < 60), "the age shown: {age:?}");
+}
+
 /// A script that is true when the grid shows `ids`, in that order.
 fn grid_is(ids: &[String]) -> String {
     format!(
@@ -316,6 +352,7 @@ fn journey(
     assert_eq!(shown_ids, want, "the grid is not the retained ranking, in order");
     let ranks: Vec<u64> = serde_json::from_value(shown["ranks"].clone()).unwrap();
     assert_eq!(ranks, (1..=want.len() as u64).collect::<Vec<_>>());
+    captions_are(b, &shoes);
     let (loaded, _) = b.wait_for(
         "every image loaded",
         &format!("const g = (() => {{ {GRID} }})(); return g && g.loaded;"),
@@ -430,6 +467,14 @@ fn layouts(b: &Browser, name: &str) {
                columns: new Set(cards.map(r => Math.round(r.left))).size, min_img: Math.min(...imgs), font};",
         );
         eprintln!("kiosk {name} {layout}: {seen}");
+        // The window is the screen asked for (the browser's own bar takes some of its height).
+        assert_eq!(seen["w"], json!(w), "{layout}: {seen}");
+        let inner = seen["h"].as_u64().unwrap();
+        assert!(inner <= h && inner + 200 >= h, "{layout}: {seen}");
+        // Two columns standing, five lying (kiosk.css), or as many as there are cards.
+        let cards = seen["cards"].as_u64().unwrap();
+        let columns = if layout == "portrait" { 2 } else { 5 };
+        assert_eq!(seen["columns"].as_u64(), Some(cards.min(columns)), "{layout}: {seen}");
         assert_eq!(seen["state"], json!("online"), "{layout}: {seen}");
         assert_eq!(seen["inside"], json!(true), "{layout}: a card lies outside the screen: {seen}");
         assert!(seen["min_img"].as_f64().unwrap() >= 150.0, "{layout}: pictures too small: {seen}");
@@ -600,6 +645,22 @@ fn an_exposed_kiosk_needs_the_password_and_the_page_takes_it_from_its_url() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(browser.eval("return document.querySelectorAll('#grid li').length"), json!(0));
+    // The form itself: a wrong password is refused and said so, the right one shows the grid.
+    let submit = |typed: &str| {
+        browser.eval(&format!(
+            "document.querySelector('#password').value = {typed:?}; document.querySelector('#login').requestSubmit(); return 1"
+        ))
+    };
+    submit("guess");
+    browser.wait_for(
+        "the refusal",
+        "return document.querySelector('#login-error').textContent || null",
+        WAIT,
+    );
+    assert_eq!(browser.eval("return document.querySelectorAll('#grid li').length"), json!(0));
+    submit("s3cret-mirror");
+    browser.wait_for("the grid after the form", GRID, WAIT);
+    assert_eq!(browser.eval("return document.querySelector('#login-error').textContent"), json!(""));
     // With it in the URL's fragment (never sent to the server), the grid, and the token leaves
     // the address bar.
     // (another URL than the last, so that the browser loads the page anew)

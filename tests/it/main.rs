@@ -105,7 +105,7 @@ pub fn s(p: &Path) -> &str {
 /// spread over two categories; returns the CSV's path.
 pub fn synth_catalog(dir: &Path, n: usize) -> PathBuf {
     std::fs::create_dir_all(dir.join("images")).unwrap();
-    let mut csv = String::from("id,category,image,title\n");
+    let mut csv = String::from("id,category,image,title,price,currency\n");
     for i in 0..n {
         let img = image::RgbImage::from_fn(40, 48, |x, y| {
             image::Rgb([(x * 5 + i as u32 * 37) as u8, (y * 4 + i as u32 * 11) as u8, (i as u32 * 53) as u8])
@@ -113,7 +113,11 @@ pub fn synth_catalog(dir: &Path, n: usize) -> PathBuf {
         img.save(dir.join(format!("images/p{i:03}.png"))).unwrap();
         let category =
             if i % 2 == 0 { "Apparel & Accessories|Shoes" } else { "Apparel & Accessories|Clothing|Pants" };
-        csv.push_str(&format!("p{i:03},{category},images/p{i:03}.png,Product {i}\n"));
+        csv.push_str(&format!(
+            "p{i:03},{category},images/p{i:03}.png,Product {i},{}.{:02},EUR\n",
+            10 + i,
+            i % 100
+        ));
     }
     let path = dir.join("catalog.csv");
     std::fs::write(&path, csv).unwrap();

@@ -86,5 +86,15 @@ elif name == "kiosk-frozen-grid":  # the screen keeps the first ranking of each 
     sub('src/kiosk/static/kiosk.js', "      state.recs[slug] = body;\n", "      state.recs[slug] ??= body;\n")
 elif name == "kiosk-no-pings":  # the page connects with a keep-alive but never pings
     sub('src/kiosk/static/kiosk.js', "    client = mqtt.connect(url, options);\n", "    client = mqtt.connect(url, options);\n    client.sendPing = () => {};\n")
+elif name == "kiosk-no-portrait":  # the portrait media rule is gone: five narrow columns standing
+    sub('src/kiosk/static/kiosk.css', "@media (orientation: portrait) { #grid { grid-template-columns: repeat(2, 1fr); } }\n", "")
+elif name == "kiosk-no-price":  # the price is left blank
+    sub('src/kiosk/static/kiosk.js', "      price.textContent = priceOf(item);\n", "      price.textContent = \"\";\n")
+elif name == "kiosk-ids-as-titles":  # the card shows the product's id, not its title
+    sub('src/kiosk/static/kiosk.js', "      title.textContent = titleOf(item);\n", "      title.textContent = item.id;\n")
+elif name == "kiosk-no-age":  # the ranking's age is never shown
+    sub('src/kiosk/static/kiosk.js', '    $("age").textContent = age < 2 ? "updated just now" : `updated ${age} s ago`;\n', '    $("age").textContent = "";\n')
+elif name == "kiosk-login-ignored":  # the form's password is stored but never used to connect
+    sub('src/kiosk/static/kiosk.js', "    if (client) client.end(true);\n    connect(typed);\n", "")
 else:
     raise SystemExit("unknown mutation " + name)

@@ -270,6 +270,11 @@ impl Mqtt {
     }
 }
 
+/// A client whose queue holds at most `CLIENT_QUEUE` requests, and its connection.
+fn bounded_client(options: MqttOptions) -> (Client, rumqttc::Connection) {
+    Client::new(options, CLIENT_QUEUE)
+}
+
 /// Hands one message to the client without blocking; false when there is none or it refused.
 fn try_send(client: Option<&Client>, topic: &str, m: &Message) -> bool {
     client.is_some_and(|c| c.try_publish(topic, m.qos, m.retain, m.payload.clone()).is_ok())
@@ -319,7 +324,7 @@ impl Network {
         let mut ever_connected = false;
         let mut last_error = String::new();
         while !self.stop.load(Ordering::Relaxed) {
-            let (client, mut connection) = Client::new(mqtt_options(&self.settings), CLIENT_QUEUE);
+            let (client, mut connection) = bounded_client(mqtt_options(&self.settings));
             self.shared.lock().unwrap_or_else(|e| e.into_inner()).client = Some(client);
             loop {
                 match connection.recv() {
@@ -569,6 +574,18 @@ mod tests {
             self.got.push((t.to_string(), String::from_utf8_lossy(&m.payload).into_owned()));
             true
         }
+    }
+
+    #[test]
+    fn the_client_holds_at_most_16_requests_then_refuses_without_blocking() {
+        // No connection is ever polled: nothing leaves the queue, as behind a stalled link.
+        let (client, _connection) = bounded_client(MqttOptions::new("t", "127.0.0.1", 1));
+        let accepted = (0..1000)
+            .take_while(|i| {
+                client.try_publish(format!("t/{i}"), QoS::AtMostOnce, false, vec![0u8; 8]).is_ok()
+            })
+            .count();
+        assert_eq!(accepted, 16, "docs/reliability.md promises rumqttc holds at most 16 requests");
     }
 
     #[test]

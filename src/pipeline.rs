@@ -600,7 +600,7 @@ impl<'a> Loop<'a> {
                         self.restocked();
                     })
                 }
-                Ok(Command::Fleet(f)) => self.fleet(f, &suffix, supervisor),
+                Ok(Command::Fleet(f)) => self.fleet(f, &suffix, false, supervisor),
                 Err(e) => Err(e),
             };
             if let Err(error) = result {
@@ -640,24 +640,29 @@ impl<'a> Loop<'a> {
             return Err("this lookd cannot reload its catalog".into());
         };
         if let (Some(_), Some(f)) = (&updates.fleet_topic, self.last_fleet.clone()) {
-            return self.fleet(f, topic, supervisor);
+            // Fetched again even when it is the catalog served: a reload is how a store repairs
+            // a mirror (docs/fleet.md).
+            return self.fleet(f, topic, true, supervisor);
         }
         updates.submit(Job::Rebuild { why: topic.to_string() }, topic);
         supervisor(Notice::Reloading);
         Ok(())
     }
 
+    /// A fleet announcement: fetched unless it is the catalog served already (a re-delivered
+    /// message does nothing), or always when `again` (a reload).
     fn fleet(
         &mut self,
         f: FleetCatalog,
         topic: &str,
+        again: bool,
         supervisor: &mut dyn FnMut(Notice),
     ) -> Result<(), String> {
         let Some(updates) = &self.engine.updates else {
             return Err("this lookd follows no fleet".into());
         };
         self.last_fleet = Some(f.clone());
-        if f.sha256 == self.engine.identity.sha256 {
+        if !again && f.sha256 == self.engine.identity.sha256 {
             log::info!("fleet catalog {}: already serving it", f.version);
             return Ok(());
         }

@@ -148,4 +148,37 @@ mod tests {
             check_filter(&none, &catalog()).is_err_and(|e| e.contains("no product of the catalog passes"))
         );
     }
+
+    #[test]
+    fn every_spelling_of_out_of_stock_in_the_column_and_nothing_else() {
+        for out in ["no", "false", "0", "n", "out", "NO", " False ", "Out", "N"] {
+            let (mask, counts) = Stock::default().mask(&[product("x", &[("available", out)])]);
+            assert_eq!((mask, counts.unavailable), (vec![false], 1), "{out:?} means out of stock");
+        }
+        for available in ["yes", "", "1", "true", "in", "none", "nope", "y", "o"] {
+            let (mask, counts) = Stock::default().mask(&[product("x", &[("available", available)])]);
+            assert_eq!((mask, counts.unavailable), (vec![true], 0), "{available:?} means available");
+        }
+    }
+
+    #[test]
+    fn a_filter_needs_every_field_and_any_one_of_its_values() {
+        let catalog = vec![
+            product("a", &[("department", "women"), ("season", "winter")]),
+            product("b", &[("department", "unisex"), ("season", "winter")]),
+            product("c", &[("department", "women"), ("season", "summer")]),
+            product("d", &[("department", "kids"), ("season", "winter")]),
+            product("e", &[("department", "women")]),
+        ];
+        let stock = Stock {
+            filter: Filter::from([
+                ("department".into(), vec!["women".into(), " Unisex".into()]),
+                ("season".into(), vec!["winter".into()]),
+            ]),
+            ..Default::default()
+        };
+        let (mask, counts) = stock.mask(&catalog);
+        assert_eq!(mask, vec![true, true, false, false, false]);
+        assert_eq!(counts, Counts { unavailable: 0, allowed: 2 });
+    }
 }

@@ -64,7 +64,7 @@ fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
 /// The same, embedded with the model at `model`.
 fn central_catalog_with(setup: &Setup, name: &str, more: usize, model: &Path) -> PathBuf {
     let csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
-    let mut out = String::from("id,category,image,title\n");
+    let mut out = format!("{}\n", csv.lines().next().unwrap());
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     for (i, row) in rows.iter().chain(rows.iter().take(more)).enumerate() {
         let mut cols: Vec<&str> = row.split(',').collect();
@@ -136,6 +136,57 @@ fn http_server(dir: PathBuf) -> u16 {
                         let _ = write!(
                             conn,
                             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A catalog server that misbehaves, by path: `/endless` streams without a length and never
+/// ends, `/trickle` sends one byte a second of the 1,000 it promises, `/redirect` answers 302 to
+/// `to`. One thread per connection; it lives as long as the test.
+fn hostile_server(to: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let to = to.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut conn = conn;
+                match line.split_whitespace().nth(1).unwrap_or("/") {
+                    "/endless" => {
+                        let _ = write!(conn, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                        let chunk = [7u8; 16384];
+                        while conn.write_all(&chunk).is_ok() {}
+                    }
+                    "/trickle" => {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+                        );
+                        for _ in 0..1000 {
+                            if conn.write_all(b"x").is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                    _ => {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                         );
                     }
                 }
@@ -221,6 +272,25 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
     let took = announced.elapsed();
     eprintln!("fleet ({label}): 5 mirrors on v2 {:.2} s after the announcement", took.as_secs_f64());
 
+    // The same announcement again (a broker delivering it twice, a centre publishing twice): the
+    // mirrors already serve that sha256, so nothing is fetched and nothing is swapped.
+    subs.iter().for_each(Sub::clear);
+    publish(central_port, fleet_topic, &message, false);
+    for (name, sub) in names.iter().zip(&subs) {
+        let state = sub.try_expect("catalog/state", Duration::from_secs(3));
+        assert!(state.is_none(), "{name} acted on an announcement it already serves: {state:?}");
+    }
+    // A reload of a fleet mirror fetches the fleet's catalog again (a store's repair), and does
+    // not rebuild from its CSV.
+    subs[0].clear();
+    daemons[0].signal("HUP");
+    let building = subs[0].expect("catalog/state", WAIT, |v| v["state"] == "building");
+    assert_eq!(building["progress"]["what"], "fleet", "{building}");
+    let state = version_reached(&subs[0], "v2", WAIT);
+    assert_eq!(state["products"], 28, "{state}");
+    let log = std::fs::read_to_string(setup.root.join(format!("{}.log", names[0]))).unwrap();
+    assert_eq!(log.matches("fetching fleet version v2").count(), 2, "{log}");
+
     // A mirror started after the announcement takes it from the retained message at start.
     let late = format!("{label}-late");
     let late_config = mirror_config(setup, &late, mirrors_port, "", &fleet);
@@ -295,7 +365,17 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
         .unwrap()
         .to_string();
     let lying = foreign.replace(&theirs, &ours);
+    // Hostile servers: each refused within the fleet's limits, the reason on /error.
+    let hostile = hostile_server(url.clone());
+    let at = |path: &str, version: &str| {
+        format!(
+            r#"{{"version": "{version}", "url": "http://127.0.0.1:{hostile}/{path}", "sha256": "{sha}", "fingerprint": "{ours}"}}"#
+        )
+    };
     let cases = [
+        (at("endless", "v10"), "more than 1048576 bytes arrived"),
+        (at("trickle", "v11"), "not fetched within 10 s"),
+        (at("redirect", "v12"), "no redirect"),
         ("not json".to_string(), "bad JSON"),
         (truncated, "bytes arrived, the announcement says"),
         (lying, "it was built for model"),
@@ -336,6 +416,17 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
         assert_eq!(stats["catalog_version"], "v2", "{stats}");
     }
     publish(central_port, fleet_topic, "", true); // the retained announcement goes
+                                                  // A restarted mirror still reports the fleet's version (remembered beside its cache), with
+                                                  // no announcement left to tell it.
+    let mut daemons = daemons;
+    daemons[1].kill();
+    subs[1].clear();
+    daemons[1] = Daemon::start_logged(
+        &mirror_config(setup, &names[1], mirrors_port, "", &fleet),
+        &setup.root.join(format!("{}-again.log", names[1])),
+    );
+    let state = subs[1].expect("catalog/state", WAIT, |v| v["state"] == "ready");
+    assert_eq!(state["version"], "v2", "{state}");
     drop(daemons);
 }
 
@@ -435,7 +526,7 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
             } else {
                 "Apparel & Accessories|Clothing|Pants"
             };
-            csv.push_str(&format!("{tag}{i},{category},images/{tag}{i}.png,New {i}\n"));
+            csv.push_str(&format!("{tag}{i},{category},images/{tag}{i}.png,New {i},20.00,EUR\n"));
         }
         std::fs::write(setup.root.join("catalog.csv"), csv).unwrap();
     };
@@ -522,7 +613,7 @@ fn out_of_stock_and_filtered_products_are_never_recommended() {
     let setup = setup(1);
     // The store's columns: a department per product, and p002 out of stock in the CSV itself.
     let csv = std::fs::read_to_string(setup.root.join("catalog.csv")).unwrap();
-    let mut out = String::from("id,category,image,title,department,available\n");
+    let mut out = format!("{},department,available\n", csv.lines().next().unwrap());
     for (i, row) in csv.lines().skip(1).enumerate() {
         let department = if i % 4 < 2 { "women" } else { "kids" };
         let available = if i == 2 { "no" } else { "yes" };

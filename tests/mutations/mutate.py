@@ -96,5 +96,23 @@ elif name == "kiosk-no-age":  # the ranking's age is never shown
     sub('src/kiosk/static/kiosk.js', '    $("age").textContent = age < 2 ? "updated just now" : `updated ${age} s ago`;\n', '    $("age").textContent = "";\n')
 elif name == "kiosk-login-ignored":  # the form's password is stored but never used to connect
     sub('src/kiosk/static/kiosk.js', "    if (client) client.end(true);\n    connect(typed);\n", "")
+elif name == "kiosk-one-connection":  # the kiosk serves one connection at a time
+    sub('src/kiosk/mod.rs', "const MAX_CONNECTIONS: usize = 64;", "const MAX_CONNECTIONS: usize = 1;")
+elif name == "kiosk-unbounded-connections":  # the kiosk serves any number at once
+    sub('src/kiosk/mod.rs', "const MAX_CONNECTIONS: usize = 64;", "const MAX_CONNECTIONS: usize = 100_000;")
+elif name == "kiosk-sniffable":  # the answers lose nosniff and the referrer policy
+    sub('src/kiosk/mod.rs', "    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static(\"nosniff\"));\n", "")
+    sub('src/kiosk/mod.rs', "    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static(\"no-referrer\"));\n", "")
+elif name == "fleet-redelivery-refetches":  # an announcement of the catalog served is fetched again
+    sub('src/pipeline.rs', "        if !again && f.sha256 == self.engine.identity.sha256 {", "        if false && f.sha256 == self.engine.identity.sha256 {")
+elif name == "fleet-reload-skips":  # a reload of a fleet mirror skips the catalog it serves
+    sub('src/pipeline.rs', "            return self.fleet(f, topic, true, supervisor);", "            return self.fleet(f, topic, false, supervisor);")
+elif name == "fleet-version-forgotten":  # the fleet's version is not remembered beside the cache
+    sub('src/update.rs', "    if let Err(e) = write_atomically(&version_path(&s.cache), record.to_string().as_bytes()) {",
+        "    if let Err(e) = Ok::<(), String>(()).map(|_| drop(record)) {")
+elif name == "stock-any-field":  # a product passing one field of the filter passes it all
+    sub('src/stock.rs', "    filter.iter().all(|(field, values)| {", "    filter.is_empty() || filter.iter().any(|(field, values)| {")
+elif name == "stock-one-spelling":  # only `no` marks a product out of stock in the column
+    sub('src/stock.rs', '["no", "false", "0", "n", "out"].contains(&v.as_str())', '["no"].contains(&v.as_str())')
 else:
     raise SystemExit("unknown mutation " + name)

@@ -256,7 +256,7 @@ def main():
               " per-channel symmetric int8 weights, uint8 activations, MinMax calibration on 200 train-split scenes"
               " and studio cut-outs. The colour branch, the heads, the softmaxes, the pooling sums and the L2"
               " normalisation stay float.",
-              f"Through tract it loses {loss:.1f} FITB-4 points on dev studio ({100 * (f32_studio_photo[0] - i8p[0]):.1f}"
+              f"Through tract, int8 minus f32 on dev studio: {-loss:+.1f} FITB-4 points ({100 * (i8p[0] - f32_studio_photo[0]):+.1f}"
               f" under the photometric check; AUC {i8[1]:.3f} against {f32_studio[1]:.3f}); onnxruntime scores the same"
               f" graph {ort_i8['fitb4']:.3f} (its f32 {ort_f32['fitb4']:.3f}; onnxruntime's rows decode with PIL, so"
               " they differ from tract's by the decoder too).",
@@ -272,9 +272,16 @@ def main():
     elapsed = os.path.join(a.ship, "elapsed.json")
     if os.path.exists(elapsed):
         secs = load(elapsed)["seconds"]
+        trained = load(elapsed).get("trained", True)
         log = os.path.join(a.ship, "train.log")
         reused = os.path.exists(log) and "features: reused" in open(log).read()
-        lines += ["", "## Rebuild", "",
+        if not trained:
+            lines += ["", "## Rebuild", "",
+                      f"This card: `SHIP_SKIP_TRAIN=1 models/ship.sh` ({secs / 60:.0f} minutes on 2 cores): the trained model"
+                      " kept, quantized, measured and described again; timed by the script itself"
+                      " (out/ship/elapsed.json). A whole rebuild from a fresh clone trains first (`models/rebuild.sh`)."]
+        else:
+            lines += ["", "## Rebuild", "",
                   f"`models/ship.sh` took {secs / 60:.0f} minutes for this card on the machine that wrote it (2 cores),",
                   "from training through every measurement above; timed by the script itself (out/ship/elapsed.json)."
                   + (" The backbone features came from an earlier run's cache (out/features): a fresh clone computes"

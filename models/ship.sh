@@ -49,5 +49,5 @@ for m in default default-int8; do
   $LOOKD model check $dir --tolerance $tolerance | tee out/ship/check-$m.txt
   $LOOKD model bench $dir --runs 30 --json > out/ship/bench-$m.json
 done
-echo "{\"seconds\": $(( $(date +%s) - started ))}" > out/ship/elapsed.json
+echo "{\"seconds\": $(( $(date +%s) - started )), \"trained\": $([ -z "${SHIP_SKIP_TRAIN:-}" ] && echo true || echo false)}" > out/ship/elapsed.json
 $PY models/card.py --results models/default/results.json --ship out/ship --out models/default/MODEL_CARD.md

@@ -135,6 +135,18 @@ impl Sub {
     }
 
     /// The next message on `topic` within `limit`, if one comes (others are kept for later).
+    /// The next message on any topic, in arrival order (what `expect` left unmatched first):
+    /// (topic suffix after the prefix, payload).
+    pub(crate) fn next(&self, limit: Duration) -> Option<(String, serde_json::Value)> {
+        let mut unmatched = self.unmatched.borrow_mut();
+        if !unmatched.is_empty() {
+            return Some(unmatched.remove(0));
+        }
+        let (t, payload) = self.lines.recv_timeout(limit).ok()?;
+        let v = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+        Some((t, v))
+    }
+
     pub(crate) fn try_expect(&self, topic: &str, limit: Duration) -> Option<serde_json::Value> {
         let end = Instant::now() + limit;
         while let Ok((t, payload)) = self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
@@ -166,6 +178,18 @@ impl Daemon {
     /// The same with its stderr (RUST_LOG=info) in `log`.
     pub(crate) fn start_logged(config: &Path, log: &Path) -> Daemon {
         Daemon::spawn(config, "info", std::fs::File::create(log).unwrap().into())
+    }
+    /// `start_logged`, telling systemd's notify protocol to a listener at `socket`.
+    pub(crate) fn start_notified(config: &Path, log: &Path, socket: &Path) -> Daemon {
+        let stderr = std::fs::File::create(log).unwrap();
+        let child = crate::lookd_command()
+            .args(["run", "--config", s(config)])
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", socket)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Daemon { child }
     }
     fn spawn(config: &Path, rust_log: &str, stderr: Stdio) -> Daemon {
         let child = crate::lookd_command()

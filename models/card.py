@@ -271,8 +271,8 @@ def main():
               " lookd guards against it (src/model/qdq.rs)."]
     elapsed = os.path.join(a.ship, "elapsed.json")
     if os.path.exists(elapsed):
-        secs = load(elapsed)["seconds"]
-        trained = load(elapsed).get("trained", True)
+        run = load(elapsed)
+        secs, trained = run["seconds"], run.get("trained", True)
         log = os.path.join(a.ship, "train.log")
         reused = os.path.exists(log) and "features: reused" in open(log).read()
         if not trained:

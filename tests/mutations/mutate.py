@@ -122,5 +122,84 @@ elif name == "reload-untold":  # systemd is not told that a reload runs
 elif name == "nv12-rows-flipped":  # the NV12 path's resized luma upside down (a vertical error)
     sub('src/preprocess/pixel.rs', "            let uv = RawPlane { bytes: &p[luma..luma + 2 * chroma], width: cw, height: ch, channels: 2 };\n",
         "            let y: Vec<u8> = y.chunks_exact(width as usize).rev().flatten().copied().collect();\n            let uv = RawPlane { bytes: &p[luma..luma + 2 * chroma], width: cw, height: ch, channels: 2 };\n")
+elif name == "no-websocket":  # the embedded broker never opens its WebSocket listener
+    sub(p, "    if let Some(ws) = websocket {", "    if let Some(ws) = websocket.filter(|_| false) {")
+elif name == "password-logged":  # the MQTT password reaches the debug log
+    sub('src/cli/run.rs', "        (Some(u), Some(p)) => Some((u.clone(), p)),", "        (Some(u), Some(p)) => {\n            log::debug!(\"logging in as {u} with {p}\");\n            Some((u.clone(), p))\n        }")
+elif name == "credentials-ignored":  # a relative password file is read from the working directory
+    sub('src/config.rs', "        Some(dir) if !dir.as_os_str().is_empty() => Ok(dir.join(path)),", "        Some(dir) if !dir.as_os_str().is_empty() => Ok(path.to_path_buf()),")
+elif name == "prefix-ignored":  # topics are not under the configured prefix
+    sub(p, '        format!("{}/{suffix}", self.settings.prefix)', '        format!("lookd/{suffix}")')
+elif name == "command-over-limit":  # a command payload of any size is decoded
+    sub('src/publish/payload.rs', "    if payload.len() > limit {\n        return Err(format!(\"payload of", "    if false {\n        return Err(format!(\"payload of")
+elif name == "kiosk-big-heads":  # the kiosk reads request heads of any size
+    sub('src/kiosk/mod.rs', "                .max_buf_size(MAX_HEAD)", "                .max_buf_size(1024 * 1024)")
+elif name == "kiosk-no-head-timeout":  # an idle connection is held for an hour
+    sub('src/kiosk/mod.rs', "                .header_read_timeout(HEAD_TIMEOUT)", "                .header_read_timeout(Duration::from_secs(3600))")
+elif name == "kiosk-post-served":  # any method gets the page
+    sub('src/kiosk/mod.rs', '        .route("/", get(|| async {', '        .route("/", axum::routing::any(|| async {')
+elif name == "kiosk-never-offline":  # the page never says offline
+    sub('src/kiosk/static/kiosk.js', '    if (!state.connected) setState("offline", "offline: no broker");\n    else if (!state.online) setState("offline", "offline");\n    else setState("online", "online");', '    setState("online", "online");')
+elif name == "camera-gives-up":  # a second camera error ends capture for good
+    sub('src/pipeline.rs', "                Counters::bump(&c.camera_errors);\n                if !failing {", "                Counters::bump(&c.camera_errors);\n                if failing {\n                    break;\n                }\n                if !failing {")
+elif name == "camera-errors-uncounted":  # a read error is retried but not counted
+    sub('src/pipeline.rs', "                Counters::bump(&c.camera_errors);\n                if !failing {", "                if !failing {")
+elif name == "bad-frames-uncounted":  # a frame that cannot be converted is dropped without a count
+    sub('src/pipeline.rs', "                Counters::bump(&self.c.frames_bad);\n                log::debug!(\"frame {} dropped", "                log::debug!(\"frame {} dropped")
+elif name == "frames-dropped-uncounted":  # a frame overwritten in the slot is not counted
+    sub('src/pipeline.rs', "                if slot.put(frame) {\n                    Counters::bump(&c.frames_dropped);\n                }", "                let _ = slot.put(frame);")
+elif name == "stall-starves-watchdog":  # the loop sleeps a second whenever no frame came
+    sub('src/pipeline.rs', "                None if capture_over => break,\n                None => {}", "                None if capture_over => break,\n                None => std::thread::sleep(Duration::from_secs(1)),")
+elif name == "odd-frames-refused":  # a frame of odd width or height is refused
+    sub('src/pipeline.rs', "        let img = match self.convert(&frame) {", "        if frame.width % 2 == 1 || frame.height % 2 == 1 {\n            Counters::bump(&self.c.frames_bad);\n            return None;\n        }\n        let img = match self.convert(&frame) {")
+elif name == "photo-no-side-limit":  # a photo of any width is decoded
+    sub('src/preprocess/mod.rs', "    limits.max_image_width = Some(MAX_SIDE);\n    limits.max_image_height = Some(MAX_SIDE);\n", "")
+elif name == "yuyv-odd-width":  # the bug the frame fuzzer found: a YUYV row of odd width is 2w bytes
+    sub('src/capture/mod.rs', "            PixelFormat::Yuyv => Some(w.div_ceil(2) * 4),", "            PixelFormat::Yuyv => Some(w * 2),")
+elif name == "frame-leak":  # 16 KiB kept for good with every frame
+    sub('src/pipeline.rs', "    fn handle_frame(&mut self, frame: Frame) -> Option<()> {\n", "    fn handle_frame(&mut self, frame: Frame) -> Option<()> {\n        std::mem::forget(vec![1u8; 16 * 1024]);\n")
+elif name == "cache-no-crc":  # the cache's CRC-32 is not compared
+    sub('src/cache/codec.rs', "    if hasher.finalize().to_le_bytes() != crc {", "    if hasher.finalize().to_le_bytes() != crc && false {")
+elif name == "cache-count-unchecked":  # the metadata's product count is not compared with the header's
+    sub('src/cache/codec.rs', "    if meta.products.len() != h.count {", "    if false {")
+elif name == "partial-ignored":  # a killed first build starts again from nothing
+    sub('src/cache/build.rs', "    let mut previous = previous_embeddings(&partial, &fingerprint);\n", "    let mut previous = previous_embeddings(&partial, &fingerprint);\n    previous.clear();\n")
+elif name == "no-extend-timeout":  # a long first build never asks systemd for more time
+    sub('src/cli/run.rs', '        notify(&format!("EXTEND_TIMEOUT_USEC={}", EXTEND_BY.as_micros()));\n', "")
+elif name == "bad-row-line-lost":  # a bad CSV row is reported without its line
+    sub('src/catalog.rs', ".map_or(i as u64 + 2, |p| p.line());", ".map_or(0, |_| 0);")
+elif name == "manifest-hash-unchecked":  # a graph is loaded whatever its sha256
+    sub('src/model/mod.rs', "        if !actual.eq_ignore_ascii_case(sha256) {", "        if false {")
+elif name == "bad-config-exit-1":  # a bad configuration exits 1, which systemd restarts
+    sub('src/cli/mod.rs', "    pub const CONFIG: i32 = 78;", "    pub const CONFIG: i32 = 1;")
+elif name == "update-failure-silent":  # a failed reload or fleet update says nothing on /error
+    sub('src/pipeline.rs', "                    self.refuse(&topic, error);\n                    supervisor(Notice::Reloaded);", "                    let _ = (topic, error);\n                    supervisor(Notice::Reloaded);")
+elif name == "fleet-subscribe-once":  # the fleet topic is subscribed on the first connection only
+    sub(p, "        if let Some(fleet) = &self.settings.fleet_topic {\n            let _ = client.try_subscribe(", "        if let Some(fleet) = self.settings.fleet_topic.as_ref().filter(|_| self.reconnects.load(Ordering::Relaxed) == 0) {\n            let _ = client.try_subscribe(")
+elif name == "fleet-ca-ignored":  # the chain's CA file is not used: the system's roots only
+    sub('src/fetch.rs', "    match ca {\n        Some(pem) => {", "    match ca.filter(|_| false) {\n        Some(pem) => {")
+elif name == "filter-unknown-field-accepted":  # a filter on a field no product has is taken
+    sub('src/stock.rs', "        if !products.iter().any(|p| p.entry.fields.contains_key(field)) {", "        if false {")
+elif name == "mjpg-no-fallback":  # a format the camera lacks is an error, not a fallback
+    sub('src/capture/v4l.rs', "        Err(why) if wanted.is_some() => {", "        Err(why) if false => {")
+elif name == "driver-size-ignored":  # frames are read at the asked size, not the size the driver set
+    sub('src/capture/v4l.rs', "        Ok(Open { stream, format, width: got.width, height: got.height, stride: got.stride })", "        Ok(Open { stream, format, width: self.width, height: self.height, stride: got.stride })")
+# The packaged unit (kind `unit`: a check of tests/system/unit).
+elif name.startswith("unit-"):
+    u = 'systemd/lookd.service'
+    drop = {"unit-no-credential": ["LoadCredential=mqtt-password:/etc/lookd/mqtt-password\n"],
+            "unit-writable-system": ["ProtectSystem=strict\n"],
+            "unit-devices-open": ["DevicePolicy=closed\n", "DeviceAllow=char-video4linux rw\n"],
+            "unit-no-reload": ["ExecReload=/bin/kill -HUP $MAINPID\n"],
+            "unit-no-watchdog": ["WatchdogSec=30\n"],
+            "unit-restart-loop": ["RestartPreventExitStatus=78\n"],
+            "unit-no-video-group": ["SupplementaryGroups=video\n"]}
+    if name == "unit-type-simple":
+        sub(u, "Type=notify\n", "Type=simple\n")
+    elif name in drop:
+        for line in drop[name]:
+            sub(u, line, "")
+    else:
+        raise SystemExit("unknown mutation " + name)
 else:
     raise SystemExit("unknown mutation " + name)

@@ -35,6 +35,39 @@ pub struct RawConfig {
     pub broker: RawBroker,
     pub kiosk: RawKiosk,
     pub fleet: RawFleet,
+    pub privacy: RawPrivacy,
+}
+
+/// `[privacy]`: what lookd keeps of, and says about, the shopper in front of the mirror
+/// (docs/privacy.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawPrivacy {
+    /// Publish each ranked product's exact distances (`distance`, `global`, `local`). Off by
+    /// default: with them, a listener can solve for the shopper's scene embedding.
+    pub exact_scores: bool,
+    /// Seconds after the last scene was embedded until it is forgotten.
+    pub forget_after_s: u64,
+    /// The kiosk page's notice that a camera is in use ("" shows none).
+    pub notice: String,
+}
+
+/// The kiosk page's notice, by default.
+pub const DEFAULT_NOTICE: &str =
+    "This mirror has a camera: it suggests products that go with your outfit. No image is stored or sent.";
+
+impl Default for RawPrivacy {
+    fn default() -> Self {
+        RawPrivacy { exact_scores: false, forget_after_s: 60, notice: DEFAULT_NOTICE.into() }
+    }
+}
+
+/// `[privacy]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Privacy {
+    pub exact_scores: bool,
+    pub forget_after: Duration,
+    pub notice: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -150,6 +183,7 @@ impl Default for RawConfig {
             broker: RawBroker::default(),
             kiosk: RawKiosk::default(),
             fleet: RawFleet::default(),
+            privacy: RawPrivacy::default(),
         }
     }
 }
@@ -309,6 +343,7 @@ pub struct Config {
     pub kiosk: Option<Kiosk>,
     pub filter: crate::stock::Filter,
     pub fleet: Option<Fleet>,
+    pub privacy: Privacy,
 }
 
 impl Config {
@@ -368,6 +403,22 @@ impl RawConfig {
                 "each field needs at least one value: filter = { department = [\"women\"] }",
             )?;
         }
+        let v = &self.privacy;
+        check(
+            (1..=86_400).contains(&v.forget_after_s),
+            "privacy.forget-after-s",
+            "must be 1 to 86400 seconds",
+        )?;
+        check(
+            v.notice.chars().count() <= 300 && !v.notice.chars().any(char::is_control),
+            "privacy.notice",
+            "must be one line of at most 300 characters",
+        )?;
+        let privacy = Privacy {
+            exact_scores: v.exact_scores,
+            forget_after: Duration::from_secs(v.forget_after_s),
+            notice: v.notice.trim().to_string(),
+        };
         let expand = |s: &str| s.replace("{device-id}", &id);
         Ok(Config {
             prefix: expand(m.prefix.trim_end_matches('/')),
@@ -398,6 +449,7 @@ impl RawConfig {
             kiosk,
             filter: p.filter.clone(),
             fleet,
+            privacy,
         })
     }
 }

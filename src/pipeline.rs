@@ -20,7 +20,7 @@ use crate::embedding::SceneEmbedding;
 use crate::model::{ModelError, ModelFolder, SceneModel};
 use crate::preprocess::{self, pixel};
 use crate::publish::payload::{
-    self, CatalogState, CategoryState, Command, CommandError, FleetCatalog, Progress, Recommendations,
+    self, CatalogState, CategoryState, Command, CommandError, FleetCatalog, Item, Progress, Recommendations,
     StageTimes, Stats,
 };
 use crate::publish::{Mqtt, Received};
@@ -123,6 +123,10 @@ pub struct Options {
     pub max_frames: Option<u64>,
     /// How often the loop says it is alive (`Notice::Watchdog`); `None`: never.
     pub watchdog: Option<Duration>,
+    /// Publish each ranked product's distances (`[privacy] exact-scores`).
+    pub exact_scores: bool,
+    /// How long the last scene is kept after it was embedded (`[privacy] forget-after-s`).
+    pub forget_after: Duration,
 }
 
 /// What the loop tells its supervisor (systemd, under `lookd run`).
@@ -153,6 +157,8 @@ impl Options {
             roi: c.roi,
             max_frames,
             watchdog: crate::systemd::watchdog_interval(),
+            exact_scores: c.privacy.exact_scores,
+            forget_after: c.privacy.forget_after,
         }
     }
 }
@@ -219,6 +225,17 @@ impl Engine {
         preprocess::to_model_input(img, None, i.width, i.height, &mut self.pixels)
             .map_err(|e| ModelError::Run(e.to_string()))?;
         self.scene.embed(&self.pixels)
+    }
+
+    /// Drops the last scene's model input: its buffer is zeroed, and the model is run once on
+    /// that blank input, so that the buffers the model reuses between runs hold nothing of it.
+    fn forget(&mut self) {
+        self.pixels.fill(0.0);
+        if !self.pixels.is_empty() {
+            if let Err(e) = self.scene.embed(&self.pixels) {
+                log::warn!("forgetting the scene: the blank run failed: {e}");
+            }
+        }
     }
 }
 
@@ -298,8 +315,9 @@ fn ms(d: Duration) -> f32 {
     d.as_secs_f32() * 1e3
 }
 
-fn now_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// Whole seconds since the Unix epoch: the precision of every time lookd publishes.
+fn unix_s(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// How long start-up waits for the first frame before declaring itself ready anyway.
@@ -387,6 +405,8 @@ struct Loop<'a> {
     category: CategoryBlock,
     last_thumb: Vec<u8>,
     last_scene: Option<(SceneEmbedding, u64, SystemTime, StageTimes)>,
+    /// The categories whose retained ranking comes from `last_scene`: deleted when it is forgotten.
+    published: std::collections::BTreeSet<String>,
     changed_since: Option<Instant>,
     last_embed: Option<Instant>,
     windows: BTreeMap<&'static str, Window>,
@@ -421,6 +441,7 @@ impl<'a> Loop<'a> {
             category,
             last_thumb: Vec::new(),
             last_scene: None,
+            published: Default::default(),
             changed_since: None,
             last_embed: None,
             windows: BTreeMap::new(),
@@ -449,6 +470,7 @@ impl<'a> Loop<'a> {
             self.ping_watchdog(supervisor);
             self.handle_commands(supervisor);
             self.handle_updates(supervisor);
+            self.forget_if_stale();
             if self.last_stats.0.elapsed() >= self.opts.stats_interval {
                 self.publish_stats();
             }
@@ -463,6 +485,25 @@ impl<'a> Loop<'a> {
             }
         }
         self.publish_stats();
+    }
+
+    /// Forgets the last scene `forget_after` after it was embedded (docs/privacy.md): its
+    /// embedding, its thumbnail and the model's input go, the retained rankings made from it are
+    /// deleted (an empty retained message), and until a new scene is embedded a command re-ranks
+    /// nothing. A scene still in front of the camera is embedded again from the next frame (no
+    /// thumbnail to compare with: it counts as changed).
+    fn forget_if_stale(&mut self) {
+        if self.last_scene.is_none() || self.last_embed.is_none_or(|t| t.elapsed() < self.opts.forget_after) {
+            return;
+        }
+        self.last_scene = None;
+        self.last_thumb = Vec::new();
+        self.changed_since = None;
+        self.engine.forget();
+        for slug in std::mem::take(&mut self.published) {
+            self.publisher.publish_retained(&format!("recommendations/{slug}"), Vec::new());
+        }
+        log::info!("forgot the last scene: none newer in {} s", self.opts.forget_after.as_secs());
     }
 
     fn ping_watchdog(&mut self, supervisor: &mut dyn FnMut(Notice)) {
@@ -515,6 +556,7 @@ impl<'a> Loop<'a> {
         self.changed_since = None;
         let times = StageTimes { convert: ms(convert), embed: ms(embed), rank: 0.0, total: 0.0 };
         self.last_scene = Some((scene, frame.seq, frame.ts, times));
+        // Rankings of an earlier scene stay until this one's replace them, or until it is forgotten.
         self.publish_recommendations(t0);
         Some(())
     }
@@ -559,15 +601,19 @@ impl<'a> Loop<'a> {
         let m = &self.engine.folder.manifest;
         let msg = Recommendations {
             frame: seq,
-            ts_ms: now_ms(ts),
+            ts: unix_s(ts),
             model: m.model_id(),
             trained: m.trained,
             category: self.category.path.clone(),
-            items,
+            items: items.into_iter().map(|r| Item::new(r, self.opts.exact_scores)).collect(),
             latency_ms: times,
         };
-        let suffix = format!("recommendations/{}", payload::slug(&self.category.path));
-        self.publisher.publish_retained(&suffix, serde_json::to_vec(&msg).unwrap_or_default());
+        let slug = payload::slug(&self.category.path);
+        self.publisher.publish_retained(
+            &format!("recommendations/{slug}"),
+            serde_json::to_vec(&msg).unwrap_or_default(),
+        );
+        self.published.insert(slug);
     }
 
     fn publish_category_state(&self) {
@@ -612,7 +658,7 @@ impl<'a> Loop<'a> {
     /// Says on `<prefix>/error` what was refused, and why.
     fn refuse(&self, topic: &str, error: String) {
         log::warn!("{topic}: refused: {error}");
-        let e = CommandError { topic: topic.to_string(), error, ts_ms: now_ms(SystemTime::now()) };
+        let e = CommandError { topic: topic.to_string(), error, ts: unix_s(SystemTime::now()) };
         self.publisher.publish("error", serde_json::to_vec(&e).unwrap_or_default());
     }
 

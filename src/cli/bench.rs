@@ -11,7 +11,7 @@ use lookd::cache::ProductCache;
 use lookd::model::{Kernels, SceneModel};
 use lookd::pipeline::{peak_rss_kb, rss_kb};
 use lookd::preprocess;
-use lookd::publish::payload::{Recommendations, StageTimes};
+use lookd::publish::payload::{Item, Recommendations, StageTimes};
 use lookd::recommend::recommend;
 
 use super::{code, quantile, ModelArg, UserError};
@@ -151,11 +151,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let t = Instant::now();
         let msg = Recommendations {
             frame: n as u64,
-            ts_ms: 0,
+            ts: 0,
             model: m.model_id(),
             trained: m.trained,
             category: category.path.clone(),
-            items,
+            items: items.into_iter().map(|r| Item::new(r, false)).collect(),
             latency_ms: StageTimes {
                 convert: (decode + prep) as f32,
                 embed: graph as f32,

@@ -27,8 +27,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let text = String::from_utf8_lossy(payload);
         match serde_json::from_slice::<Recommendations>(payload) {
             Ok(r) if !a.raw => {
-                let items: Vec<String> =
-                    r.items.iter().take(5).map(|i| format!("{} ({:.3})", i.id, i.distance)).collect();
+                let items: Vec<String> = r
+                    .items
+                    .iter()
+                    .take(5)
+                    .map(|i| match i.distance {
+                        Some(d) => format!("{} ({d:.3})", i.id),
+                        None => i.id.clone(),
+                    })
+                    .collect();
                 println!("{topic}: frame {} {} -> {}", r.frame, r.category, items.join(", "));
             }
             _ => println!("{topic} {text}"),

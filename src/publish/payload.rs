@@ -5,22 +5,62 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Fields;
 use crate::recommend::Recommendation;
 
-/// `<prefix>/recommendations/<category slug>` (retained).
+/// `<prefix>/recommendations/<category slug>` (retained; deleted, by an empty retained message,
+/// when lookd forgets the scene: `[privacy] forget-after-s`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recommendations {
     /// The camera frame the scene came from.
     pub frame: u64,
-    /// Capture time, milliseconds since the Unix epoch.
-    pub ts_ms: u64,
+    /// Capture time, whole seconds since the Unix epoch (what the page needs for "updated 5 s
+    /// ago"; no finer, so that a ranking is not a precise record of when a shopper was there).
+    pub ts: u64,
     pub model: String,
     pub trained: bool,
     pub category: String,
-    pub items: Vec<Recommendation>,
+    pub items: Vec<Item>,
     /// Per-stage latency of this frame, milliseconds.
     pub latency_ms: StageTimes,
+}
+
+/// One ranked product as published: what the screen needs. The distances only with
+/// `[privacy] exact-scores = true` (docs/privacy.md: with them, the scene embedding can be solved
+/// for).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub id: String,
+    pub rank: usize,
+    pub category: String,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub fields: Fields,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<f32>,
+}
+
+impl Item {
+    /// `r` as published: with its distances only when `exact_scores`.
+    pub fn new(r: Recommendation, exact_scores: bool) -> Item {
+        let score = |v: f32| exact_scores.then_some(v);
+        Item {
+            distance: score(r.distance),
+            global: score(r.global),
+            local: score(r.local),
+            id: r.id,
+            rank: r.rank,
+            category: r.category,
+            image: r.image,
+            fields: r.fields,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -49,7 +89,8 @@ pub struct CategoryState {
 pub struct CommandError {
     pub topic: String,
     pub error: String,
-    pub ts_ms: u64,
+    /// Whole seconds since the Unix epoch.
+    pub ts: u64,
 }
 
 /// `<prefix>/stats` (not retained), every `stats-interval-s`.

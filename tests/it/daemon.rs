@@ -758,7 +758,11 @@ fn after_an_outage_the_kiosk_gets_the_latest_ranking_once_not_the_backlog() {
     let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{relay}\""), "");
     let _daemon = Daemon::start(&config);
     let sub = Sub::start(port, "lookd/t");
-    sub.expect("recommendations/shoes", WAIT, |_| true);
+    // Rankings carry whole seconds only (docs/privacy.md), so the frame number tells the time: the
+    // folder camera takes 10 frames a second, every one embedded, and frame `f` was taken about
+    // (f - f0) / 10 s after the frame f0 of a ranking received before the outage.
+    let before = sub.expect("recommendations/shoes", WAIT, |_| true);
+    let (f0, t0) = (before["frame"].as_u64().unwrap(), now_ms());
     // 3 s without a link: about 30 frames ranked meanwhile (10 a second, each scene changed).
     open.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(3));
@@ -766,27 +770,23 @@ fn after_an_outage_the_kiosk_gets_the_latest_ranking_once_not_the_backlog() {
     while sub.lines.try_recv().is_ok() {}
     sub.unmatched.borrow_mut().clear();
     let back = now_ms();
+    // The frame being taken when the link came back, by that clock (an overestimate if the camera
+    // runs a little slow, so 3 frames, 0.3 s, are allowed for).
+    let frame_back = f0 + (back - t0) / 100;
     open.store(true, Ordering::Relaxed);
     let mut got = Vec::new();
     let end = Instant::now() + Duration::from_secs(8);
     while got.len() < 12 && Instant::now() < end {
         let v = sub.expect("recommendations/shoes", WAIT, |_| true);
-        got.push((v["frame"].as_u64().unwrap(), v["ts_ms"].as_u64().unwrap()));
+        got.push(v["frame"].as_u64().unwrap());
     }
-    eprintln!(
-        "after the outage, (frame, ms before the link came back): {:?}",
-        got.iter().map(|(f, t)| (*f, back as i64 - *t as i64)).collect::<Vec<_>>()
-    );
+    eprintln!("after the outage, frames {got:?}; the link came back at about frame {frame_back}");
     // Of the frames taken while the link was down, one ranking at most: the latest, retained
-    // for the kiosk, taken within a second of the link's return; no burst of the backlog.
-    let old: Vec<_> = got.iter().filter(|(_, ts)| *ts < back).collect();
+    // for the kiosk; no burst of the backlog.
+    let old: Vec<_> = got.iter().filter(|f| **f + 3 < frame_back).collect();
     assert!(old.len() <= 1, "{} rankings from the outage were sent after it: {got:?}", old.len());
-    if let Some((_, ts)) = old.first() {
-        assert!(back - ts < 1000, "the retained ranking sent after the outage was {} ms old", back - ts);
-        assert_eq!(got[0].1, *ts, "the old ranking came after a new one: {got:?}");
-    }
     assert!(got.len() >= 10, "the rankings did not resume: {got:?}");
-    assert!(got.windows(2).all(|w| w[1].0 > w[0].0), "frames out of order: {got:?}");
+    assert!(got.windows(2).all(|w| w[1] > w[0]), "frames out of order: {got:?}");
 }
 
 #[test]
@@ -984,17 +984,20 @@ fn docs_examples_parse_as_the_published_types() {
     };
     let doc = std::fs::read_to_string(crate::repo().join("docs/mqtt.md")).unwrap();
     let blocks: Vec<&str> = doc.split("```json").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert_eq!(blocks.len(), 8);
-    serde_json::from_str::<Recommendations>(blocks[0]).expect("recommendations example");
-    serde_json::from_str::<CategoryState>(blocks[1]).expect("category/state example");
-    serde_json::from_str::<CatalogState>(blocks[2]).expect("catalog/state example");
-    let unavailable = decode_command("catalog/unavailable", blocks[3].as_bytes(), 4096);
+    assert_eq!(blocks.len(), 9);
+    let plain: Recommendations = serde_json::from_str(blocks[0]).expect("recommendations example");
+    assert!(plain.items.iter().all(|i| i.distance.is_none() && i.global.is_none() && i.local.is_none()));
+    let exact: Recommendations = serde_json::from_str(blocks[1]).expect("exact-scores example");
+    assert!(exact.items.iter().all(|i| i.distance.is_some() && i.global.is_some() && i.local.is_some()));
+    serde_json::from_str::<CategoryState>(blocks[2]).expect("category/state example");
+    serde_json::from_str::<CatalogState>(blocks[3]).expect("catalog/state example");
+    let unavailable = decode_command("catalog/unavailable", blocks[4].as_bytes(), 4096);
     assert!(matches!(unavailable, Ok(Command::Unavailable(ref ids)) if ids.len() == 2), "{unavailable:?}");
-    let filter = decode_command("filter/set", blocks[4].as_bytes(), 4096);
+    let filter = decode_command("filter/set", blocks[5].as_bytes(), 4096);
     assert!(matches!(filter, Ok(Command::SetFilter(ref f)) if f["department"].len() == 2), "{filter:?}");
-    assert!(matches!(decode_fleet(blocks[5].as_bytes()), Ok(Command::Fleet(_))), "fleet example");
-    serde_json::from_str::<CommandError>(blocks[6]).expect("error example");
-    serde_json::from_str::<Stats>(blocks[7]).expect("stats example");
+    assert!(matches!(decode_fleet(blocks[6].as_bytes()), Ok(Command::Fleet(_))), "fleet example");
+    serde_json::from_str::<CommandError>(blocks[7]).expect("error example");
+    serde_json::from_str::<Stats>(blocks[8]).expect("stats example");
 }
 
 /// Frames in the soak run: 3,000 by default (CI), `LOOKD_SOAK_FRAMES=20000` for the full one.

@@ -109,6 +109,8 @@ fn options(frames: u64) -> Options {
         roi: None,
         max_frames: Some(frames),
         watchdog: Some(Duration::from_millis(50)),
+        exact_scores: false,
+        forget_after: Duration::from_secs(3600),
     }
 }
 

@@ -161,6 +161,7 @@ fn kiosk_site(
             login,
             username: if login { config.username.clone() } else { None },
             top: config.top,
+            notice: config.privacy.notice.clone(),
         },
     }
 }

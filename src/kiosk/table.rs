@@ -125,6 +125,8 @@ pub struct PageSettings {
     pub login: bool,
     pub username: Option<String>,
     pub top: usize,
+    /// The notice that a camera is in use (`[privacy] notice`); empty: none.
+    pub notice: String,
 }
 
 #[cfg(test)]

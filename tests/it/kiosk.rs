@@ -317,6 +317,13 @@ fn captions_are(b: &Browser, ranking: &Value) {
         }
     });
     assert!(secs.is_some_and(|s: u64| s < 60), "the age shown: {age:?}");
+    // The shoppers' notice that a camera is in use ([privacy] notice, the default here): shown,
+    // on the screen, not scrolled off it.
+    let notice = b.eval(
+        "const n = document.querySelector('#notice'); const r = n.getBoundingClientRect();
+         return [n.textContent, !n.hidden && r.height > 0 && r.bottom <= innerHeight && r.top >= 0];",
+    );
+    assert_eq!(notice, json!([lookd::config::DEFAULT_NOTICE, true]), "the camera notice");
 }
 
 /// A script that is true when the grid shows `ids`, in that order.

@@ -13,6 +13,9 @@
   const settings = await (await fetch("/kiosk.json", { cache: "no-store" })).json();
   const p = settings.prefix;
   $("device").textContent = settings.device;
+  // The shoppers' notice that a camera is in use ([privacy] notice; none when it is empty).
+  $("notice").textContent = settings.notice || "";
+  $("notice").hidden = !settings.notice;
 
   function setState(name, text) {
     document.body.dataset.state = name;
@@ -102,7 +105,7 @@
       $("age").textContent = "";
       return;
     }
-    const age = Math.max(0, Math.round((Date.now() - rec.ts_ms) / 1000));
+    const age = Math.max(0, Math.round(Date.now() / 1000 - rec.ts));
     $("age").textContent = age < 2 ? "updated just now" : `updated ${age} s ago`;
   }
   setInterval(tick, 1000);
@@ -118,6 +121,13 @@
     if (topic === `${p}/status`) {
       state.online = text === "online";
       showStatus();
+      return;
+    }
+    if (topic.startsWith(`${p}/recommendations/`) && text === "") {
+      // lookd forgot the scene ([privacy] forget-after-s): the ranking is gone, not stale.
+      delete state.recs[topic.slice(`${p}/recommendations/`.length)];
+      renderGrid();
+      tick();
       return;
     }
     let body;

@@ -35,7 +35,7 @@ pub(crate) fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
 
 /// A mirror's config: its own device id, cache and prefix (`lookd/<name>`), the shared tiny model,
 /// catalog and scenes, an external broker, and `extra` appended (a `[fleet]` section, say).
-fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str, extra: &str) -> PathBuf {
+pub(crate) fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str, extra: &str) -> PathBuf {
     let root = &setup.root;
     let cache = root.join(format!("{name}.cache"));
     if !cache.exists() {
@@ -58,7 +58,7 @@ fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str, extra: &s
 
 /// A second catalog for the same images under new ids (`q000`, ...), plus `more` products, built
 /// centrally with the tiny model into `dir/<name>.cache`.
-fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
+pub(crate) fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
     central_catalog_with(setup, name, more, &tiny_model())
 }
 
@@ -95,7 +95,7 @@ fn central_catalog_with(setup: &Setup, name: &str, more: usize, model: &Path) ->
 }
 
 /// `lookd catalog announce`'s message for `cache` at `url`.
-fn announce(cache: &Path, url: &str, version: &str) -> String {
+pub(crate) fn announce(cache: &Path, url: &str, version: &str) -> String {
     let o = lookd(&["catalog", "announce", "--cache", s(cache), "--url", url, "--version", version]);
     assert!(o.status.success(), "{}", stderr(&o));
     stdout(&o).trim().to_string()
@@ -116,7 +116,7 @@ fn request_line(conn: &std::net::TcpStream) -> Option<String> {
 
 /// A plain HTTP/1.1 file server on 127.0.0.1 for `dir`: GET /<name> answers the file with its
 /// Content-Length, anything else 404. One thread per connection; it lives as long as the test.
-fn http_server(dir: PathBuf) -> u16 {
+pub(crate) fn http_server(dir: PathBuf) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -13,6 +13,7 @@ mod faults;
 mod fleet;
 mod kiosk;
 mod model;
+mod privacy;
 mod report;
 mod startup;
 

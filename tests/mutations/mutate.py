@@ -184,6 +184,20 @@ elif name == "mjpg-no-fallback":  # a format the camera lacks is an error, not a
     sub('src/capture/v4l.rs', "        Err(why) if wanted.is_some() => {", "        Err(why) if false => {")
 elif name == "driver-size-ignored":  # frames are read at the asked size, not the size the driver set
     sub('src/capture/v4l.rs', "        Ok(Open { stream, format, width: got.width, height: got.height, stride: got.stride })", "        Ok(Open { stream, format, width: self.width, height: self.height, stride: got.stride })")
+elif name == "exact-scores-by-default":  # every ranked product's distances published unless turned off
+    sub('src/config.rs', "        RawPrivacy { exact_scores: false,", "        RawPrivacy { exact_scores: true,")
+elif name == "scene-kept":  # the last scene is never forgotten
+    sub('src/pipeline.rs', "    fn forget_if_stale(&mut self) {\n", "    fn forget_if_stale(&mut self) {\n        #[allow(clippy::needless_return)]\n        return;\n")
+elif name == "ms-timestamps":  # published times to the millisecond
+    sub('src/pipeline.rs', "    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)", "    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)")
+elif name == "frame-saved":  # the last frame written to a file
+    sub('src/pipeline.rs', "    fn handle_frame(&mut self, frame: Frame) -> Option<()> {\n", "    fn handle_frame(&mut self, frame: Frame) -> Option<()> {\n        let _ = std::fs::write(std::env::temp_dir().join(\"lookd-last-frame\"), &frame.pixels);\n")
+elif name == "extra-peer":  # lookd opens a connection to a third party with each ranking
+    sub('src/pipeline.rs', "    fn publish_recommendations(&mut self, started: Instant) {\n", "    fn publish_recommendations(&mut self, started: Instant) {\n        let _ = std::net::TcpStream::connect((\"127.0.0.1\", 9));\n")
+elif name == "network-allow-keeps-ranges":  # the drop-in adds to the packaged private ranges instead of replacing them
+    sub('src/cli/config.rs', "[Service]\\nIPAddressDeny=any\\nIPAddressAllow=\\nIPAddressAllow=localhost\\n", "[Service]\\nIPAddressDeny=any\\nIPAddressAllow=localhost\\n")
+elif name == "kiosk-no-notice":  # the page never shows the camera notice
+    sub('src/kiosk/static/kiosk.js', '  $("notice").hidden = !settings.notice;', '  $("notice").hidden = true;')
 # The packaged unit (kind `unit`: a check of tests/system/unit).
 elif name.startswith("unit-"):
     u = 'systemd/lookd.service'
@@ -193,7 +207,8 @@ elif name.startswith("unit-"):
             "unit-no-reload": ["ExecReload=/bin/kill -HUP $MAINPID\n"],
             "unit-no-watchdog": ["WatchdogSec=30\n"],
             "unit-restart-loop": ["RestartPreventExitStatus=78\n"],
-            "unit-no-video-group": ["SupplementaryGroups=video\n"]}
+            "unit-no-video-group": ["SupplementaryGroups=video\n"],
+            "unit-core-dumps": ["LimitCORE=0\n"]}
     if name == "unit-type-simple":
         sub(u, "Type=notify\n", "Type=simple\n")
     elif name in drop:

@@ -48,3 +48,7 @@ impl AttentionMode {
         }
     }
 }
+
+/// A category-key model's learned attention key of each category, by the category's full path
+/// (the model folder's `category-keys` file). Data: the ranking takes it as it takes the cache.
+pub type CategoryKeys = std::collections::BTreeMap<String, Vec<f32>>;

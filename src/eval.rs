@@ -333,7 +333,7 @@ impl<'a> CatalogCheck<'a> {
             return Ok(());
         }
         for block in self.cache.categories() {
-            let scores = crate::recommend::score_block(scene, self.cache, folder, block)?;
+            let scores = crate::recommend::score_block(scene, self.cache, folder.category_keys(), block)?;
             for s in scores {
                 self.distances[block.start + s.index] = s.distance;
             }

@@ -4,8 +4,7 @@
 
 use crate::cache::{CategoryBlock, ProductCache};
 use crate::catalog::Fields;
-use crate::embedding::{AttentionMode, SceneEmbedding};
-use crate::model::ModelFolder;
+use crate::embedding::{AttentionMode, CategoryKeys, SceneEmbedding};
 use crate::rank::{self, Keys, Products};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -36,14 +35,15 @@ pub enum RecommendError {
 /// category's learned key (category-key models).
 pub fn block_keys<'c>(
     cache: &'c ProductCache,
-    folder: &'c ModelFolder,
+    category_keys: &'c CategoryKeys,
     category: &CategoryBlock,
 ) -> Result<Keys<'c>, RecommendError> {
     Ok(match (cache.attention(), cache.keys(category)) {
         (AttentionMode::Product, Some(k)) => Keys::PerProduct(k),
         _ => Keys::Category(
-            folder
-                .category_key(&category.path)
+            category_keys
+                .get(&category.path)
+                .map(Vec::as_slice)
                 .ok_or_else(|| RecommendError::NoCategoryKey(category.path.clone()))?,
         ),
     })
@@ -53,13 +53,13 @@ pub fn block_keys<'c>(
 pub fn score_block(
     scene: &SceneEmbedding,
     cache: &ProductCache,
-    folder: &ModelFolder,
+    category_keys: &CategoryKeys,
     category: &CategoryBlock,
 ) -> Result<Vec<rank::Score>, RecommendError> {
     if scene.dim != cache.dim() {
         return Err(RecommendError::Width { scene: scene.dim, cache: cache.dim() });
     }
-    let keys = block_keys(cache, folder, category)?;
+    let keys = block_keys(cache, category_keys, category)?;
     Ok(rank::score(scene, &Products { globals: cache.globals(category), keys }))
 }
 
@@ -69,13 +69,13 @@ pub fn score_block(
 pub fn recommend(
     scene: &SceneEmbedding,
     cache: &ProductCache,
-    folder: &ModelFolder,
+    category_keys: &CategoryKeys,
     category: &CategoryBlock,
     top: usize,
     allowed: Option<&[bool]>,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
-    let mut scores = score_block(scene, cache, folder, category)?;
+    let mut scores = score_block(scene, cache, category_keys, category)?;
     if let Some(mask) = allowed {
         let mask = mask
             .get(category.start..category.start + category.len)
@@ -109,6 +109,7 @@ mod tests {
     use crate::cache::codec::{encode, Record};
     use crate::cache::StoredProduct;
     use crate::catalog::CatalogEntry;
+    use crate::model::ModelFolder;
 
     const DIM: usize = 2;
     const REGIONS: usize = 4;
@@ -157,19 +158,19 @@ mod tests {
     fn top_k_is_taken_among_the_allowed_products_not_before_the_filter() {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
-        let all = recommend(&scene(), &cache, &folder, &shoes, 5, None).unwrap();
+        let all = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, None).unwrap();
         assert_eq!(ids(&all), ["p00", "p01", "p02", "p03", "p04"]);
         // The three best and p05 are out of stock: five are still shown, the next best in order.
         let mut allowed = vec![true; cache.len()];
         for i in [0, 1, 2, 5] {
             allowed[i] = false;
         }
-        let got = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&allowed)).unwrap();
+        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&allowed)).unwrap();
         assert_eq!(ids(&got), ["p03", "p04", "p06", "p07", "p08"]);
         assert_eq!(got.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Fewer allowed than asked: all of them, none of the others.
         let few: Vec<bool> = (0..cache.len()).map(|i| i == 9 || i == 4).collect();
-        let got = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&few)).unwrap();
+        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&few)).unwrap();
         assert_eq!(ids(&got), ["p04", "p09"]);
     }
 
@@ -178,7 +179,7 @@ mod tests {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
         let short = vec![true; cache.len() - 1];
-        let err = recommend(&scene(), &cache, &folder, &shoes, 5, Some(&short)).unwrap_err();
+        let err = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&short)).unwrap_err();
         assert!(matches!(err, RecommendError::Mask { mask: 11, cache: 12 }), "{err}");
     }
 }

@@ -20,8 +20,8 @@ use crate::cache::build::{build, remove_if_there, sibling, BuildPlan};
 use crate::cache::ProductCache;
 use crate::fetch::{fetch_to, Limits};
 use crate::model::{hex, ModelFolder};
-use crate::pipeline::Slot;
 use crate::publish::payload::{FleetCatalog, Progress};
+use crate::slot::Slot;
 
 /// Where catalogs come from and go to.
 #[derive(Clone)]

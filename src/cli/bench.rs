@@ -145,7 +145,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let scene = scene_model.embed(&pixels)?;
         let graph = ms(t);
         let t = Instant::now();
-        let items = recommend(&scene, &cache, &folder, &category, a.top, None)
+        let items = recommend(&scene, &cache, folder.category_keys(), &category, a.top, None)
             .map_err(|e| UserError(e.to_string()))?;
         let rank = ms(t);
         let t = Instant::now();

@@ -54,7 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels)
         .map_err(|e| UserError(e.to_string()))?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?.embed(&pixels)?;
-    let items = recommend(&scene, &cache, &folder, category, a.top, Some(&in_stock))
+    let items = recommend(&scene, &cache, folder.category_keys(), category, a.top, Some(&in_stock))
         .map_err(|e| UserError(e.to_string()))?;
     let m = &folder.manifest;
     if a.json {

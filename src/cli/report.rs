@@ -113,7 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let embedding = scene_model.embed(&pixels)?;
         let mut categories = Vec::new();
         for block in &blocks {
-            let items = recommend(&embedding, &cache, &folder, block, a.top, Some(&in_stock))
+            let items = recommend(&embedding, &cache, folder.category_keys(), block, a.top, Some(&in_stock))
                 .map_err(|e| UserError(e.to_string()))?;
             for r in &items {
                 decoded.entry(r.id.clone()).or_insert_with(|| {
@@ -197,7 +197,7 @@ fn attention_for(
 ) -> anyhow::Result<Vec<f32>> {
     let rows = &cache.products()[block.start..block.start + block.len];
     let i = rows.iter().position(|p| p.entry.id == top.id).context("top product not in its block")?;
-    let keys = block_keys(cache, folder, block).map_err(|e| UserError(e.to_string()))?;
+    let keys = block_keys(cache, folder.category_keys(), block).map_err(|e| UserError(e.to_string()))?;
     Ok(lookd::rank::attention(&scene.keys, keys.of(i, cache.dim())))
 }
 

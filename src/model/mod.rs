@@ -20,7 +20,7 @@ use tract_onnx::prelude::*;
 pub use manifest::Manifest;
 use manifest::ManifestError;
 
-use crate::embedding::{AttentionMode, ProductEmbedding, SceneEmbedding};
+use crate::embedding::{AttentionMode, CategoryKeys, ProductEmbedding, SceneEmbedding};
 
 /// Bumped whenever `preprocess` changes what pixels a graph sees, so old caches are refused.
 pub const PREPROCESS_VERSION: u32 = 2;
@@ -52,7 +52,7 @@ pub enum ModelError {
 pub struct ModelFolder {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    category_keys: BTreeMap<String, Vec<f32>>,
+    category_keys: CategoryKeys,
 }
 
 impl ModelFolder {
@@ -68,6 +68,11 @@ impl ModelFolder {
     /// The learned key of a category (category mode); `None` for an unknown category.
     pub fn category_key(&self, category: &str) -> Option<&[f32]> {
         self.category_keys.get(category).map(Vec::as_slice)
+    }
+
+    /// Every category's learned key (empty for a product-key model), as the ranking takes them.
+    pub fn category_keys(&self) -> &CategoryKeys {
+        &self.category_keys
     }
 
     /// Identifies everything that shapes a cached product embedding: a cache built under another

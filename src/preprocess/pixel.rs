@@ -5,7 +5,7 @@
 use image::RgbImage;
 
 use super::PreprocessError;
-use crate::capture::{Frame, PixelFormat};
+use crate::frame::{Frame, PixelFormat};
 
 /// Converts any supported frame to 8-bit RGB.
 pub fn to_rgb(frame: &Frame) -> Result<RgbImage, PreprocessError> {

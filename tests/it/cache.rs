@@ -91,8 +91,13 @@ fn truncated_foreign_and_other_model_caches_are_refused_with_how_to_rebuild() {
     let bad = dir.path().join("bad.cache");
     let tiny = ModelFolder::open(&tiny_model()).unwrap().product_fingerprint();
     let other = ModelFolder::open(&default_model()).unwrap().product_fingerprint();
+    // One bit of the first product's embedding flipped: the layout is intact, only the CRC sees it.
+    let globals_at = u64::from_le_bytes(bytes[64..72].try_into().unwrap()) as usize;
+    let mut flipped = bytes.clone();
+    flipped[globals_at + 1] ^= 0x01;
     for (content, fingerprint, expected) in [
         (bytes[..bytes.len() / 2].to_vec(), tiny, "truncated"),
+        (flipped, tiny, "checksum mismatch"),
         (b"id,category,image\n".to_vec(), tiny, "not a lookd product cache"),
         (bytes.clone(), other, "it was built for model tiny-untrained-heads"),
     ] {

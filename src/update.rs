@@ -42,6 +42,9 @@ pub struct Identity {
     pub built_ms: u64,
 }
 
+/// `Job::Rebuild`'s reason at a first start: the daemon serves from an empty catalog meanwhile.
+pub const FIRST_START: &str = "first start";
+
 #[derive(Debug, Clone)]
 pub enum Job {
     /// From the catalog CSV, incrementally (unchanged images are not embedded again).
@@ -151,11 +154,14 @@ fn rebuild(s: &Sources, why: &str, events: &Sender<Event>) -> Result<NewCatalog,
         batch: 1,
         checkpoint_every: crate::cache::build::CHECKPOINT_EVERY,
     };
-    let mut last = Instant::now() - Duration::from_secs(1);
+    let what = if why == FIRST_START { "first build" } else { "reload" };
+    let (started, mut last) = (Instant::now(), Instant::now() - Duration::from_secs(1));
     let report = build(&plan, &mut |done, total| {
         if last.elapsed() >= Duration::from_millis(500) || done == total {
             last = Instant::now();
-            let _ = events.send(Event::Progress(Progress { what: "reload".into(), done, total }));
+            let eta_s =
+                (done > 0).then(|| started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64);
+            let _ = events.send(Event::Progress(Progress { what: what.into(), done, total, eta_s }));
         }
     })
     .map_err(|e| e.to_string())?;
@@ -199,7 +205,7 @@ fn fetch(s: &Sources, f: &FleetCatalog, events: &Sender<Event>) -> Result<NewCat
         ));
     }
     log::info!("catalog: fetching fleet version {} from {}", f.version, f.url);
-    let _ = events.send(Event::Progress(Progress { what: "fleet".into(), done: 0, total: 0 }));
+    let _ = events.send(Event::Progress(Progress { what: "fleet".into(), done: 0, total: 0, eta_s: None }));
     let temp = sibling(&s.cache, "fetch");
     let result = fetch_checked(s, f, &temp);
     if result.is_err() {

@@ -86,6 +86,21 @@ impl ProductCache {
         ProductCache::from_backing(path, Backing::Mapped(map), fingerprint)
     }
 
+    /// A cache of no product for `folder`'s model, in memory: what a first start serves while its
+    /// catalog is built beside the loop.
+    pub fn empty(folder: &crate::model::ModelFolder) -> ProductCache {
+        let m = &folder.manifest;
+        let bytes = codec::encode(
+            Vec::new(),
+            m.dim,
+            m.attention,
+            m.regions,
+            folder.product_fingerprint(),
+            &m.model_id(),
+        );
+        ProductCache::from_bytes(&bytes, None).expect("an empty cache encodes and decodes")
+    }
+
     /// Checks bytes already in memory (tests, fuzzing).
     pub fn from_bytes(bytes: &[u8], fingerprint: Option<&[u8; 32]>) -> Result<ProductCache, CacheError> {
         let mut words = vec![0u64; bytes.len().div_ceil(8)];

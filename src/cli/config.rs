@@ -90,13 +90,7 @@ fn check_as_run(path: &std::path::Path, c: &Config) -> anyhow::Result<()> {
     }
     let catalog =
         lookd::catalog::Catalog::read(&c.catalog_csv).map_err(|e| invalid("catalog.csv", e.to_string()))?;
-    let mut paths: Vec<&str> = catalog.entries.iter().map(|e| e.category.as_str()).collect();
-    paths.sort_unstable();
-    paths.dedup();
-    let blocks: Vec<lookd::cache::CategoryBlock> =
-        paths.iter().map(|p| lookd::cache::CategoryBlock { path: p.to_string(), start: 0, len: 1 }).collect();
-    lookd::cache::find_category(&blocks, &c.category)
-        .map_err(|m| invalid("pipeline.category", m.replace("the cache has", "the catalog has")))?;
+    super::category_in_catalog(&catalog, &c.category).map_err(|m| invalid("pipeline.category", m))?;
     Ok(())
 }
 

@@ -98,6 +98,19 @@ impl ModelArg {
 
 /// The cache, opened; or built first (progress logged and passed to `also`) when it is missing
 /// or was made by another model.
+/// Whether `name` finds a category of `catalog` as `lookd run` looks one up in its cache (full
+/// path, last part, slug or unique prefix); the error names the catalog's categories.
+pub fn category_in_catalog(catalog: &lookd::catalog::Catalog, name: &str) -> Result<(), String> {
+    let mut paths: Vec<&str> = catalog.entries.iter().map(|e| e.category.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let blocks: Vec<lookd::cache::CategoryBlock> =
+        paths.iter().map(|p| lookd::cache::CategoryBlock { path: p.to_string(), start: 0, len: 1 }).collect();
+    lookd::cache::find_category(&blocks, name)
+        .map(drop)
+        .map_err(|m| m.replace("the cache has", "the catalog has"))
+}
+
 pub fn open_or_build_cache(
     cache: &std::path::Path,
     catalog: &std::path::Path,

@@ -17,7 +17,7 @@ use lookd::publish::{self, Mqtt, Settings};
 use lookd::systemd::notify;
 use lookd::update::{Sources, Updater};
 
-use super::{code, open_or_build_cache};
+use super::code;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,24 +49,32 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         cache: config.cache.clone(),
         limits: fleet_limits(&config)?,
     };
-    let (cache, identity) = match first_fleet_catalog(&config, &settings, &sources) {
-        Some(new) => (new.cache, new.identity),
-        None => {
-            let mut building = StartupProgress::default();
-            let cache = open_or_build_cache(
-                &config.cache,
-                &config.catalog_csv,
-                config.catalog_images.as_deref(),
-                &folder,
-                &mut |done, total| building.tell(done, total),
-            )?;
-            let identity = lookd::update::identity_of(&config.cache)
-                .with_context(|| format!("reading {}", config.cache.display()))?;
-            (cache, identity)
-        }
+    // A usable cache (or the fleet's catalog) serves at once. Without one the daemon serves
+    // anyway, from an empty catalog, and builds its own beside the loop (`catalog/state` says
+    // `building`, with progress): broker, kiosk page and MQTT are up from the first second.
+    let (cache, identity, first_build) = match first_fleet_catalog(&config, &settings, &sources) {
+        Some(new) => (new.cache, new.identity, None),
+        None => match usable_cache(&config, &folder) {
+            Some(cache) => {
+                let identity = lookd::update::identity_of(&config.cache)
+                    .with_context(|| format!("reading {}", config.cache.display()))?;
+                (cache, identity, None)
+            }
+            None => {
+                let catalog = lookd::catalog::Catalog::read(&config.catalog_csv)
+                    .with_context(|| "the product cache must be built, from the catalog CSV".to_string())?;
+                let identity =
+                    lookd::update::Identity { version: "local".into(), sha256: String::new(), built_ms: 0 };
+                (lookd::cache::ProductCache::empty(&folder), identity, Some(catalog))
+            }
+        },
     };
     let scene = SceneModel::load(&folder).context("loading the scene graph")?;
-    if let Err(message) = cache.find_category(&config.category) {
+    let category = match &first_build {
+        Some(catalog) => super::category_in_catalog(catalog, &config.category),
+        None => cache.find_category(&config.category).map(drop),
+    };
+    if let Err(message) = category {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
             path: a.config,
             key: "pipeline.category",
@@ -100,8 +108,22 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // SIGHUP (`systemctl reload lookd`): a new catalog, made beside the loop.
     signal_hook::flag::register(signal_hook::consts::SIGHUP, updates.reload.clone())
         .context("installing signal handlers")?;
+    if let Some(catalog) = &first_build {
+        log::info!(
+            "no product cache at {}: serving now, and building it from {} products beside the loop",
+            config.cache.display(),
+            catalog.entries.len()
+        );
+        updates.submit(lookd::update::Job::Rebuild { why: lookd::update::FIRST_START.into() }, "catalog");
+    }
     wait_for(&mqtt, Duration::from_secs(5));
     let mut engine = Engine::new(folder, scene, cache);
+    engine.building = first_build.map(|c| lookd::publish::payload::Progress {
+        what: "first build".into(),
+        done: 0,
+        total: c.entries.len(),
+        eta_s: None,
+    });
     engine.identity = identity;
     engine.updates = Some(updates);
     engine.kiosk = kiosk_products;
@@ -121,8 +143,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             Notice::Reloading => return notify("RELOADING=1\nSTATUS=making a new catalog"),
             Notice::Reloaded => return notify("READY=1"),
         };
-        notify("READY=1");
-        notify(&format!("STATUS=ready: {what}"));
+        notify(&format!("STATUS=ready: {what}\nREADY=1"));
         let secs = started.elapsed().as_secs_f64();
         log::info!("ready in {secs:.2} s: {products} products, {what}, publishing under {}/", config.prefix);
     };
@@ -244,28 +265,31 @@ fn fleet_limits(config: &Config) -> anyhow::Result<lookd::fetch::Limits> {
     })
 }
 
-/// How often a long start-up tells systemd it is still working, and by how much each message
-/// moves the start timeout: the unit's TimeoutStartSec (120 s) would otherwise kill a first start
-/// whose cache build takes longer (a large catalog on a Pi), and the restart would begin again.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How much longer systemd is asked to wait for a first start that fetches the fleet's catalog,
+/// beyond the fetch's own timeout.
 const EXTEND_BY: Duration = Duration::from_secs(60);
 
-/// Tells systemd, at most every PROGRESS_EVERY, how far the cache build is (STATUS), that start-up
-/// needs more time (EXTEND_TIMEOUT_USEC) and that the process is alive (WATCHDOG).
-#[derive(Default)]
-struct StartupProgress {
-    last: Option<Instant>,
-}
-
-impl StartupProgress {
-    fn tell(&mut self, done: usize, total: usize) {
-        if self.last.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) && done < total {
-            return;
+/// The cache at `[catalog] cache` if it opens for this model; None (said in the log) when it is
+/// missing or refused: the caller builds it.
+fn usable_cache(config: &Config, folder: &ModelFolder) -> Option<lookd::cache::ProductCache> {
+    use lookd::cache::{CacheError, ProductCache};
+    match ProductCache::open(&config.cache, Some(&folder.product_fingerprint())) {
+        Ok(c) => {
+            if !config.catalog_csv.exists() {
+                log::warn!(
+                    "the catalog {} does not exist: serving the {} products of {} as they are (a new catalog needs the file)",
+                    config.catalog_csv.display(),
+                    c.len(),
+                    config.cache.display()
+                );
+            }
+            Some(c)
         }
-        self.last = Some(Instant::now());
-        notify(&format!("EXTEND_TIMEOUT_USEC={}", EXTEND_BY.as_micros()));
-        notify(&format!("STATUS=building the product cache: {done}/{total}"));
-        notify("WATCHDOG=1");
+        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("{e}; building it again");
+            None
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Engine {
     /// Makes new catalogs beside the loop (none: the catalog never changes).
     pub updates: Option<Updater>,
     pub kiosk: Option<KioskProducts>,
+    /// A first start's catalog, being built beside the loop (the cache is empty meanwhile): the
+    /// loop says so on `catalog/state` from its first message.
+    pub building: Option<crate::publish::payload::Progress>,
     pub(super) pixels: Vec<f32>,
 }
 
@@ -48,6 +51,7 @@ impl Engine {
             counts: Counts::default(),
             updates: None,
             kiosk: None,
+            building: None,
             pixels: Vec::new(),
         };
         engine.restock();

@@ -83,6 +83,7 @@ impl<'a> Loop<'a> {
             len: 0,
         });
         let now = Instant::now();
+        let building = engine.building.take();
         Loop {
             engine,
             publisher,
@@ -98,7 +99,7 @@ impl<'a> Loop<'a> {
             started: now,
             last_stats: (now, 0, 0),
             last_watchdog: now,
-            building: None,
+            building,
             last_fleet: None,
             swap_ms: 0.0,
         }
@@ -119,7 +120,11 @@ impl<'a> Loop<'a> {
                 let camera = self.c.camera.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let broker =
                     if self.publisher.is_connected() { "connected" } else { "not connected (retrying)" };
-                supervisor(Notice::Ready(&format!("camera {camera}; broker {broker}")));
+                let catalog = match &self.building {
+                    Some(p) => format!("; catalog building: {}/{}", p.done, p.total),
+                    None => String::new(),
+                };
+                supervisor(Notice::Ready(&format!("camera {camera}; broker {broker}{catalog}")));
                 announced = true;
             }
             self.ping_watchdog(supervisor);
@@ -173,6 +178,11 @@ impl<'a> Loop<'a> {
     /// Returns `Some(())` when the frame was embedded and published.
     pub(super) fn handle_frame(&mut self, frame: Frame) -> Option<()> {
         let t0 = Instant::now();
+        if self.engine.cache.is_empty() {
+            // A first start's catalog is still being built: nothing to rank against.
+            Counters::bump(&self.c.frames_skipped);
+            return None;
+        }
         let img = match self.convert(&frame) {
             Ok(img) => img,
             Err(e) => {

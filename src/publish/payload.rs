@@ -156,10 +156,14 @@ pub struct CatalogState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
-    /// `reload` (from the catalog CSV) or `fleet` (a fetch).
+    /// `first build` (a first start without a cache: the daemon serves meanwhile), `reload`
+    /// (from the catalog CSV) or `fleet` (a fetch).
     pub what: String,
     pub done: usize,
     pub total: usize,
+    /// Seconds left, from the pace so far (none before the first product is done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
 }
 
 /// A retained message on the fleet topic: where every mirror fetches the central catalog.

@@ -454,7 +454,7 @@ fn daemon_with_its_embedded_broker_builds_its_cache_and_serves_websocket() {
     let config = write_config(&setup, &broker, "");
     let _daemon = Daemon::start(&config);
     wait_port(port);
-    assert!(setup.root.join("catalog.cache").exists(), "the cache is built before the broker starts");
+    // The broker is up from the start; the cache is built beside the loop (a first start).
     check_topics(&setup, port);
     // MQTT over WebSocket for a kiosk browser: the listener accepts the upgrade.
     use std::io::{Read, Write};

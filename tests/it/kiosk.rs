@@ -837,3 +837,76 @@ fn the_kiosk_listener_refuses_hostile_requests_and_keeps_serving() {
     sub.expect("stats", WAIT, |v| v["frames_in"].as_u64().is_some());
     sub.expect("status", WAIT, |v| v == "online");
 }
+
+/// A first start with no cache, the shipped model and a catalog that takes many seconds to embed
+/// (#30): the page loads at once and shows the build's progress, `status` is `online`, the
+/// progress rises over several `catalog/state` messages before `ready`, and then the grid comes
+/// without a reload.
+#[test]
+fn a_first_start_serves_the_page_at_once_and_shows_the_catalog_being_built() {
+    let Some(browser) = Browser::start(1920, 1080) else { return };
+    if !have("mosquitto_sub") {
+        return;
+    }
+    // 600 synthesized products on the shipped model: about 20 s of embedding on this machine's
+    // two cores, tests alongside (the test prints the time it took).
+    let setup = crate::daemon::setup_without_cache(1, 600);
+    let p = Ports { mqtt: free_port(), ws: free_port(), web: free_port() };
+    let config = write_config(
+        &setup,
+        &format!(
+            "[mqtt]\nbroker = \"embedded\"\n[broker]\nlisten = \"127.0.0.1:{}\"\nwebsocket = \"127.0.0.1:{}\"",
+            p.mqtt, p.ws
+        ),
+        &format!("[kiosk]\nlisten = \"127.0.0.1:{}\"", p.web),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let model = crate::default_model();
+    std::fs::write(&config, text.replace(&format!("{:?}", crate::tiny_model()), &format!("{model:?}")))
+        .unwrap();
+    let started = Instant::now();
+    let _daemon = Daemon::start(&config);
+    // Within 3 s: the page, online, saying how far the catalog is.
+    let deadline = Duration::from_secs(3);
+    let end = started + deadline;
+    while TcpStream::connect(("127.0.0.1", p.web)).is_err() {
+        assert!(Instant::now() < end, "no kiosk page within {deadline:?} of the start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sub = Sub::start(p.mqtt, "lookd/t");
+    browser.goto(&format!("http://127.0.0.1:{}/", p.web));
+    let (shown, at) = browser.wait_for(
+        "the catalog's progress",
+        "return document.body.dataset.state === 'online' && document.body.dataset.catalog === 'building'
+           && document.querySelector('#empty').textContent.startsWith('Preparing the catalog') &&
+           document.querySelector('#empty').textContent;",
+        deadline,
+    );
+    let shown_after = at - started;
+    assert!(shown_after <= deadline, "the progress shown {shown_after:?} after the start");
+    // `status` online, then the progress rising over several messages, then ready.
+    sub.expect("status", WAIT, |v| v == "online");
+    let mut progress = Vec::new();
+    loop {
+        let v = sub.expect("catalog/state", Duration::from_secs(120), |_| true);
+        if v["state"] == "ready" && v["products"].as_u64() == Some(600) {
+            break;
+        }
+        if let Some(done) = v["progress"]["done"].as_u64() {
+            progress.push(done);
+        }
+    }
+    let built = started.elapsed();
+    eprintln!("first start: page showed {shown:?} after {shown_after:?}; catalog ready after {built:?}; progress {progress:?}");
+    assert!(progress.len() >= 3 && progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(progress.iter().any(|d| *d > 0), "the progress never moved: {progress:?}");
+    // The grid, without a reload: the page never navigated (its connection count is still 1).
+    let (ids, _) = browser.wait_for("the grid after the build", GRID, WAIT);
+    assert!(ids["ids"].as_array().is_some_and(|a| !a.is_empty()), "{ids}");
+    assert_eq!(
+        browser.eval("return window.lookdKiosk.connects;"),
+        json!(1),
+        "the page reloaded or reconnected"
+    );
+    assert_eq!(browser.eval("return document.body.dataset.catalog;"), json!("ready"));
+}

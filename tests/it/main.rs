@@ -209,17 +209,19 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A stand-in for systemd's end of NOTIFY_SOCKET, bound at `path`: every datagram sent to it,
-/// with when it came.
+/// A stand-in for systemd's end of NOTIFY_SOCKET, bound at `path`: every assignment sent to it
+/// (a datagram may hold several, a line each, as systemd reads them), with when it came.
 pub fn notify_listener(path: &Path) -> Receiver<(Instant, String)> {
     let socket = UnixDatagram::bind(path).unwrap();
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if tx.send((Instant::now(), text)).is_err() {
-                break;
+            let at = Instant::now();
+            for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                if tx.send((at, line.to_string())).is_err() {
+                    return;
+                }
             }
         }
     });

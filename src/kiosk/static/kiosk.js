@@ -6,7 +6,9 @@
 
 (async function main() {
   const $ = (id) => document.getElementById(id);
-  const state = { slug: null, available: {}, recs: {}, online: false, connected: false, shown: null, connects: 0 };
+  const state = {
+    slug: null, available: {}, recs: {}, catalog: null, online: false, connected: false, shown: null, connects: 0,
+  };
   // For tests and for whoever debugs a mirror from the browser's console.
   window.lookdKiosk = state;
 
@@ -110,6 +112,20 @@
   }
   setInterval(tick, 1000);
 
+  // While a catalog is being made with nothing to show yet (a first start), the empty screen
+  // says how far it is instead of inviting a shopper to step in.
+  function showCatalog() {
+    const c = state.catalog;
+    const prog = c && c.state === "building" && c.progress;
+    document.body.dataset.catalog = prog ? "building" : "ready";
+    if (!prog) {
+      $("empty").textContent = "Step in front of the mirror.";
+      return;
+    }
+    const left = prog.eta_s == null ? "" : `, about ${Math.max(1, Math.round(prog.eta_s))} s left`;
+    $("empty").textContent = `Preparing the catalog: ${prog.done} of ${prog.total} products${left}.`;
+  }
+
   function showStatus() {
     if (!state.connected) setState("offline", "offline: no broker");
     else if (!state.online) setState("offline", "offline");
@@ -137,7 +153,10 @@
       console.warn(`lookd kiosk: ${topic} is not JSON`);
       return;
     }
-    if (topic === `${p}/category/state`) {
+    if (topic === `${p}/catalog/state`) {
+      state.catalog = body;
+      showCatalog();
+    } else if (topic === `${p}/category/state`) {
       state.slug = body.slug;
       state.available = body.available || {};
       renderCategories();
@@ -179,7 +198,9 @@
       state.connected = true;
       state.connects += 1;
       $("login").hidden = true;
-      client.subscribe([`${p}/status`, `${p}/category/state`, `${p}/recommendations/+`], { qos: 1 });
+      client.subscribe([`${p}/status`, `${p}/category/state`, `${p}/catalog/state`, `${p}/recommendations/+`], {
+        qos: 1,
+      });
       showStatus();
     });
     client.on("close", () => {

@@ -36,6 +36,14 @@ pub struct RawConfig {
     pub kiosk: RawKiosk,
     pub fleet: RawFleet,
     pub privacy: RawPrivacy,
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: `GET /metrics` for Prometheus on the kiosk listener (docs/metrics.md).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RawMetrics {
+    pub enabled: bool,
 }
 
 /// `[privacy]`: what lookd keeps of, and says about, the shopper in front of the mirror
@@ -184,6 +192,7 @@ impl Default for RawConfig {
             kiosk: RawKiosk::default(),
             fleet: RawFleet::default(),
             privacy: RawPrivacy::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -344,6 +353,8 @@ pub struct Config {
     pub filter: crate::stock::Filter,
     pub fleet: Option<Fleet>,
     pub privacy: Privacy,
+    /// Serve `GET /metrics` on the kiosk listener.
+    pub metrics: bool,
 }
 
 impl Config {
@@ -419,6 +430,11 @@ impl RawConfig {
             forget_after: Duration::from_secs(v.forget_after_s),
             notice: v.notice.trim().to_string(),
         };
+        check(
+            !self.metrics.enabled || kiosk.is_some(),
+            "metrics.enabled",
+            "/metrics is served on the kiosk listener: set [kiosk] listen too",
+        )?;
         let expand = |s: &str| s.replace("{device-id}", &id);
         Ok(Config {
             prefix: expand(m.prefix.trim_end_matches('/')),
@@ -450,6 +466,7 @@ impl RawConfig {
             filter: p.filter.clone(),
             fleet,
             privacy,
+            metrics: self.metrics.enabled,
         })
     }
 }

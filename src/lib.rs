@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod frame;
 pub mod kiosk;
 pub mod leakage;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
@@ -56,6 +57,7 @@ pub const LAYERS: &[&str] = &[
     "report",
     "update",
     "pipeline",
+    "metrics",
 ];
 
 #[cfg(test)]

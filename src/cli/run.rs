@@ -81,6 +81,34 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             message
         });
     }
+    // `GET /metrics`: the loop's counters (shared before it starts), the broker's state, the
+    // catalog the loop reports, this process's memory.
+    let counters: std::sync::Arc<pipeline::Counters> = Default::default();
+    let metrics = config.metrics.then(|| {
+        let (c, m) = (counters.clone(), &folder.manifest);
+        let (model, fingerprint) = (m.model_id(), lookd::model::hex(&folder.product_fingerprint()));
+        lookd::metrics::Metrics::new(move || {
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let (version, products) = c.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            lookd::metrics::Reading {
+                frames_in: get(&c.frames_in),
+                frames_dropped: get(&c.frames_dropped),
+                frames_skipped: get(&c.frames_skipped),
+                frames_bad: get(&c.frames_bad),
+                inferences: get(&c.inferences),
+                camera_errors: get(&c.camera_errors),
+                camera_ok: c.camera.lock().unwrap_or_else(|e| e.into_inner()).starts_with("ok"),
+                broker_connected: c.broker_connected.load(Ordering::Relaxed),
+                reconnects: get(&c.reconnects),
+                catalog_version: version,
+                catalog_products: products,
+                model: model.clone(),
+                fingerprint: fingerprint.clone(),
+                rss_bytes: pipeline::rss_kb() * 1024,
+                uptime_s: started.elapsed().as_secs_f64(),
+            }
+        })
+    });
     if let Broker::Embedded { listen, websocket } = &config.broker {
         let login = settings.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
         publish::start_embedded_broker(listen, websocket.as_deref(), login)?;
@@ -92,7 +120,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let mut kiosk_products = None;
     if let Some(kiosk) = &config.kiosk {
-        let site = kiosk_site(&config, kiosk, &cache, settings.credentials.is_some());
+        let mut site = kiosk_site(&config, kiosk, &cache, settings.credentials.is_some());
+        if let Some(m) = &metrics {
+            let m = m.clone();
+            site.metrics =
+                Some((std::sync::Arc::new(move || m.text()), lookd::metrics::Metrics::CONTENT_TYPE));
+        }
         let table = site.products.clone();
         let addr = lookd::kiosk::start(&kiosk.listen, site)?;
         log::info!("kiosk page on http://{addr}/ ({} products)", cache.len());
@@ -127,6 +160,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     engine.identity = identity;
     engine.updates = Some(updates);
     engine.kiosk = kiosk_products;
+    engine.counters = counters;
+    engine.observer = metrics.map(|m| m as std::sync::Arc<dyn pipeline::StageObserver>);
     if let Err(message) = engine.set_filter(config.filter.clone()) {
         anyhow::bail!(lookd::config::ConfigError::Invalid {
             path: a.config,
@@ -184,6 +219,7 @@ fn kiosk_site(
             top: config.top,
             notice: config.privacy.notice.clone(),
         },
+        metrics: None,
     }
 }
 

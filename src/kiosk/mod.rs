@@ -53,7 +53,12 @@ pub type SharedTable = Arc<std::sync::RwLock<ProductTable>>;
 pub struct Site {
     pub products: SharedTable,
     pub page: PageSettings,
+    /// `GET /metrics` (`[metrics] enabled`): the text and its content type, made at each request.
+    pub metrics: Option<Metrics>,
 }
+
+/// What `GET /metrics` answers: the exposition text, and its content type.
+pub type Metrics = (std::sync::Arc<dyn Fn() -> String + Send + Sync>, &'static str);
 
 /// Binds `listen` (failing here, clearly, if it cannot) and serves `site` from a thread of its
 /// own. Returns the bound address.
@@ -126,6 +131,7 @@ fn router(site: Arc<Site>) -> Router {
         .route("/kiosk.json", get(settings))
         // The page has no icon; a browser that asks gets an empty answer, not an error.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/metrics", get(metrics))
         .route("/products/:id", get(product))
         .route("/images/:id", get(image))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "not found".into()) })
@@ -174,6 +180,16 @@ fn json(body: impl serde::Serialize, cache: &'static str) -> Response {
     let mut r = Json(body).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     common(r.headers_mut());
+    r
+}
+
+async fn metrics(State(site): State<Arc<Site>>) -> Response {
+    let Some((text, content_type)) = &site.metrics else { return StatusCode::NOT_FOUND.into_response() };
+    let mut r = text().into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    common(h);
     r
 }
 

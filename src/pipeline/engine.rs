@@ -35,6 +35,10 @@ pub struct Engine {
     /// A first start's catalog, being built beside the loop (the cache is empty meanwhile): the
     /// loop says so on `catalog/state` from its first message.
     pub building: Option<crate::publish::payload::Progress>,
+    /// Told each frame's stage times (`GET /metrics`' histograms), if anyone listens.
+    pub observer: Option<std::sync::Arc<dyn super::StageObserver>>,
+    /// The loop's counters, shared with whoever reads them while it runs (`GET /metrics`).
+    pub counters: std::sync::Arc<super::Counters>,
     pub(super) pixels: Vec<f32>,
 }
 
@@ -52,6 +56,8 @@ impl Engine {
             updates: None,
             kiosk: None,
             building: None,
+            observer: None,
+            counters: Default::default(),
             pixels: Vec::new(),
         };
         engine.restock();

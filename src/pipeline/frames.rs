@@ -128,6 +128,8 @@ impl<'a> Loop<'a> {
                 announced = true;
             }
             self.ping_watchdog(supervisor);
+            self.c.broker_connected.store(self.publisher.is_connected(), Ordering::Relaxed);
+            self.c.reconnects.store(self.publisher.reconnects(), Ordering::Relaxed);
             self.handle_commands(supervisor);
             self.handle_updates(supervisor);
             self.forget_if_stale();
@@ -262,6 +264,9 @@ impl<'a> Loop<'a> {
             [("convert", times.convert), ("embed", times.embed), ("rank", times.rank), ("total", times.total)]
         {
             self.windows.entry(stage).or_default().push(v);
+            if let Some(o) = &self.engine.observer {
+                o.observe(stage, v);
+            }
         }
         let m = &self.engine.folder.manifest;
         let msg = Recommendations {
@@ -296,6 +301,8 @@ impl<'a> Loop<'a> {
 impl<'a> Loop<'a> {
     pub(super) fn publish_catalog_state(&self) {
         let (e, cache) = (&self.engine, &self.engine.cache);
+        *self.c.catalog.lock().unwrap_or_else(|e| e.into_inner()) =
+            (e.identity.version.clone(), cache.len() as u64);
         let state = CatalogState {
             state: if self.building.is_some() { "building" } else { "ready" }.into(),
             version: e.identity.version.clone(),

@@ -57,6 +57,12 @@ impl Publisher for Mqtt {
     }
 }
 
+/// Told each embedded frame's time per stage (`convert`, `embed`, `rank`, `total`), in ms:
+/// `metrics::Metrics` keeps them as histograms for `GET /metrics`.
+pub trait StageObserver: Send + Sync {
+    fn observe(&self, stage: &'static str, ms: f32);
+}
+
 /// Counters shared by the capture thread and the loop; all monotonic.
 #[derive(Default)]
 pub struct Counters {
@@ -67,6 +73,11 @@ pub struct Counters {
     pub inferences: AtomicU64,
     pub camera_errors: AtomicU64,
     pub camera: Mutex<String>,
+    /// The broker link as the loop last saw it (for `GET /metrics`).
+    pub broker_connected: AtomicBool,
+    pub reconnects: AtomicU64,
+    /// The catalog served: its version and product count (for `GET /metrics`).
+    pub catalog: Mutex<(String, u64)>,
     /// Set when the capture thread has stopped (after `max_frames`, or at shutdown).
     pub capture_done: AtomicBool,
 }
@@ -160,7 +171,7 @@ pub fn run(
     shutdown: &Arc<AtomicBool>,
     supervisor: &mut dyn FnMut(Notice),
 ) -> Arc<Counters> {
-    let counters = Arc::new(Counters::default());
+    let counters = engine.counters.clone();
     let slot: Arc<Slot<Frame>> = Arc::default();
     {
         let (counters, slot, shutdown) = (counters.clone(), slot.clone(), shutdown.clone());

@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod fleet;
 mod kiosk;
+mod metrics;
 mod model;
 mod privacy;
 mod report;

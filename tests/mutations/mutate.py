@@ -209,6 +209,10 @@ elif name == "kiosk-no-notice":  # the page never shows the camera notice
     sub('src/kiosk/static/kiosk.js', '  $("notice").hidden = !settings.notice;', '  $("notice").hidden = true;')
 elif name == "layering-broken":  # the catalog thread takes the hand-off from the loop again
     sub('src/update.rs', "use crate::slot::Slot;", "use crate::pipeline::Slot;")
+elif name == "metrics-frames-unread":  # /metrics reports no frame
+    sub('src/cli/run.rs', "                frames_in: get(&c.frames_in),", "                frames_in: 0,")
+elif name == "stage-latency-unobserved":  # the latency histograms are never fed
+    sub('src/pipeline/frames.rs', "                o.observe(stage, v);", "                let _ = (o, stage, v);")
 # The packaged unit (kind `unit`: a check of tests/system/unit).
 elif name.startswith("unit-"):
     u = 'systemd/lookd.service'

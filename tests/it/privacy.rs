@@ -147,8 +147,9 @@ fn exact_scores_let_a_listener_solve_for_the_scene_and_the_default_does_not() {
     for exact in [false, true] {
         let port = free_port();
         let _broker = Mosquitto::start(&setup.root, port);
-        let privacy = format!("[privacy]\nexact-scores = {exact}\n");
-        let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), &privacy);
+        // The default is what a mirror runs: no [privacy] section at all.
+        let privacy = if exact { "[privacy]\nexact-scores = true\n" } else { "" };
+        let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), privacy);
         // `write_config` puts `extra` inside [pipeline]: the section header starts a new table.
         let _daemon = Daemon::start(&config);
         let pages = gather(port, "lookd/t", &["shoes", "pants"]);
@@ -501,6 +502,25 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
         text
     };
 
+    // 2. The peers: every connect() to an address is to the broker or the fleet server.
+    let trace_text = std::fs::read_to_string(&trace).unwrap();
+    let mut peers = std::collections::BTreeSet::new();
+    for line in trace_text.lines().filter(|l| l.contains("connect(")) {
+        if line.contains("sa_family=AF_INET") {
+            let port = line.split("htons(").nth(1).and_then(|r| r.split(')').next()).unwrap_or("?");
+            let addr = line.split("inet_addr(\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+            peers.insert(format!("{addr}:{port}"));
+        } else if line.contains("sa_family=AF_INET6") || line.contains("sa_family=AF_UNIX") {
+            peers.insert(line.split("connect(").nth(1).unwrap_or(line).to_string());
+        }
+    }
+    eprintln!("lookd's peers: {peers:?}");
+    let allowed_peers = [format!("127.0.0.1:{broker}"), format!("127.0.0.1:{files}")];
+    for p in &peers {
+        assert!(allowed_peers.contains(p), "lookd connected to {p}; only {allowed_peers:?} are its peers");
+    }
+    assert!(peers.contains(&allowed_peers[0]) && peers.contains(&allowed_peers[1]), "{peers:?}");
+
     // 1. The topics: documented ones only, with documented fields; no distance, no long array.
     let dim = lookd::model::ModelFolder::open(&tiny_model()).unwrap().manifest.dim;
     let mut topics = std::collections::BTreeSet::new();
@@ -546,25 +566,6 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
             std::fs::read_to_string(root.join("p.log")).unwrap_or_default()
         );
     }
-
-    // 2. The peers: every connect() to an address is to the broker or the fleet server.
-    let trace_text = std::fs::read_to_string(&trace).unwrap();
-    let mut peers = std::collections::BTreeSet::new();
-    for line in trace_text.lines().filter(|l| l.contains("connect(")) {
-        if line.contains("sa_family=AF_INET") {
-            let port = line.split("htons(").nth(1).and_then(|r| r.split(')').next()).unwrap_or("?");
-            let addr = line.split("inet_addr(\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
-            peers.insert(format!("{addr}:{port}"));
-        } else if line.contains("sa_family=AF_INET6") || line.contains("sa_family=AF_UNIX") {
-            peers.insert(line.split("connect(").nth(1).unwrap_or(line).to_string());
-        }
-    }
-    eprintln!("lookd's peers: {peers:?}");
-    let allowed_peers = [format!("127.0.0.1:{broker}"), format!("127.0.0.1:{files}")];
-    for p in &peers {
-        assert!(allowed_peers.contains(p), "lookd connected to {p}; only {allowed_peers:?} are its peers");
-    }
-    assert!(peers.contains(&allowed_peers[0]) && peers.contains(&allowed_peers[1]), "{peers:?}");
 
     // 3. The files: every path opened for writing, created or renamed to is the cache's.
     let cache_name = cache.file_name().unwrap().to_str().unwrap().to_string();

@@ -222,13 +222,15 @@ elif name.startswith("unit-"):
             "unit-no-reload": ["ExecReload=/bin/kill -HUP $MAINPID\n"],
             "unit-no-watchdog": ["WatchdogSec=30\n"],
             "unit-restart-loop": ["RestartPreventExitStatus=78\n"],
-            "unit-no-video-group": ["SupplementaryGroups=video\n"],
+            "unit-no-video-group": ["SupplementaryGroups=video\n"],  # and the membership postinst gives, below
             "unit-core-dumps": ["LimitCORE=0\n"]}
     if name == "unit-type-simple":
         sub(u, "Type=notify\n", "Type=simple\n")
     elif name in drop:
         for line in drop[name]:
             sub(u, line, "")
+        if name == "unit-no-video-group":
+            sub('cross/deb', "        usermod -a -G video lookd\n", "        true\n")
     else:
         raise SystemExit("unknown mutation " + name)
 else:

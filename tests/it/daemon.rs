@@ -78,11 +78,14 @@ pub(crate) struct Sub {
 
 impl Sub {
     pub(crate) fn start(port: u16, prefix: &str) -> Sub {
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{prefix}/#"), "-v"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut sub = Command::new("mosquitto_sub");
+        sub.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{prefix}/#"), "-v"]);
+        Sub::spawn(sub)
+    }
+
+    /// The same for a mosquitto_sub command the caller made (in a network namespace, say).
+    pub(crate) fn spawn(mut sub: Command) -> Sub {
+        let mut child = sub.stdout(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {

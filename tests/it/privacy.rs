@@ -396,8 +396,8 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
     let cache = root.join("p.cache");
     // Everything the listener hears, from before lookd starts.
     let mut hear = ns.command("mosquitto_sub");
-    hear.args(["-h", "127.0.0.1", "-p", &broker.to_string(), "-t", "#", "-v"]).stdout(Stdio::piped());
-    let hear = Kill(hear.spawn().unwrap());
+    hear.args(["-h", "127.0.0.1", "-p", &broker.to_string(), "-t", "#", "-v"]);
+    let hear = Sub::spawn(hear);
     let trace = root.join("strace.txt");
     let lookd_bin = env!("CARGO_BIN_EXE_lookd");
     let strace = ns
@@ -464,14 +464,23 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
     for path in ["/", "/kiosk.json", "/products/p000", "/images/p000"] {
         assert!(get(path).status.success(), "GET {path}");
     }
-    // Every command, then a reload, then the fleet's catalog.
+    // Every command, then a reload, then the fleet's catalog; each waited for.
+    let mut live = ns.command("mosquitto_sub");
+    live.args(["-h", "127.0.0.1", "-p", &broker.to_string(), "-t", "lookd/p/#", "-v"]);
+    let live = Sub::spawn(live);
+    live.expect("status", WAIT, |v| v == "online");
     pub_ns("lookd/p/category/set", "pants", false);
+    live.expect("recommendations/pants", WAIT, |_| true);
     pub_ns("lookd/p/catalog/unavailable", "[\"p001\", \"p003\"]", false);
+    live.expect("recommendations/pants", WAIT, |v| !crate::daemon::ids(v).contains(&"p001".to_string()));
     pub_ns("lookd/p/filter/set", "{}", false);
     pub_ns("lookd/p/category/set", "nothing-like-this", false);
+    live.expect("error", WAIT, |v| v["topic"] == "category/set");
     pub_ns("lookd/p/category/set", "shoes", false);
+    live.expect("category/state", WAIT, |v| v["slug"] == "shoes");
     pub_ns("lookd/p/catalog/reload", "", false);
-    std::thread::sleep(Duration::from_secs(3));
+    live.expect("catalog/state", Duration::from_secs(60), |v| v["state"] == "building");
+    live.expect("catalog/state", Duration::from_secs(60), |v| v["state"] == "ready");
     let url = format!("http://127.0.0.1:{files}/v2.cache");
     pub_ns("lookd/fleet/catalog", &crate::fleet::announce(&v2, &url, "v2"), true);
     state("\"v2\"", Duration::from_secs(60));
@@ -491,17 +500,16 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
     while strace.0.try_wait().unwrap().is_none() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
-    // SIGTERM, not SIGKILL: mosquitto_sub then flushes what it holds of its output.
-    let mut hear = hear;
-    let _ = Command::new("kill").args(["-TERM", &hear.0.id().to_string()]).status();
-    let _ = hear.0.wait();
-    let heard = {
-        use std::io::Read;
-        let mut text = String::new();
-        hear.0.stdout.take().unwrap().read_to_string(&mut text).unwrap();
-        text
-    };
-
+    // Everything the listener heard, read as it came (each message a line: topic, payload).
+    let mut heard = Vec::new();
+    while let Some((topic, v)) = hear.next(Duration::from_secs(1)) {
+        let payload = match &v {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        heard.push(format!("{topic} {payload}"));
+    }
+    let heard = heard.join("\n");
     // 2. The peers: every connect() to an address is to the broker or the fleet server.
     let trace_text = std::fs::read_to_string(&trace).unwrap();
     let mut peers = std::collections::BTreeSet::new();

@@ -12,7 +12,8 @@ pub struct Args {
     /// The daemon's configuration file (for the broker and topic prefix)
     #[arg(long, default_value = "/etc/lookd/lookd.toml")]
     config: PathBuf,
-    /// Exit after this many messages
+    /// Exit after this many rankings (other messages are printed, not counted: a first start's
+    /// catalog progress would otherwise use the count up before any ranking came)
     #[arg(long)]
     count: Option<usize>,
     /// Print raw payloads instead of a summary
@@ -40,7 +41,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             }
             _ => println!("{topic} {text}"),
         }
-        seen += 1;
+        if topic.contains("/recommendations/") && !payload.is_empty() {
+            seen += 1;
+        }
         a.count.is_none_or(|n| seen < n)
     });
     Ok(code::OK)

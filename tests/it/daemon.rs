@@ -1254,3 +1254,29 @@ fn stop_and_read_log(mut daemon: KillOnDrop, log: &Path) -> String {
     let _ = daemon.0.wait();
     std::fs::read_to_string(log).unwrap()
 }
+
+/// `lookd watch --count N` stops after N rankings, not N messages: a first start's catalog
+/// progress (or the retained states a new subscriber gets first) would otherwise use it up.
+#[test]
+fn watch_counts_rankings_not_messages() {
+    if !have("mosquitto") {
+        return;
+    }
+    let setup = setup(2);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let config = write_config(&setup, &format!("[mqtt]\nbroker = \"mqtt://127.0.0.1:{port}\""), "");
+    let _daemon = Daemon::start(&config);
+    let o = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_lookd"))
+        .args(["watch", "--config", s(&config), "--count", "3"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "watch did not stop after 3 rankings: {out}");
+    let rankings = out.lines().filter(|l| l.starts_with("lookd/t/recommendations/")).count();
+    assert_eq!(rankings, 3, "{out}");
+    assert!(out.lines().count() > 3, "the other messages are printed too: {out}");
+}

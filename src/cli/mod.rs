@@ -111,6 +111,34 @@ pub fn category_in_catalog(catalog: &lookd::catalog::Catalog, name: &str) -> Res
         .map_err(|m| m.replace("the cache has", "the catalog has"))
 }
 
+/// The cache at `cache` if it opens for `folder`'s model (said in the log when its catalog CSV is
+/// gone); None when it is missing, or refused (said in the log): the caller builds it.
+pub fn open_cache(
+    cache: &std::path::Path,
+    catalog: &std::path::Path,
+    folder: &lookd::model::ModelFolder,
+) -> Option<lookd::cache::ProductCache> {
+    use lookd::cache::{CacheError, ProductCache};
+    match ProductCache::open(cache, Some(&folder.product_fingerprint())) {
+        Ok(c) => {
+            if !catalog.exists() {
+                log::warn!(
+                    "the catalog {} does not exist: serving the {} products of {} as they are (a new catalog needs the file)",
+                    catalog.display(),
+                    c.len(),
+                    cache.display()
+                );
+            }
+            Some(c)
+        }
+        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            log::warn!("{e}; building it again");
+            None
+        }
+    }
+}
+
 pub fn open_or_build_cache(
     cache: &std::path::Path,
     catalog: &std::path::Path,
@@ -119,23 +147,12 @@ pub fn open_or_build_cache(
     also: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<lookd::cache::ProductCache> {
     use lookd::cache::build::{build, BuildPlan};
-    use lookd::cache::{CacheError, ProductCache};
-    let fingerprint = folder.product_fingerprint();
-    match ProductCache::open(cache, Some(&fingerprint)) {
-        Ok(c) if !catalog.exists() => {
-            log::warn!(
-                "the catalog {} does not exist: serving the {} products of {} as they are (a new catalog needs the file)",
-                catalog.display(),
-                c.len(),
-                cache.display()
-            );
-            return Ok(c);
-        }
-        Ok(c) => return Ok(c),
-        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            log::info!("no product cache at {}: building it", cache.display())
-        }
-        Err(e) => log::warn!("{e}; building it again"),
+    use lookd::cache::ProductCache;
+    if let Some(c) = open_cache(cache, catalog, folder) {
+        return Ok(c);
+    }
+    if !cache.exists() {
+        log::info!("no product cache at {}: building it", cache.display());
     }
     let plan = BuildPlan {
         folder,
@@ -152,7 +169,7 @@ pub fn open_or_build_cache(
     })
     .context("building the product cache")?;
     log::info!("product cache: {} embedded, {} rows skipped", report.embedded, report.skipped.len());
-    Ok(ProductCache::open(cache, Some(&fingerprint))?)
+    Ok(ProductCache::open(cache, Some(&folder.product_fingerprint()))?)
 }
 
 /// The nearest-rank `q` quantile of ascending, non-empty `sorted`.

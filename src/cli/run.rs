@@ -54,7 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // `building`, with progress): broker, kiosk page and MQTT are up from the first second.
     let (cache, identity, first_build) = match first_fleet_catalog(&config, &settings, &sources) {
         Some(new) => (new.cache, new.identity, None),
-        None => match usable_cache(&config, &folder) {
+        None => match super::open_cache(&config.cache, &config.catalog_csv, &folder) {
             Some(cache) => {
                 let identity = lookd::update::identity_of(&config.cache)
                     .with_context(|| format!("reading {}", config.cache.display()))?;
@@ -304,30 +304,6 @@ fn fleet_limits(config: &Config) -> anyhow::Result<lookd::fetch::Limits> {
 /// How much longer systemd is asked to wait for a first start that fetches the fleet's catalog,
 /// beyond the fetch's own timeout.
 const EXTEND_BY: Duration = Duration::from_secs(60);
-
-/// The cache at `[catalog] cache` if it opens for this model; None (said in the log) when it is
-/// missing or refused: the caller builds it.
-fn usable_cache(config: &Config, folder: &ModelFolder) -> Option<lookd::cache::ProductCache> {
-    use lookd::cache::{CacheError, ProductCache};
-    match ProductCache::open(&config.cache, Some(&folder.product_fingerprint())) {
-        Ok(c) => {
-            if !config.catalog_csv.exists() {
-                log::warn!(
-                    "the catalog {} does not exist: serving the {} products of {} as they are (a new catalog needs the file)",
-                    config.catalog_csv.display(),
-                    c.len(),
-                    config.cache.display()
-                );
-            }
-            Some(c)
-        }
-        Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            log::warn!("{e}; building it again");
-            None
-        }
-    }
-}
 
 fn wait_for(mqtt: &Mqtt, limit: Duration) {
     let end = Instant::now() + limit;

@@ -3,12 +3,12 @@
 //! model, a synthesized catalog and scenes, on 127.0.0.1 (and in a network namespace of its own).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::daemon::{setup, write_config, Daemon, Mosquitto, Sub};
 use crate::fleet::publish;
-use crate::{free_port, have, s, tiny_model};
+use crate::{free_port, have, s, tiny_model, KillOnDrop};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -279,14 +279,6 @@ impl Drop for Netns {
     }
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `payload` read as the type lookd publishes on `topic` (after its prefix), whose fields are
 /// exactly those docs/mqtt.md shows (each type refuses unknown fields, and a test parses the
 /// page's examples as these types); an error for a topic lookd does not document.
@@ -354,7 +346,7 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
         format!("allow_anonymous true\npersistence false\nlistener {broker} 127.0.0.1\n"),
     )
     .unwrap();
-    let _mosquitto = Kill(
+    let _mosquitto = KillOnDrop(
         ns.command("mosquitto")
             .args(["-c", s(&root.join("ns-mosquitto.conf"))])
             .stdout(Stdio::null())
@@ -364,7 +356,7 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
     );
     // The fleet's catalog, served by a plain file server in the namespace.
     let v2 = crate::fleet::central_catalog(&setup, "v2", 2);
-    let _server = Kill(
+    let _server = KillOnDrop(
         ns.command("python3")
             .args(["-m", "http.server", &files.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(v2.parent().unwrap())
@@ -413,7 +405,7 @@ fn lookd_talks_only_to_its_broker_and_fleet_writes_only_its_cache_and_publishes_
         .stderr(std::fs::File::create(root.join("p.log")).unwrap())
         .spawn()
         .unwrap();
-    let mut strace = Kill(strace);
+    let mut strace = KillOnDrop(strace);
     let pub_ns = |topic: &str, payload: &str, retain: bool| {
         let port = broker.to_string();
         let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-t", topic, "-m", payload];

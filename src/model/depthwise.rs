@@ -140,6 +140,82 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Runs the layer on u8 planes, a plane at a time: each input plane is handed to the kernel
+    /// as `x − zero` in f32, and each output plane of sums to `finish(channel, sums, out)`. With
+    /// integer weights and a bias of 0, the sums are exact integers while they stay below 2^24
+    /// (lookd's int8 depthwise layers, [`super::int8`]).
+    pub fn run_u8(&self, isa: Isa, input: &[u8], zero: u8, output: &mut [u8], finish: PlaneFinish) {
+        let g = &self.geo;
+        assert_eq!(input.len(), g.batch * g.channels * g.h * g.w, "depthwise input size");
+        assert_eq!(output.len(), g.batch * g.channels * g.oh * g.ow, "depthwise output size");
+        let io = U8Planes { input, zero: zero as f32, finish };
+        match isa {
+            Isa::Scalar => run_planes_u8::<Scalar>(self, io, output),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `run`.
+            Isa::Avx2Fma => unsafe { run_avx2_u8(self, io, output) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `run`.
+            Isa::Avx512 if g.ow >= 12 => unsafe { run_avx512_u8(self, io, output) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run_avx2_u8(self, io, output) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON is baseline on aarch64.
+            Isa::Neon => unsafe { run_neon_u8(self, io, output) },
+        }
+    }
+}
+
+/// What [`Layer::run_u8`] does with each plane of sums: `(channel, sums, output plane)`.
+pub type PlaneFinish<'a> = &'a dyn Fn(usize, &[f32], &mut [u8]);
+
+struct U8Planes<'a> {
+    input: &'a [u8],
+    zero: f32,
+    finish: PlaneFinish<'a>,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2_u8(layer: &Layer, io: U8Planes, output: &mut [u8]) {
+    run_planes_u8::<Avx2>(layer, io, output)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512_u8(layer: &Layer, io: U8Planes, output: &mut [u8]) {
+    run_planes_u8::<Avx512>(layer, io, output)
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn run_neon_u8(layer: &Layer, io: U8Planes, output: &mut [u8]) {
+    run_planes_u8::<Neon>(layer, io, output)
+}
+
+#[inline(always)]
+fn run_planes_u8<L: Lanes>(layer: &Layer, io: U8Planes, output: &mut [u8]) {
+    let g = &layer.geo;
+    let s = Scratch::new(g, L::LANES);
+    let mut buf = vec![0f32; s.rows * s.row_len + L::LANES];
+    let (in_plane, out_plane) = (g.h * g.w, g.oh * g.ow);
+    let mut plane = vec![0f32; in_plane];
+    let mut sums = vec![0f32; out_plane];
+    for (p, (src, dst)) in io.input.chunks_exact(in_plane).zip(output.chunks_exact_mut(out_plane)).enumerate()
+    {
+        let c = p % g.channels;
+        for (f, &v) in plane.iter_mut().zip(src) {
+            *f = v as f32 - io.zero;
+        }
+        s.fill::<L>(g, &plane, &mut buf);
+        let weights = &layer.weights[c * g.kh * g.kw..(c + 1) * g.kh * g.kw];
+        // SAFETY: as in `run_planes`.
+        unsafe { plane_kernel::<L>(g, &s, &buf, weights, layer.bias[c], layer.clip, &mut sums) }
+        (io.finish)(c, &sums, dst);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(layer: &Layer, input: &[f32], output: &mut [f32]) {

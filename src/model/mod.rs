@@ -5,6 +5,7 @@
 //! (that is `preprocess`) nor rank anything (that is `rank`).
 
 pub mod depthwise;
+pub mod int8;
 pub mod manifest;
 mod ops;
 pub mod qconv;
@@ -208,9 +209,9 @@ struct Runner {
 fn parse(path: &Path, int8: qconv::Int8Conv) -> TractResult<InferenceModel> {
     let onnx = tract_onnx::onnx();
     let mut proto = onnx.proto_model_for_path(path)?;
-    if int8 == qconv::Int8Conv::Integer {
+    if int8 != qconv::Int8Conv::Float {
         if let Some(g) = proto.graph.as_mut() {
-            let folded = qconv::fold(g);
+            let folded = qconv::fold(g, int8 == qconv::Int8Conv::Lookd);
             if !folded.convs.is_empty() {
                 log::debug!("{}: {} convolutions run as integers", path.display(), folded.convs.len());
             }
@@ -229,7 +230,8 @@ impl Runner {
     ) -> Result<Runner, ModelError> {
         let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
         let shape = [batch, 3, input.height, input.width];
-        let mut graph = parse(&path, qconv::Int8Conv::configured()?).map_err(fail)?;
+        let int8 = qconv::Int8Conv::configured()?;
+        let mut graph = parse(&path, int8).map_err(fail)?;
         graph.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), shape)).map_err(fail)?;
         graph.select_outputs_by_name(outputs).map_err(fail)?;
         let mut typed = graph.into_typed().map_err(fail)?;
@@ -241,6 +243,13 @@ impl Runner {
                 "{}: {guarded} dequantisations kept out of tract's lookup-table fold",
                 path.display()
             );
+        }
+        if int8 == qconv::Int8Conv::Lookd {
+            let swapped = int8::swap_in(&mut typed, int8::Isa::configured()?, depthwise::Isa::detect())
+                .map_err(fail)?;
+            if swapped.dense + swapped.depthwise > 0 {
+                log::debug!("{}: lookd's int8 kernels run {swapped:?}", path.display());
+            }
         }
         if kernel == Kernels::Lookd {
             depthwise::declutter_channels_first(&mut typed).map_err(fail)?;

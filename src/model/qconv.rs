@@ -25,20 +25,24 @@ use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
 use tract_onnx::prelude::Datum;
 
-/// How an int8 (QDQ) graph's group-1 convolutions run.
+/// How an int8 (QDQ) graph's convolutions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Conv {
-    /// As the graph spells them: float convolutions between fake-quantisation pairs (the
-    /// default: in tract 0.23.9 it is the faster of the two, BENCHMARKS.md "int8").
+    /// As the graph spells them: float convolutions between fake-quantisation pairs.
     Float,
-    /// Folded by [`fold`] into tract's quantized `Conv`, on its integer matrix kernels.
+    /// Group-1 convolutions folded by [`fold`] into tract's quantized `Conv`, on its integer
+    /// matrix kernels; depthwise layers stay float.
     Integer,
+    /// Every convolution folded by [`fold`], group-1 and depthwise, then run by lookd's own
+    /// integer kernels ([`super::int8`]): the default.
+    Lookd,
 }
 
 impl Int8Conv {
-    pub const DEFAULT: Int8Conv = Int8Conv::Float;
+    pub const DEFAULT: Int8Conv = Int8Conv::Lookd;
 
-    /// `LOOKD_INT8_CONV=float|integer`, else [`Int8Conv::DEFAULT`]; any other value is an error.
+    /// `LOOKD_INT8_CONV=float|integer|lookd`, else [`Int8Conv::DEFAULT`]; any other value is an
+    /// error.
     pub fn configured() -> Result<Int8Conv, super::ModelError> {
         match std::env::var("LOOKD_INT8_CONV") {
             Ok(v) if !v.is_empty() => {
@@ -55,7 +59,8 @@ impl std::str::FromStr for Int8Conv {
         match s {
             "float" => Ok(Int8Conv::Float),
             "integer" => Ok(Int8Conv::Integer),
-            _ => Err(format!("int8 convolutions are `float` or `integer`, not {s:?}")),
+            "lookd" => Ok(Int8Conv::Lookd),
+            _ => Err(format!("int8 convolutions are `float`, `integer` or `lookd`, not {s:?}")),
         }
     }
 }
@@ -69,9 +74,9 @@ pub struct Folded {
     pub skipped: Vec<(String, &'static str)>,
 }
 
-/// Folds every convolution of `graph` that meets the module's conditions; drops the nodes that
-/// nothing reads any more.
-pub fn fold(graph: &mut GraphProto) -> Folded {
+/// Folds every convolution of `graph` that meets the module's conditions, grouped ones too when
+/// `grouped` says so; drops the nodes that nothing reads any more.
+pub fn fold(graph: &mut GraphProto, grouped: bool) -> Folded {
     let mut folded = Folded::default();
     if !graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
         return folded;
@@ -84,7 +89,7 @@ pub fn fold(graph: &mut GraphProto) -> Folded {
             if node.op_type != "Conv" {
                 continue;
             }
-            match view.plan(node) {
+            match view.plan(node, grouped) {
                 Ok((q_ix, qconv)) => {
                     folded.convs.push(node.name.clone());
                     replace.push((ix, q_ix, qconv));
@@ -149,14 +154,14 @@ impl<'g> View<'g> {
     }
 
     /// The `QLinearConv` standing for `conv` and the index of the `QuantizeLinear` it absorbs.
-    fn plan(&self, conv: &NodeProto) -> Result<(usize, NodeProto), Skip> {
+    fn plan(&self, conv: &NodeProto, grouped: bool) -> Result<(usize, NodeProto), Skip> {
         let x_dq = conv.input.first().and_then(|x| self.producing(x, "DequantizeLinear"));
         let w_dq = conv.input.get(1).and_then(|w| self.producing(w, "DequantizeLinear"));
         let (Some(x_dq), Some(w_dq)) = (x_dq, w_dq) else {
             return Err(Skip::NotQuantized);
         };
         let group = conv.attribute.iter().find(|a| a.name == "group").map_or(1, |a| a.i);
-        if group != 1 {
+        if group != 1 && !grouped {
             return Err(Skip::Because("grouped (depthwise stays float)"));
         }
         let out = conv.output.first().ok_or(Skip::Because("no output"))?;
@@ -478,7 +483,7 @@ mod tests {
         {
             let float = qdq_model(&l, seed as u64);
             let mut folded = float.clone();
-            let report = fold(folded.graph.as_mut().unwrap());
+            let report = fold(folded.graph.as_mut().unwrap(), false);
             assert_eq!(report.convs, ["conv"], "{:?}", report.skipped);
             let ops: Vec<&str> =
                 folded.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
@@ -514,7 +519,7 @@ mod tests {
         for (l, why) in cases {
             let mut proto = qdq_model(&l, 7);
             let before = proto.clone();
-            let report = fold(proto.graph.as_mut().unwrap());
+            let report = fold(proto.graph.as_mut().unwrap(), false);
             assert!(report.convs.is_empty());
             assert_eq!(report.skipped.len(), 1);
             assert!(report.skipped[0].1.contains(why), "{:?}", report.skipped);
@@ -523,9 +528,10 @@ mod tests {
     }
 
     #[test]
-    fn the_choice_is_float_or_integer_and_nothing_else() {
+    fn the_choice_is_float_integer_or_lookd_and_nothing_else() {
         assert_eq!("integer".parse::<Int8Conv>(), Ok(Int8Conv::Integer));
         assert_eq!("float".parse::<Int8Conv>(), Ok(Int8Conv::Float));
+        assert_eq!("lookd".parse::<Int8Conv>(), Ok(Int8Conv::Lookd));
         let err = "int".parse::<Int8Conv>().unwrap_err();
         assert!(err.contains("\"int\""), "{err}");
     }
@@ -541,7 +547,7 @@ mod tests {
         g.initializer = vec![f32s("w_f", &[4, 4, 1, 1], &[0.5; 16])];
         g.output = vec![ValueInfoProto { name: "y_f".into(), ..Default::default() }];
         let before = proto.clone();
-        let report = fold(proto.graph.as_mut().unwrap());
+        let report = fold(proto.graph.as_mut().unwrap(), false);
         assert_eq!(report, Folded::default());
         assert_eq!(proto, before);
     }

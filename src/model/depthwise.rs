@@ -876,7 +876,7 @@ mod tests {
     }
 
     fn shipped_decluttered() -> TypedModel {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/embed.onnx");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default-f32/embed.onnx");
         let mut g = tract_onnx::onnx().model_for_path(path).unwrap();
         g.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), [1, 3, 224, 224])).unwrap();
         let mut model = g.into_typed().unwrap();

@@ -83,6 +83,7 @@ pub fn fold(graph: &mut GraphProto, grouped: bool) -> Folded {
     }
     drop_empty_pads(graph);
     let mut replace: Vec<(usize, usize, NodeProto)> = Vec::new();
+    let mut biases: Vec<TensorProto> = Vec::new();
     {
         let view = View::new(graph);
         for (ix, node) in graph.node.iter().enumerate() {
@@ -90,7 +91,8 @@ pub fn fold(graph: &mut GraphProto, grouped: bool) -> Folded {
                 continue;
             }
             match view.plan(node, grouped) {
-                Ok((q_ix, qconv)) => {
+                Ok((q_ix, qconv, bias)) => {
+                    biases.extend(bias);
                     folded.convs.push(node.name.clone());
                     replace.push((ix, q_ix, qconv));
                 }
@@ -100,6 +102,7 @@ pub fn fold(graph: &mut GraphProto, grouped: bool) -> Folded {
         }
     }
     let gone: HashSet<usize> = replace.iter().map(|(_, q, _)| *q).collect();
+    graph.initializer.extend(biases);
     for (ix, _, qconv) in replace {
         graph.node[ix] = qconv;
     }
@@ -153,8 +156,9 @@ impl<'g> View<'g> {
         self.constants.get(name).copied()
     }
 
-    /// The `QLinearConv` standing for `conv` and the index of the `QuantizeLinear` it absorbs.
-    fn plan(&self, conv: &NodeProto, grouped: bool) -> Result<(usize, NodeProto), Skip> {
+    /// The `QLinearConv` standing for `conv`, the index of the `QuantizeLinear` it absorbs, and
+    /// the i32 bias it reads when the graph's bias is float.
+    fn plan(&self, conv: &NodeProto, grouped: bool) -> Result<(usize, NodeProto, Option<TensorProto>), Skip> {
         let x_dq = conv.input.first().and_then(|x| self.producing(x, "DequantizeLinear"));
         let w_dq = conv.input.get(1).and_then(|w| self.producing(w, "DequantizeLinear"));
         let (Some(x_dq), Some(w_dq)) = (x_dq, w_dq) else {
@@ -203,24 +207,74 @@ impl<'g> View<'g> {
             q.input[1].clone(),
             q.input[2].clone(),
         ];
+        let mut made_bias = None;
         if let Some(b) = conv.input.get(2).filter(|b| !b.is_empty()) {
-            let b_dq = self.producing(b, "DequantizeLinear").ok_or(Skip::Because("bias is not quantized"))?;
-            let bias = b_dq.input.first().and_then(|b| self.constant(b));
-            if bias.map(|t| t.data_type) != Some(DataType::Int32 as i32) {
-                return Err(Skip::Because("bias is not an i32 constant"));
+            // An exporter may share one initializer between layers through `Identity` nodes.
+            let mut b = b.as_str();
+            while let Some(id) = self.producing(b, "Identity") {
+                b = id.input.first().map_or("", String::as_str);
             }
-            let b_scale =
-                b_dq.input.get(1).and_then(|s| self.floats(s)).ok_or(Skip::Because("bias scale"))?;
-            let zero = match b_dq.input.get(2).filter(|z| !z.is_empty()) {
-                None => true,
-                Some(z) => {
-                    self.constant(z).and_then(values::<i32>).is_some_and(|v| v.iter().all(|&z| z == 0))
+            // The bias as the graph holds it: an i32 constant in the accumulator's scale (the
+            // quantizer's own), used as it is; else its float values, quantized here.
+            let float = match self.floats(b) {
+                Some(f) => f,
+                None => {
+                    let b_dq = self
+                        .producing(b, "DequantizeLinear")
+                        .ok_or(Skip::Because("bias is not quantized"))?;
+                    let bias = b_dq.input.first().and_then(|b| self.constant(b)).and_then(values::<i32>);
+                    let Some(bias) = bias else { return Err(Skip::Because("bias is not an i32 constant")) };
+                    let b_scale =
+                        b_dq.input.get(1).and_then(|s| self.floats(s)).ok_or(Skip::Because("bias scale"))?;
+                    let zero = match b_dq.input.get(2).filter(|z| !z.is_empty()) {
+                        None => Some(vec![0]),
+                        Some(z) => self.constant(z).and_then(values::<i32>),
+                    };
+                    let Some(zero) = zero else { return Err(Skip::Because("bias zero point")) };
+                    if zero.iter().all(|&z| z == 0)
+                        && accumulator_scale(&b_scale, x_scale[0], &w_scale, out_channels)
+                    {
+                        inputs.push(b_dq.input[0].clone());
+                        Vec::new()
+                    } else {
+                        // One initializer shared by layers of other scales (ResNet50's exporter
+                        // shares equal biases): dequantized, then quantized for this layer.
+                        if ![1, bias.len()].contains(&b_scale.len()) || ![1, bias.len()].contains(&zero.len())
+                        {
+                            return Err(Skip::Because("bias scale"));
+                        }
+                        let at = |v: &[i32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+                        let sc = |i: usize| if b_scale.len() == 1 { b_scale[0] } else { b_scale[i] };
+                        (0..bias.len()).map(|i| (bias[i] - at(&zero, i)) as f32 * sc(i)).collect()
+                    }
                 }
             };
-            if !zero || !accumulator_scale(&b_scale, x_scale[0], &w_scale, out_channels) {
-                return Err(Skip::Because("bias scale is not input scale times weight scale"));
+            if !float.is_empty() {
+                // A float bias (the quantizer leaves one when its own check fails): quantized to the
+                // accumulator's scale, within half an accumulator step of the float sum, far below
+                // one output step.
+                let at = |v: &[f32], c: usize| if v.len() == 1 { v[0] } else { v[c] };
+                if float.len() != out_channels && float.len() != 1 {
+                    return Err(Skip::Because("float bias is neither per tensor nor per output channel"));
+                }
+                let mut bytes = Vec::with_capacity(out_channels * 4);
+                for c in 0..out_channels {
+                    let v = (at(&float, c) as f64 / (x_scale[0] as f64 * at(&w_scale, c) as f64)).round();
+                    if !v.is_finite() || v.abs() >= i32::MAX as f64 {
+                        return Err(Skip::Because("float bias does not fit the accumulator"));
+                    }
+                    bytes.extend_from_slice(&(v as i32).to_le_bytes());
+                }
+                let name = format!("{}.lookd_bias_i32", conv.name);
+                inputs.push(name.clone());
+                made_bias = Some(TensorProto {
+                    dims: vec![out_channels as i64],
+                    data_type: DataType::Int32 as i32,
+                    name,
+                    raw_data: bytes,
+                    ..Default::default()
+                });
             }
-            inputs.push(b_dq.input[0].clone());
         }
         let qconv = NodeProto {
             input: inputs,
@@ -231,7 +285,7 @@ impl<'g> View<'g> {
             attribute: conv.attribute.clone(),
             doc_string: String::new(),
         };
-        Ok((q_ix, qconv))
+        Ok((q_ix, qconv, made_bias))
     }
 
     fn floats(&self, name: &str) -> Option<Vec<f32>> {
@@ -477,13 +531,18 @@ mod tests {
         for (seed, l) in [
             Layer { cin: 24, cout: 40, group: 1, kernel: 1, stride: 1, size: 9, bias_scale_error: 1.0 },
             Layer { cin: 3, cout: 16, group: 1, kernel: 3, stride: 2, size: 11, bias_scale_error: 1.0 },
+            // A bias the graph quantized to another scale (an initializer shared between layers):
+            // dequantized and quantized again for this one.
+            Layer { cin: 8, cout: 8, group: 1, kernel: 1, stride: 1, size: 7, bias_scale_error: 1.5 },
+            // Depthwise, folded when lookd's kernels will run it.
+            Layer { cin: 8, cout: 8, group: 8, kernel: 3, stride: 1, size: 7, bias_scale_error: 1.0 },
         ]
         .into_iter()
         .enumerate()
         {
             let float = qdq_model(&l, seed as u64);
             let mut folded = float.clone();
-            let report = fold(folded.graph.as_mut().unwrap(), false);
+            let report = fold(folded.graph.as_mut().unwrap(), true);
             assert_eq!(report.convs, ["conv"], "{:?}", report.skipped);
             let ops: Vec<&str> =
                 folded.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
@@ -505,17 +564,11 @@ mod tests {
     }
 
     #[test]
-    fn depthwise_and_a_bias_off_the_accumulator_scale_stay_float() {
-        let cases = [
-            (
-                Layer { cin: 8, cout: 8, group: 8, kernel: 3, stride: 1, size: 7, bias_scale_error: 1.0 },
-                "grouped",
-            ),
-            (
-                Layer { cin: 8, cout: 8, group: 1, kernel: 1, stride: 1, size: 7, bias_scale_error: 1.5 },
-                "bias scale",
-            ),
-        ];
+    fn depthwise_stays_float_for_tracts_quantized_conv() {
+        let cases = [(
+            Layer { cin: 8, cout: 8, group: 8, kernel: 3, stride: 1, size: 7, bias_scale_error: 1.0 },
+            "grouped",
+        )];
         for (l, why) in cases {
             let mut proto = qdq_model(&l, 7);
             let before = proto.clone();

@@ -503,8 +503,27 @@ pub fn swap_in(model: &mut TypedModel, isa: Isa, dw_isa: depthwise::Isa) -> Trac
     Ok(done.get())
 }
 
+/// The constant value of `outlet`: its `konst`, a constant behind a `Cast`, or its `uniform`
+/// value spread over its shape.
 fn konst(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
-    Ok(model.outlet_fact(outlet)?.konst.clone())
+    let fact = model.outlet_fact(outlet)?;
+    if let Some(k) = &fact.konst {
+        return Ok(Some(k.clone()));
+    }
+    // Before decluttering, a constant may still sit behind the `Cast` that tract-onnx put on
+    // each quantisation parameter.
+    let node = model.node(outlet.node);
+    if let Some(cast) = node.op_as::<Cast>() {
+        if let Some(k) = konst(model, node.inputs[0])? {
+            return Ok(Some(k.cast_to_dt(cast.to)?.into_owned().into_arc_tensor()));
+        }
+    }
+    match (&fact.uniform, fact.shape.as_concrete()) {
+        (Some(u), Some(shape)) if u.len() == 1 => {
+            Ok(Some(u.broadcast_scalar_to_shape(shape)?.into_arc_tensor()))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn scalar<T: Datum + Copy>(t: &Tensor) -> TractResult<Option<T>> {

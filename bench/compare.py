@@ -348,7 +348,8 @@ def render(r):
             lines += ["", "int8 copy, aarch64's default kernels (tract's depthwise):", ""]
             lines += ["| int8 convolutions | instructions | vs f32 |", "|---|---|---|"]
             ways = {"float": "float between fake-quantisation pairs (as tract reads it)",
-                    "integer": "folded into tract's integer Conv (`LOOKD_INT8_CONV=integer`)"}
+                    "integer": "folded into tract's integer Conv (`LOOKD_INT8_CONV=integer`)",
+                    "lookd": "lookd's integer kernels (`LOOKD_INT8_CONV=lookd`, the default)"}
             for k, n in a["int8"].items():
                 lines.append(f"| {ways.get(k, k)} | {n:,} | {n / f32:.2f} |")
     lines += ["", "### Ranking: lookd vs numpy (same math, D = 128, R = 49, one thread, median ms)", ""]

@@ -42,12 +42,35 @@ def fa(m):
     return (m["fitb4"], m["auc"])
 
 
+def decide(ship):
+    """The card's rule (#28): int8 ships when it is faster in lookd and within 1 FITB-4 point and
+    0.01 AUC of f32 on the dev studio view, under the photometric check too. Returns the precision
+    and the numbers it was decided on."""
+    ev = lambda m: load(os.path.join(ship, f"tract-{m}-studio-dev.json"))  # noqa: E731
+    bench = {m: load(os.path.join(ship, f"bench-{m}.json")) for m in ("default", "default-int8")}
+    f, i = ev("default"), ev("default-int8")
+    speed = bench["default"]["p50_ms"] / bench["default-int8"]["p50_ms"]
+    loss = 100 * (f["hybrid"]["fitb4"] - i["hybrid"]["fitb4"])
+    auc_loss = f["hybrid"]["auc"] - i["hybrid"]["auc"]
+    photo_loss = 100 * (f["photometric"]["hybrid"]["fitb4"] - i["photometric"]["hybrid"]["fitb4"])
+    wins = speed > 1 and loss <= 1 and auc_loss <= 0.01 and photo_loss <= 1
+    return ("int8" if wins else "f32"), speed, loss, auc_loss, photo_loss
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results")
     ap.add_argument("--ship", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--decide", action="store_true", help="print the precision the rule ships, and stop")
     a = ap.parse_args()
+    if a.decide:
+        print(decide(a.ship)[0])
+        return
+    if not (a.results and a.out):
+        ap.error("--results and --out are needed to write the card")
+    ships, speed, loss, auc_loss, photo_loss = decide(a.ship)
+    shipped_key = "default-int8" if ships == "int8" else "default"
     r = load(a.results)
     s = lambda f: load(os.path.join(a.ship, f))  # noqa: E731
     have = lambda f: os.path.exists(os.path.join(a.ship, f))  # noqa: E731
@@ -94,10 +117,10 @@ def main():
                         [member_mean(sp, vw) for sp, vw in slots]),
                     row(f"trained: the shipped model, {ens['members']} members together",
                         [ens[sp][vw]["hybrid"] for sp, vw in slots])]
-        out += [shipped_eval("shipped, f32, through `lookd eval` (tract)", "default"),
-                shipped_eval("shipped, int8, through `lookd eval` (tract)", "default-int8")]
+        out += [shipped_eval("trained model, f32 (models/default-f32), through `lookd eval`", "default"),
+                shipped_eval("trained model, int8 (lookd's integer kernels), through `lookd eval`", "default-int8")]
         if view == "studio":
-            out += [row(f"shipped, {m}, through onnxruntime (Python)",
+            out += [row(f"trained model, {m}, through onnxruntime (Python)",
                         [fa(ort[f"default{suffix}"]), fa(ort[f"default{suffix}"]["photometric"]), None, None])
                     for m, suffix in (("f32", ""), ("int8", "-int8"))]
         return out
@@ -107,7 +130,8 @@ def main():
     f32_studio, f32_studio_photo = tract("default", "studio", "dev")
     f32_plain, f32_plain_photo = tract("default", "plain", "dev")
     plain_dev = s("tract-default-plain-dev.json")
-    studio_dev = s("tract-default-studio-dev.json")
+    studio_dev = s(f"tract-{shipped_key}-studio-dev.json")
+    shipped_plain_dev = s(f"tract-{shipped_key}-plain-dev.json")
     cat = plain_dev.get("catalog")
     setup = shipped.split("-")
     colour = "colour" in setup
@@ -227,48 +251,49 @@ def main():
             lines.append(f"| {label} | {n} | {model:.1f} | {rnd:.1f} |")
     lines += [
         "",
-        "## Per category (shipped model, dev split, through `lookd eval`)",
+        f"## Per category (the shipped {ships} model, dev split, through `lookd eval`)",
         "",
         "| category | pairs | studio FITB-4 | studio AUC | plain FITB-4 | plain AUC |",
         "|---|---|---|---|---|---|",
     ]
     for c, m in studio_dev["per_category"].items():
-        p = plain_dev["per_category"].get(c, {"fitb4": float("nan"), "auc": float("nan")})
+        p = shipped_plain_dev["per_category"].get(c, {"fitb4": float("nan"), "auc": float("nan")})
         lines.append(f"| {c} | {m['pairs']} | {m['fitb4']:.3f} | {m['auc']:.3f} | {p['fitb4']:.3f} | {p['auc']:.3f} |")
     lines += ["", "## Files, size and latency", "",
               "Latency: `lookd model bench DIR` (tract, one thread, 224x224 scene graph, 30 runs after 3 warm-up).", "",
               "| folder | graph | bytes | sha256 | tract p50 ms | tract p95 ms |", "|---|---|---|---|---|---|"]
-    for m, g, folder in (("default", "embed.onnx", "models"), ("default-int8", "embed.int8.onnx", "out/models")):
-        path = os.path.join(folder, m, g)
-        lines.append(f"| {folder}/{m} | {g} | {os.path.getsize(path)} | `{sha256(path)}` | "
+    for m, g, folder in (("default", "embed.onnx", "models/default-f32"), ("default-int8", "embed.int8.onnx", "models/default")):
+        path = os.path.join(folder, g)
+        if m != shipped_key and folder == "models/default":
+            path = os.path.join("out/models/default-int8", g)
+            folder = "out/models/default-int8"
+        lines.append(f"| {folder} | {g} | {os.path.getsize(path)} | `{sha256(path)}` | "
                      f"{bench[m]['p50_ms']:.1f} | {bench[m]['p95_ms']:.1f} |")
     i8, i8p = tract("default-int8", "studio", "dev")
-    speed = bench["default"]["p50_ms"] / bench["default-int8"]["p50_ms"]
-    loss = 100 * (f32_studio[0] - i8[0])
-    int8_wins = speed > 1 and loss <= 1
     check = open(os.path.join(a.ship, "check-default-int8.txt")).read()
     worst = max(float(line.split()[-1]) for line in check.splitlines() if "max abs diff" in line)
     ort_f32, ort_i8 = ort["default"], ort["default-int8"]
     lines += ["", "## Which precision ships", "",
-              "The rule: the fastest variant in tract within 1 FITB-4 point of f32 on the dev studio view.",
+              "The rule (#28): int8 ships when it is faster in lookd and within 1 FITB-4 point and 0.01 AUC of f32 on"
+              " the dev studio view, the photometric check included; `models/card.py --decide` applies it and"
+              " `models/ship.sh` copies the winner to models/default. Both stay: models/default-f32 is the float"
+              " model, with the same heads.",
               "The int8 graph (static QDQ from onnxruntime's quantizer, `models/onnx_eval.py quantize`): the backbone's"
               " convolutions only, each quantized with the range of the ReLU6 after it (0 to 6) where it has one;"
               " per-channel symmetric int8 weights, uint8 activations, MinMax calibration on 200 train-split scenes"
               " and studio cut-outs. The colour branch, the heads, the softmaxes, the pooling sums and the L2"
-              " normalisation stay float.",
-              f"Through tract, int8 minus f32 on dev studio: {-loss:+.1f} FITB-4 points ({100 * (i8p[0] - f32_studio_photo[0]):+.1f}"
-              f" under the photometric check; AUC {i8[1]:.3f} against {f32_studio[1]:.3f}); onnxruntime scores the same"
-              f" graph {ort_i8['fitb4']:.3f} (its f32 {ort_f32['fitb4']:.3f}; onnxruntime's rows decode with PIL, so"
-              " they differ from tract's by the decoder too).",
-              f"It runs in tract at {speed:.2f}x the speed of f32 (p50 {bench['default-int8']['p50_ms']:.1f} ms against"
-              f" {bench['default']['p50_ms']:.1f} ms). So **{'int8' if int8_wins else 'f32'} ships** by the rule"
-              + ("" if int8_wins else ": tract runs the convolutions as float between the graph's quantisation"
-                 " pairs (`lookd model bench --profile`), so int8 is slower there") + ".",
-              "The int8 copy is rebuilt under out/models/ by `models/ship.sh`, for measurement. tract against",
-              f"onnxruntime on it: largest difference {worst:.2e} (`lookd model check out/models/default-int8 --tolerance 1e-2`),"
-              + (" within" if worst <= 1e-2 else " **outside**") + " the int8 tolerance of 1e-2. tract 0.23.9"
-              " alone gets the region softmaxes of a graph that quantizes them wrong (docs/tract-qdq.md);"
-              " lookd guards against it (src/model/qdq.rs)."]
+              " normalisation stay float. lookd runs its convolutions on its own integer kernels"
+              " (src/model/int8: u8 activations from one convolution to the next, the requantisation fused).",
+              f"int8 minus f32 on dev studio, through `lookd eval`: {-loss:+.1f} FITB-4 points ({-photo_loss:+.1f}"
+              f" under the photometric check; AUC {i8[1]:.3f} against {f32_studio[1]:.3f}, {-auc_loss:+.3f});"
+              f" onnxruntime scores the same graph {ort_i8['fitb4']:.3f} (its f32 {ort_f32['fitb4']:.3f}; onnxruntime's"
+              " rows decode with PIL, so they differ from lookd's by the decoder too).",
+              f"In lookd int8 runs at {speed:.2f}x the speed of f32 (`lookd model bench`, p50"
+              f" {bench['default-int8']['p50_ms']:.1f} ms against {bench['default']['p50_ms']:.1f} ms, this machine's"
+              f" best integer path). So **{ships} ships** by the rule.",
+              f"lookd against onnxruntime on the int8 graph: largest difference {worst:.2e}"
+              " (`lookd model check`), within the int8 tolerance of 1e-2." if worst <= 1e-2 else
+              f"lookd against onnxruntime on the int8 graph: largest difference {worst:.2e}, **outside** 1e-2."]
     elapsed = os.path.join(a.ship, "elapsed.json")
     if os.path.exists(elapsed):
         run = load(elapsed)

@@ -1,6 +1,6 @@
 """Train Complete-the-Look heads on a Shop-the-Look folder and ship them as a lookd model.
 
-    .venv/bin/python models/train.py --data ../shared/data/ccp --out models/default
+    .venv/bin/python models/train.py --data ../shared/data/ccp --out models/default-f32
 
 Steps: backbone features, computed once and cached (--cache); baselines; the heads trained in
 four variants (global only, local only, hybrid with the tutorial's product key, hybrid with the
@@ -77,7 +77,7 @@ class LookdPixels:
         with open(jobs, "w") as f:
             f.write("\n".join(lines) + "\n")
         t0 = time.time()
-        subprocess.run(self.lookd + ["model", "input", "--model", "models/default", jobs], check=True)
+        subprocess.run(self.lookd + ["model", "input", "--model", "models/default-f32", jobs], check=True)
         print(f"pixels: {len(lines)} pictures from lookd in {time.time() - t0:.0f} s")
         self.jobs = {}
 
@@ -647,7 +647,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/ccp")
     ap.add_argument("--studio", help="the same pairs with catalog-style products (default: ccp-studio beside --data)")
-    ap.add_argument("--out", default="models/default", help="the model folder to write ('' trains and reports only)")
+    ap.add_argument("--out", default="models/default-f32", help="the model folder to write ('' trains and reports only)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train (see VARIANTS)")
     ap.add_argument("--cache", default="out/features")
     ap.add_argument("--seed", type=int, default=0)

@@ -226,7 +226,7 @@ impl Runner {
         input: &manifest::InputSpec,
         batch: usize,
         outputs: &[&str],
-        kernel: Kernels,
+        (kernel, isa): (Kernels, int8::Isa),
     ) -> Result<Runner, ModelError> {
         let fail = |e: TractError| ModelError::Graph { path: path.clone(), message: format!("{e:#}") };
         let shape = [batch, 3, input.height, input.width];
@@ -245,7 +245,7 @@ impl Runner {
             );
         }
         if int8 == qconv::Int8Conv::Lookd {
-            let swapped = int8::swap_in(&mut typed, int8::Isa::configured()?, depthwise::Isa::detect())
+            let swapped = int8::swap_in(&mut typed, isa, depthwise::Isa::detect())
                 .map_err(fail)?;
             if swapped.dense + swapped.depthwise > 0 {
                 log::debug!("{}: lookd's int8 kernels run {swapped:?}", path.display());
@@ -357,10 +357,15 @@ impl SceneModel {
     }
 
     pub fn load_with(folder: &ModelFolder, kernel: Kernels) -> Result<SceneModel, ModelError> {
+        SceneModel::load_with_int8(folder, kernel, int8::Isa::configured()?)
+    }
+
+    /// With the vector unit of lookd's int8 convolutions chosen (an int8 model's).
+    pub fn load_with_int8(folder: &ModelFolder, kernel: Kernels, isa: int8::Isa) -> Result<SceneModel, ModelError> {
         let m = &folder.manifest;
         let path = folder.graph_path(&m.scene.graph, &m.scene.sha256)?;
         let names = [m.scene.global.as_str(), m.scene.regions.as_str(), m.scene.keys.as_str()];
-        let runner = Runner::load(path, &m.input, 1, &names, kernel)?;
+        let runner = Runner::load(path, &m.input, 1, &names, (kernel, isa))?;
         let (d, r) = (m.dim, m.regions);
         runner.check_shapes(&names, &[vec![1, d], vec![1, r, d], vec![1, r, d]])?;
         Ok(SceneModel { runner, dim: d })
@@ -402,7 +407,8 @@ impl ProductModel {
         if with_key {
             names.extend(m.product.key.as_deref());
         }
-        let runner = Runner::load(path, &m.input, batch.max(1), &names, Kernels::configured()?)?;
+        let runner =
+            Runner::load(path, &m.input, batch.max(1), &names, (Kernels::configured()?, int8::Isa::configured()?))?;
         let expected = vec![vec![batch.max(1), m.dim]; names.len()];
         runner.check_shapes(&names, &expected)?;
         Ok(ProductModel { runner, dim: m.dim, with_key })

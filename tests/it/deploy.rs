@@ -133,7 +133,7 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
         "/lib/systemd/system/lookd.service",
         "/etc/lookd/lookd.toml",
         "/usr/share/lookd/models/default/manifest.toml",
-        "/usr/share/lookd/models/default/embed.onnx",
+        "/usr/share/lookd/models/default/embed.int8.onnx",
     ];
     for f in files {
         assert!(Path::new(f).exists(), "{f} not installed");

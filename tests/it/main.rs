@@ -36,6 +36,11 @@ pub fn default_model() -> PathBuf {
     repo().join("models/default")
 }
 
+/// The shipped model's float copy (the same heads; models/ship.sh makes both).
+pub fn f32_model() -> PathBuf {
+    repo().join("models/default-f32")
+}
+
 /// Whether a missing real part (the shared photos, a program) must fail the test rather than
 /// skip it: under CI, and wherever `LOOKD_REQUIRE_DATA=1`.
 pub fn required() -> bool {

@@ -77,11 +77,45 @@ fn default_model_agrees_with_onnxruntime() {
     }
 }
 
+#[test]
+fn the_f32_copy_agrees_with_onnxruntime() {
+    let folder = ModelFolder::open(&crate::f32_model()).unwrap();
+    assert_eq!(folder.manifest.precision, "f32");
+    for (name, err) in check_reference(&folder).unwrap() {
+        assert!(err <= 1e-4, "{name}: {err}");
+    }
+}
+
+/// The shipped model is int8 (#28), run by lookd's integer kernels: every vector unit this CPU
+/// has gives the same embeddings to the bit on a real photo (the integer sums are exact and
+/// rounded alike), and the default one agrees with onnxruntime's reference outputs (checked
+/// above, to 1e-4: in practice about 1e-7, the same integers as onnxruntime's).
+#[test]
+fn the_shipped_int8_model_gives_the_same_embeddings_on_every_vector_unit() {
+    let folder = ModelFolder::open(&crate::default_model()).unwrap();
+    assert_eq!(folder.manifest.precision, "int8");
+    let pixels = lookd::model::reference_pixels(folder.manifest.input.width, folder.manifest.input.height);
+    let isas = lookd::model::int8::Isa::available();
+    assert!(!isas.is_empty());
+    let mut first: Option<lookd::embedding::SceneEmbedding> = None;
+    for isa in isas {
+        let e = SceneModel::load_with_int8(&folder, Kernels::Lookd, isa).unwrap().embed(&pixels).unwrap();
+        match &first {
+            None => first = Some(e),
+            Some(f) => {
+                assert_eq!(f.global, e.global, "{}", isa.name());
+                assert_eq!(f.regions, e.regions, "{}", isa.name());
+                assert_eq!(f.keys, e.keys, "{}", isa.name());
+            }
+        }
+    }
+}
+
 /// lookd's kernels (depthwise, squared distances) give the scene graph tract's own outputs, on a
 /// real photo's pixels: to 1e-5 (the embeddings are unit vectors).
 #[test]
 fn lookds_kernels_give_the_outputs_of_tracts_own() {
-    let folder = ModelFolder::open(&crate::default_model()).unwrap();
+    let folder = ModelFolder::open(&crate::f32_model()).unwrap();
     let m = &folder.manifest;
     let Some(data) = crate::shared_data() else { return };
     let scenes = data.join("ccp/scenes");

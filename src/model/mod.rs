@@ -245,8 +245,7 @@ impl Runner {
             );
         }
         if int8 == qconv::Int8Conv::Lookd {
-            let swapped = int8::swap_in(&mut typed, isa, depthwise::Isa::detect())
-                .map_err(fail)?;
+            let swapped = int8::swap_in(&mut typed, isa, depthwise::Isa::detect()).map_err(fail)?;
             if swapped.dense + swapped.depthwise > 0 {
                 log::debug!("{}: lookd's int8 kernels run {swapped:?}", path.display());
             }
@@ -361,7 +360,11 @@ impl SceneModel {
     }
 
     /// With the vector unit of lookd's int8 convolutions chosen (an int8 model's).
-    pub fn load_with_int8(folder: &ModelFolder, kernel: Kernels, isa: int8::Isa) -> Result<SceneModel, ModelError> {
+    pub fn load_with_int8(
+        folder: &ModelFolder,
+        kernel: Kernels,
+        isa: int8::Isa,
+    ) -> Result<SceneModel, ModelError> {
         let m = &folder.manifest;
         let path = folder.graph_path(&m.scene.graph, &m.scene.sha256)?;
         let names = [m.scene.global.as_str(), m.scene.regions.as_str(), m.scene.keys.as_str()];
@@ -407,8 +410,13 @@ impl ProductModel {
         if with_key {
             names.extend(m.product.key.as_deref());
         }
-        let runner =
-            Runner::load(path, &m.input, batch.max(1), &names, (Kernels::configured()?, int8::Isa::configured()?))?;
+        let runner = Runner::load(
+            path,
+            &m.input,
+            batch.max(1),
+            &names,
+            (Kernels::configured()?, int8::Isa::configured()?),
+        )?;
         let expected = vec![vec![batch.max(1), m.dim]; names.len()];
         runner.check_shapes(&names, &expected)?;
         Ok(ProductModel { runner, dim: m.dim, with_key })

@@ -198,6 +198,10 @@ pub fn requant_sums(sums: &[f32], bias: i32, m: f32, zero: i32, out: &mut [u8]) 
         // SAFETY: the CPU has AVX2.
         return unsafe { x86::requant_sums(sums, bias, m, zero, out) };
     }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is baseline on aarch64.
+    return unsafe { arm::requant_sums(sums, bias, m, zero, out) };
+    #[allow(unreachable_code)]
     for (o, &s) in out.iter_mut().zip(sums) {
         *o = requant(s as i32 + bias, m, zero);
     }
@@ -424,6 +428,19 @@ mod arm {
 
     use super::{requant, store, Packed, MR};
 
+    /// Four i32 lanes to four bytes, requantised: `fcvtns` rounds half to even, as the scalar
+    /// path does.
+    #[inline(always)]
+    unsafe fn requant4(a: int32x4_t, bias: int32x4_t, m: float32x4_t, z: int32x4_t) -> [u8; 8] {
+        let f = vmulq_f32(vcvtq_f32_s32(vaddq_s32(a, bias)), m);
+        let f = vminq_f32(vmaxq_f32(f, vdupq_n_f32(-1024.0)), vdupq_n_f32(1024.0));
+        let v = vaddq_s32(vcvtnq_s32_f32(f), z);
+        let h = vqmovun_s32(v);
+        let mut bytes = [0u8; 8];
+        vst1_u8(bytes.as_mut_ptr(), vqmovn_u16(vcombine_u16(h, h)));
+        bytes
+    }
+
     #[inline(always)]
     unsafe fn finish<const NV: usize>(
         p: &Packed,
@@ -439,16 +456,31 @@ mod arm {
             if c >= p.co {
                 break;
             }
+            let (bias, m, z) = (vdupq_n_s32(p.bias[c]), vdupq_n_f32(p.mul[c]), vdupq_n_s32(p.y_zero));
             for (j, &a) in row.iter().enumerate() {
                 let at = p0 + j * L;
                 if at >= points {
                     break;
                 }
-                let mut lanes = [0i32; L];
-                vst1q_s32(lanes.as_mut_ptr(), a);
-                let bytes = lanes.map(|v| requant(v + p.bias[c], p.mul[c], p.y_zero));
+                let bytes = requant4(a, bias, m, z);
                 store(out, c * points + at, &bytes, (points - at).min(L));
             }
+        }
+    }
+
+    /// [`super::requant_sums`] four values at a time.
+    pub(super) unsafe fn requant_sums(sums: &[f32], bias: i32, m: f32, zero: i32, out: &mut [u8]) {
+        let n = sums.len().min(out.len());
+        let (b, mv, z) = (vdupq_n_s32(bias), vdupq_n_f32(m), vdupq_n_s32(zero));
+        let mut i = 0;
+        while i + 4 <= n {
+            let a = vcvtq_s32_f32(vld1q_f32(sums.as_ptr().add(i)));
+            let bytes = requant4(a, b, mv, z);
+            out[i..i + 4].copy_from_slice(&bytes[..4]);
+            i += 4;
+        }
+        for (o, &s) in out[i..n].iter_mut().zip(&sums[i..n]) {
+            *o = requant(s as i32 + bias, m, zero);
         }
     }
 

@@ -110,51 +110,29 @@ impl Packed {
         if points == 0 {
             return;
         }
-        let lanes = self.isa.points_per_tile();
-        match self.isa {
-            Isa::Scalar => self.scalar(x, points, out),
+        type Kernel = unsafe fn(&Packed, &[u8], usize, usize, &mut [u8]);
+        let kernel: Kernel = match self.isa {
+            Isa::Scalar => return self.scalar(x, points, out),
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::vnni512,
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => x86::avxvnni,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Sdot => arm::sdot,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Smull => arm::smull,
+        };
+        // The activations packed as the kernel reads them: its group of input channels per
+        // point, shifted to i8 on the paths that multiply i8 by i8.
+        let lanes = self.isa.points_per_tile();
+        PACKED.with_borrow_mut(|b| {
+            pack(x, self.k, points, self.isa.group(), lanes, self.isa.signed_activations(), b);
             // SAFETY: an Isa other than Scalar is only made for a CPU that has its features
             // (`Isa::available`), and the packed activations cover every tile the kernel reads.
-            Isa::Avx512Vnni => unsafe {
-                PACKED.with_borrow_mut(|b| {
-                    pack(x, self.k, points, 4, lanes, false, b);
-                    x86::vnni512(self, b, points.div_ceil(lanes) * lanes, points, out)
-                })
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Isa::AvxVnni => unsafe {
-                PACKED.with_borrow_mut(|b| {
-                    pack(x, self.k, points, 4, lanes, false, b);
-                    x86::avxvnni(self, b, points.div_ceil(lanes) * lanes, points, out)
-                })
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Isa::Avx2 => unsafe {
-                PACKED.with_borrow_mut(|b| {
-                    pack(x, self.k, points, 2, lanes, false, b);
-                    x86::avx2(self, b, points.div_ceil(lanes) * lanes, points, out)
-                })
-            },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Isa::Sdot => unsafe {
-                PACKED.with_borrow_mut(|b| {
-                    pack(x, self.k, points, 4, lanes, true, b);
-                    arm::sdot(self, b, points.div_ceil(lanes) * lanes, points, out)
-                })
-            },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above.
-            Isa::Smull => unsafe {
-                PACKED.with_borrow_mut(|b| {
-                    pack(x, self.k, points, 2, lanes, true, b);
-                    arm::smull(self, b, points.div_ceil(lanes) * lanes, points, out)
-                })
-            },
-        }
+            unsafe { kernel(self, b, points.div_ceil(lanes) * lanes, points, out) }
+        })
     }
 
     fn scalar(&self, x: &[u8], points: usize, out: &mut [u8]) {

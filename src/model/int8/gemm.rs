@@ -44,12 +44,13 @@ pub struct Packed {
     pub co: usize,
     /// Products summed per output (input channels × taps).
     pub k: usize,
-    /// `k` rounded up to the kernel's group of input channels.
+    /// `k` rounded up to the kernel's step of input channels (`Isa::k_step`).
     kp: usize,
     /// `co` rounded up to [`MR`].
     cop: usize,
     /// One i32 per output channel and group of `group()` input channels: four i8 (VNNI, sdot)
-    /// or two i16 (AVX2) or two i8 repeated twice (smull) or one i8 (scalar).
+    /// or two i16 (AVX2) or two i8 repeated twice (smull) or one i8 (scalar). Laid out
+    /// `[co / MR][kp / group][MR]` for the vector kernels, `[co][kp]` for the scalar path.
     w: Vec<i32>,
     /// The graph's bias, less the input's zero point times the row's weights (plus 128 times
     /// them on the i8 paths), per output channel.
@@ -57,6 +58,11 @@ pub struct Packed {
     /// `x_scale · w_scale[co] / y_scale`.
     mul: Vec<f32>,
     y_zero: i32,
+    /// Whether two i8 × i8 products of this layer always fit one i16 sum: no weight is −128
+    /// (x · w with x in [−128, 127] and |w| ≤ 127 is at most 16,256 in size). The `smull` path
+    /// then adds pairs of products in i16 before widening; otherwise it widens each product.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pairs_fit_i16: bool,
 }
 
 impl Packed {
@@ -66,12 +72,22 @@ impl Packed {
         let (bias, x_zero, mul, y_zero) = (r.bias, r.x_zero, r.mul, r.y_zero);
         assert!(bias.len() == co && mul.len() == co, "one bias and one multiplier per output channel");
         let g = isa.group();
-        let kp = k.div_ceil(g) * g;
+        let kp = k.div_ceil(isa.k_step()) * isa.k_step();
         let cop = co.div_ceil(MR) * MR;
         let at = |c: usize, i: usize| if c < co && i < k { w[c * k + i] } else { 0 };
+        // The vector kernels read a tile's MR channels side by side for each group of inputs
+        // (`[co / MR][kp / group][MR]`); the scalar path reads whole rows (`[co][k]`).
+        let order: Vec<(usize, usize)> = if isa == Isa::Scalar {
+            (0..cop).flat_map(|c| (0..kp).map(move |i| (c, i))).collect()
+        } else {
+            (0..cop)
+                .step_by(MR)
+                .flat_map(|c0| (0..kp).step_by(g).flat_map(move |i| (c0..c0 + MR).map(move |c| (c, i))))
+                .collect()
+        };
         let mut packed = Vec::with_capacity(cop * kp / g);
-        for c in 0..cop {
-            for i in (0..kp).step_by(g) {
+        for (c, i) in order {
+            {
                 packed.push(match g {
                     4 => i32::from_le_bytes([
                         at(c, i) as u8,
@@ -100,7 +116,19 @@ impl Packed {
         }
         let mut m = mul.to_vec();
         m.resize(cop, 0.0);
-        Packed { isa, co, k, kp, cop, w: packed, bias: adjusted, mul: m, y_zero: y_zero as i32 }
+        let pairs_fit_i16 = w.iter().all(|&v| v != i8::MIN);
+        Packed {
+            isa,
+            co,
+            k,
+            kp,
+            cop,
+            w: packed,
+            bias: adjusted,
+            mul: m,
+            y_zero: y_zero as i32,
+            pairs_fit_i16,
+        }
     }
 
     /// `x` is `k × points` row-major (u8); `out` is `co × points`.
@@ -128,7 +156,7 @@ impl Packed {
         // point, shifted to i8 on the paths that multiply i8 by i8.
         let lanes = self.isa.points_per_tile();
         PACKED.with_borrow_mut(|b| {
-            pack(x, self.k, points, self.isa.group(), lanes, self.isa.signed_activations(), b);
+            pack(x, self.k, self.kp, points, self.isa.group(), lanes, self.isa.signed_activations(), b);
             // SAFETY: an Isa other than Scalar is only made for a CPU that has its features
             // (`Isa::available`), and the packed activations cover every tile the kernel reads.
             unsafe { kernel(self, b, points.div_ceil(lanes) * lanes, points, out) }
@@ -185,24 +213,38 @@ pub fn requant_sums(sums: &[f32], bias: i32, m: f32, zero: i32, out: &mut [u8]) 
     }
 }
 
-/// `x` (`k × points`) packed `group` input channels to a point: `[k/group][padded points][group]`,
-/// the points padded with zeros to a whole number of `tile` (and `k` to a whole group). With
+/// `x` (`k × points`) packed `group` input channels to a point: `[kp/group][padded points][group]`,
+/// the points padded with zeros to a whole number of `tile`, and the channels to `kp`. With
 /// `signed`, each value is shifted to i8 (`x − 128`, as `x ^ 0x80`).
-pub fn pack(x: &[u8], k: usize, points: usize, group: usize, tile: usize, signed: bool, out: &mut Vec<u8>) {
+#[allow(clippy::too_many_arguments)]
+pub fn pack(
+    x: &[u8],
+    k: usize,
+    kp: usize,
+    points: usize,
+    group: usize,
+    tile: usize,
+    signed: bool,
+    out: &mut Vec<u8>,
+) {
+    debug_assert!(kp >= k && kp.is_multiple_of(group));
     let pp = points.div_ceil(tile) * tile;
-    let groups = k.div_ceil(group);
+    let groups = kp / group;
     out.clear();
     out.resize(groups * pp * group, 0);
     let flip = if signed { 0x80 } else { 0 };
     for g in 0..groups {
         let dst = &mut out[g * pp * group..(g + 1) * pp * group];
-        for j in 0..group {
-            let i = g * group + j;
-            if i >= k {
-                break;
-            }
-            let row = &x[i * points..(i + 1) * points];
-            for (d, &v) in dst.chunks_exact_mut(group).zip(row) {
+        let rows = (k.min((g + 1) * group)).saturating_sub(g * group);
+        let row = |j: usize| &x[(g * group + j) * points..(g * group + j + 1) * points];
+        #[cfg(target_arch = "aarch64")]
+        if rows == group && (group == 4 || group == 2) {
+            // SAFETY: NEON is baseline on aarch64; the rows and `dst` hold `points` points.
+            unsafe { arm::interleave(group, [row(0), row(1), row(group - 2), row(group - 1)], flip, dst) };
+            continue;
+        }
+        for j in 0..rows {
+            for (d, &v) in dst.chunks_exact_mut(group).zip(row(j)) {
                 d[j] = v ^ flip;
             }
         }
@@ -215,17 +257,22 @@ thread_local! {
     static PACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The output of a tile row, `n` points from `at`: whole when all `n` fit, else through a copy.
-#[inline(always)]
-fn store(out: &mut [u8], at: usize, bytes: &[u8], n: usize) {
-    out[at..at + n].copy_from_slice(&bytes[..n]);
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{store, Packed, MR};
+    use super::{Packed, MR};
+
+    /// The output of a tile row, `n` of its `N` points from `at`: one fixed-size store when all
+    /// fit, a copy of `n` for the last, partial tile.
+    #[inline(always)]
+    fn store<const N: usize>(out: &mut [u8], at: usize, bytes: &[u8; N], n: usize) {
+        if n == N {
+            out[at..at + N].copy_from_slice(bytes);
+        } else {
+            out[at..at + n].copy_from_slice(&bytes[..n]);
+        }
+    }
 
     /// 4 output channels × 4 vectors of 16 points; `b` packed 4 channels to a point.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -243,7 +290,7 @@ mod x86 {
                     let bv: [__m512i; NV] =
                         std::array::from_fn(|j| _mm512_loadu_si512(bp.add(j * 64) as *const _));
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let w = _mm512_set1_epi32(*wp.add(r * groups + g));
+                        let w = _mm512_set1_epi32(*wp.add(g * MR + r));
                         for (a, &x) in row.iter_mut().zip(&bv) {
                             *a = _mm512_dpbusd_epi32(*a, x, w);
                         }
@@ -356,7 +403,7 @@ mod x86 {
                     let bv: [__m256i; NV] =
                         std::array::from_fn(|j| _mm256_loadu_si256(bp.add(j * 32) as *const _));
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let w = _mm256_set1_epi32(*wp.add(r * groups + g));
+                        let w = _mm256_set1_epi32(*wp.add(g * MR + r));
                         for (a, &x) in row.iter_mut().zip(&bv) {
                             *a = _mm256_dpbusd_avx_epi32(*a, x, w);
                         }
@@ -386,7 +433,7 @@ mod x86 {
                         _mm256_cvtepu8_epi16(_mm_loadu_si128(bp.add(j * 16) as *const __m128i))
                     });
                     for (r, row) in acc.iter_mut().enumerate() {
-                        let w = _mm256_set1_epi32(*wp.add(r * groups + g));
+                        let w = _mm256_set1_epi32(*wp.add(g * MR + r));
                         for (a, &x) in row.iter_mut().zip(&bv) {
                             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, w));
                         }
@@ -404,21 +451,28 @@ mod arm {
     use std::arch::aarch64::*;
     use std::arch::asm;
 
-    use super::{requant, store, Packed, MR};
+    use super::{requant, Packed, MR};
 
-    /// Four i32 lanes to four bytes, requantised: `fcvtns` rounds half to even, as the scalar
-    /// path does.
+    /// Sixteen i32 lanes (the bias included) to sixteen bytes, requantised. `fcvtns` rounds half
+    /// to even, as the scalar path does, and saturates; the zero point is added saturating and
+    /// both narrows saturate. That gives the scalar path's bytes without its clamp to ±1024:
+    /// past ±1024 both end at 0 or 255.
     #[inline(always)]
-    unsafe fn requant4(a: int32x4_t, bias: int32x4_t, m: float32x4_t, z: int32x4_t) -> [u8; 8] {
-        let f = vmulq_f32(vcvtq_f32_s32(vaddq_s32(a, bias)), m);
-        let f = vminq_f32(vmaxq_f32(f, vdupq_n_f32(-1024.0)), vdupq_n_f32(1024.0));
-        let v = vaddq_s32(vcvtnq_s32_f32(f), z);
-        let h = vqmovun_s32(v);
-        let mut bytes = [0u8; 8];
-        vst1_u8(bytes.as_mut_ptr(), vqmovn_u16(vcombine_u16(h, h)));
-        bytes
+    unsafe fn requant16(a: [int32x4_t; 4], m: float32x4_t, z: int32x4_t) -> uint8x16_t {
+        let q = |v: int32x4_t| vqaddq_s32(vcvtnq_s32_f32(vmulq_f32(vcvtq_f32_s32(v), m)), z);
+        let lo = vqmovun_high_s32(vqmovun_s32(q(a[0])), q(a[1]));
+        let hi = vqmovun_high_s32(vqmovun_s32(q(a[2])), q(a[3]));
+        vqmovn_high_u16(vqmovn_u16(lo), hi)
     }
 
+    /// The accumulators of a tile, one vector of bias per output channel.
+    #[inline(always)]
+    unsafe fn start<const NV: usize>(p: &Packed, c0: usize) -> [[int32x4_t; NV]; MR] {
+        std::array::from_fn(|r| [vdupq_n_s32(p.bias[c0 + r]); NV])
+    }
+
+    /// A tile's 4 output channels × `NV` vectors of 4 points, requantised and stored: one
+    /// 16-byte store per channel, through a copy only for the last, partial tile of points.
     #[inline(always)]
     unsafe fn finish<const NV: usize>(
         p: &Packed,
@@ -428,95 +482,180 @@ mod arm {
         points: usize,
         out: &mut [u8],
     ) {
-        const L: usize = 4;
+        let z = vdupq_n_s32(p.y_zero);
+        let n = (points - p0).min(NV * 4);
         for (r, row) in acc.iter().enumerate() {
             let c = c0 + r;
             if c >= p.co {
                 break;
             }
-            let (bias, m, z) = (vdupq_n_s32(p.bias[c]), vdupq_n_f32(p.mul[c]), vdupq_n_s32(p.y_zero));
-            for (j, &a) in row.iter().enumerate() {
-                let at = p0 + j * L;
-                if at >= points {
-                    break;
-                }
-                let bytes = requant4(a, bias, m, z);
-                store(out, c * points + at, &bytes, (points - at).min(L));
+            let four = std::array::from_fn(|j| if j < NV { row[j] } else { vdupq_n_s32(0) });
+            let v = requant16(four, vdupq_n_f32(p.mul[c]), z);
+            let at = c * points + p0;
+            if n == 16 {
+                vst1q_u8(out[at..at + 16].as_mut_ptr(), v);
+            } else {
+                let mut bytes = [0u8; 16];
+                vst1q_u8(bytes.as_mut_ptr(), v);
+                out[at..at + n].copy_from_slice(&bytes[..n]);
             }
         }
     }
 
-    /// [`super::requant_sums`] four values at a time.
+    /// Runs `tile::<NV>` over every tile of points and output channels: whole tiles of 4 vectors
+    /// of 4 points, then the last points in as few vectors as cover them (7 × 7 = 49 points
+    /// take 3 tiles and one vector, not 4 tiles).
+    macro_rules! tiles {
+        ($tile:ident, $p:expr, $b:expr, $pp:expr, $points:expr, $out:expr) => {{
+            let (p, points) = ($p, $points);
+            for p0 in (0..$pp).step_by(16) {
+                for c0 in (0..p.cop).step_by(MR) {
+                    match (points - p0).div_ceil(4).min(4) {
+                        4 => finish(p, &$tile::<4>(p, $b, $pp, p0, c0), c0, p0, points, $out),
+                        3 => finish(p, &$tile::<3>(p, $b, $pp, p0, c0), c0, p0, points, $out),
+                        2 => finish(p, &$tile::<2>(p, $b, $pp, p0, c0), c0, p0, points, $out),
+                        _ => finish(p, &$tile::<1>(p, $b, $pp, p0, c0), c0, p0, points, $out),
+                    }
+                }
+            }
+        }};
+    }
+
+    /// [`super::requant_sums`] sixteen values at a time.
     pub(super) unsafe fn requant_sums(sums: &[f32], bias: i32, m: f32, zero: i32, out: &mut [u8]) {
         let n = sums.len().min(out.len());
         let (b, mv, z) = (vdupq_n_s32(bias), vdupq_n_f32(m), vdupq_n_s32(zero));
         let mut i = 0;
-        while i + 4 <= n {
-            let a = vcvtq_s32_f32(vld1q_f32(sums.as_ptr().add(i)));
-            let bytes = requant4(a, b, mv, z);
-            out[i..i + 4].copy_from_slice(&bytes[..4]);
-            i += 4;
+        while i + 16 <= n {
+            let a =
+                std::array::from_fn(|j| vaddq_s32(vcvtq_s32_f32(vld1q_f32(sums.as_ptr().add(i + 4 * j))), b));
+            vst1q_u8(out[i..i + 16].as_mut_ptr(), requant16(a, mv, z));
+            i += 16;
         }
         for (o, &s) in out[i..n].iter_mut().zip(&sums[i..n]) {
             *o = requant(s as i32 + bias, m, zero);
         }
     }
 
-    /// 4 output channels × 4 vectors of 4 points; `b` packed 4 channels to a point, as i8.
-    #[target_feature(enable = "neon,dotprod")]
-    pub(super) unsafe fn sdot(p: &Packed, b: &[u8], pp: usize, points: usize, out: &mut [u8]) {
-        const NV: usize = 4;
-        const L: usize = 4;
-        let groups = p.kp / 4;
-        debug_assert!(b.len() >= groups * pp * 4);
-        for p0 in (0..pp).step_by(NV * L) {
-            for c0 in (0..p.cop).step_by(MR) {
-                let mut acc = [[vdupq_n_s32(0); NV]; MR];
-                let mut bp = b.as_ptr().add(p0 * 4) as *const i8;
-                let wp = p.w.as_ptr().add(c0 * groups);
-                for g in 0..groups {
-                    let bv: [int8x16_t; NV] = std::array::from_fn(|j| vld1q_s8(bp.add(j * 16)));
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let w = vreinterpretq_s8_s32(vdupq_n_s32(*wp.add(r * groups + g)));
-                        for (a, &x) in row.iter_mut().zip(&bv) {
-                            asm!("sdot {a:v}.4s, {x:v}.16b, {w:v}.16b", a = inout(vreg) *a, x = in(vreg) x, w = in(vreg) w, options(pure, nomem, nostack));
-                        }
-                    }
-                    bp = bp.add(pp * 4);
-                }
-                finish(p, &acc, c0, p0, points, out);
+    /// `group` (4 or 2) rows of points interleaved into `dst`, `group` bytes to a point, each
+    /// XORed with `flip`: `vst4q_u8` / `vst2q_u8` sixteen points at a time. With 2, only the
+    /// first two rows are read.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn interleave(group: usize, rows: [&[u8]; 4], flip: u8, dst: &mut [u8]) {
+        let points = rows[0].len();
+        assert!(rows[..group].iter().all(|r| r.len() == points) && dst.len() >= points * group);
+        let f = vdupq_n_u8(flip);
+        let load = |j: usize, p: usize| veorq_u8(vld1q_u8(rows[j].as_ptr().add(p)), f);
+        let mut p = 0;
+        while p + 16 <= points {
+            if group == 4 {
+                vst4q_u8(
+                    dst.as_mut_ptr().add(p * 4),
+                    uint8x16x4_t(load(0, p), load(1, p), load(2, p), load(3, p)),
+                );
+            } else {
+                vst2q_u8(dst.as_mut_ptr().add(p * 2), uint8x16x2_t(load(0, p), load(1, p)));
+            }
+            p += 16;
+        }
+        for q in p..points {
+            for (j, row) in rows[..group].iter().enumerate() {
+                dst[q * group + j] = row[q] ^ flip;
             }
         }
     }
 
-    /// 4 output channels × 4 vectors of 4 points; `b` packed 2 channels to a point, as i8:
-    /// `smull` makes eight i16 products, `sadalp` adds each point's pair into its i32 lane.
+    /// 4 output channels × 4 vectors of 4 points; `b` packed 4 channels to a point, as i8. One
+    /// 16-byte load brings a group's weights for the tile's four channels, and `sdot` by
+    /// element takes each channel's four from it.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(super) unsafe fn sdot(p: &Packed, b: &[u8], pp: usize, points: usize, out: &mut [u8]) {
+        debug_assert!(b.len() >= p.kp * pp);
+        tiles!(sdot_tile, p, b, pp, points, out)
+    }
+
+    #[inline(always)]
+    unsafe fn sdot_tile<const NV: usize>(
+        p: &Packed,
+        b: &[u8],
+        pp: usize,
+        p0: usize,
+        c0: usize,
+    ) -> [[int32x4_t; NV]; MR] {
+        let groups = p.kp / 4;
+        let mut acc = start::<NV>(p, c0);
+        let mut bp = b.as_ptr().add(p0 * 4) as *const i8;
+        let wp = p.w.as_ptr().add(c0 * groups);
+        for g in 0..groups {
+            let w = vld1q_s8(wp.add(g * MR) as *const i8);
+            for j in 0..NV {
+                let x = vld1q_s8(bp.add(j * 16));
+                let [mut a0, mut a1, mut a2, mut a3] = [acc[0][j], acc[1][j], acc[2][j], acc[3][j]];
+                asm!(
+                    "sdot {a0:v}.4s, {x:v}.16b, {w:v}.4b[0]",
+                    "sdot {a1:v}.4s, {x:v}.16b, {w:v}.4b[1]",
+                    "sdot {a2:v}.4s, {x:v}.16b, {w:v}.4b[2]",
+                    "sdot {a3:v}.4s, {x:v}.16b, {w:v}.4b[3]",
+                    a0 = inout(vreg) a0, a1 = inout(vreg) a1, a2 = inout(vreg) a2, a3 = inout(vreg) a3,
+                    x = in(vreg) x, w = in(vreg) w, options(pure, nomem, nostack),
+                );
+                [acc[0][j], acc[1][j], acc[2][j], acc[3][j]] = [a0, a1, a2, a3];
+            }
+            bp = bp.add(pp * 4);
+        }
+        acc
+    }
+
+    /// 4 output channels × 4 vectors of 4 points; `b` packed 2 channels to a point, as i8.
+    /// `smull` makes eight i16 products of one pair of channels and `smlal` adds the next pair's
+    /// (when they fit, `pairs_fit_i16`); `sadalp` adds each point's two i16 lanes into its i32
+    /// lane: four products per lane for three instructions.
     #[target_feature(enable = "neon")]
     pub(super) unsafe fn smull(p: &Packed, b: &[u8], pp: usize, points: usize, out: &mut [u8]) {
-        const NV: usize = 4;
-        const L: usize = 4;
+        debug_assert!(b.len() >= p.kp * pp && p.kp.is_multiple_of(4));
+        tiles!(smull_tile, p, b, pp, points, out)
+    }
+
+    #[inline(always)]
+    unsafe fn smull_tile<const NV: usize>(
+        p: &Packed,
+        b: &[u8],
+        pp: usize,
+        p0: usize,
+        c0: usize,
+    ) -> [[int32x4_t; NV]; MR] {
         let groups = p.kp / 2;
-        debug_assert!(b.len() >= groups * pp * 2);
-        for p0 in (0..pp).step_by(NV * L) {
-            for c0 in (0..p.cop).step_by(MR) {
-                let mut acc = [[vdupq_n_s32(0); NV]; MR];
-                let mut bp = b.as_ptr().add(p0 * 2) as *const i8;
-                let wp = p.w.as_ptr().add(c0 * groups);
-                for g in 0..groups {
-                    // Two 16-byte loads: 16 points × 2 channels.
-                    let lo = vld1q_s8(bp);
-                    let hi = vld1q_s8(bp.add(16));
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let w = vreinterpret_s8_s32(vdup_n_s32(*wp.add(r * groups + g)));
-                        row[0] = vpadalq_s16(row[0], vmull_s8(vget_low_s8(lo), w));
-                        row[1] = vpadalq_s16(row[1], vmull_s8(vget_high_s8(lo), w));
-                        row[2] = vpadalq_s16(row[2], vmull_s8(vget_low_s8(hi), w));
-                        row[3] = vpadalq_s16(row[3], vmull_s8(vget_high_s8(hi), w));
+        let step = pp * 2;
+        // A channel's pair of weights, twice: eight bytes against four points' pairs.
+        let weight = |wp: *const i32, at: usize| vreinterpret_s8_s32(vld1_dup_s32(wp.add(at)));
+        let mut acc = start::<NV>(p, c0);
+        let mut bp = b.as_ptr().add(p0 * 2) as *const i8;
+        let wp = p.w.as_ptr().add(c0 * groups);
+        if p.pairs_fit_i16 {
+            for g in (0..groups).step_by(2) {
+                // Two pairs of channels × 4 points per 8-byte register.
+                let x0: [int8x8_t; NV] = std::array::from_fn(|j| vld1_s8(bp.add(j * 8)));
+                let x1: [int8x8_t; NV] = std::array::from_fn(|j| vld1_s8(bp.add(step + j * 8)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let (w0, w1) = (weight(wp, g * MR + r), weight(wp, (g + 1) * MR + r));
+                    for (j, a) in row.iter_mut().enumerate() {
+                        *a = vpadalq_s16(*a, vmlal_s8(vmull_s8(x0[j], w0), x1[j], w1));
                     }
-                    bp = bp.add(pp * 2);
                 }
-                finish(p, &acc, c0, p0, points, out);
+                bp = bp.add(2 * step);
+            }
+        } else {
+            for g in 0..groups {
+                let x: [int8x8_t; NV] = std::array::from_fn(|j| vld1_s8(bp.add(j * 8)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let w = weight(wp, g * MR + r);
+                    for (j, a) in row.iter_mut().enumerate() {
+                        *a = vpadalq_s16(*a, vmull_s8(x[j], w));
+                    }
+                }
+                bp = bp.add(step);
             }
         }
+        acc
     }
 }

@@ -11,7 +11,8 @@
 //! - group 1 (the pointwise 1×1 layers; the stem and ResNet's 3×3 and 7×7 layers through an
 //!   im2col): the integer matrix product of [`gemm`], on the CPU's best vector unit, the bias and
 //!   the requantisation (ReLU6 is the output's u8 range) fused into its store;
-//! - depthwise: the products summed exactly in f32 lanes by lookd's depthwise kernel
+//! - depthwise on aarch64: integer sums in NEON ([`dw`]: i16 inputs, `smlal` into i32);
+//! - depthwise elsewhere: the products summed exactly in f32 lanes by lookd's depthwise kernel
 //!   ([`super::depthwise`]): the inputs `x − x0` (|·| ≤ 255) times i8 weights (|·| ≤ 128) over at
 //!   most 25 taps stay far below 2^24, where every integer is an f32, so the sums are the
 //!   integer sums, and the requantisation is the same step as [`gemm`]'s.
@@ -20,6 +21,8 @@
 //! between a dequantize and a quantize of the same scale is folded into the convolution: the
 //! padded points take the input's zero point, which is what that chain computes.
 
+#[cfg(target_arch = "aarch64")]
+mod dw;
 pub mod gemm;
 
 use std::cell::Cell;
@@ -139,6 +142,17 @@ impl Isa {
             return true;
         }
         false
+    }
+
+    /// Input channels the kernel consumes per step of its inner loop: `k` is padded to a
+    /// multiple of this. Two groups for `smull`, whose i16 products are summed in pairs before
+    /// they are widened (`smlal`), one group elsewhere.
+    fn k_step(self) -> usize {
+        #[cfg(target_arch = "aarch64")]
+        if self == Isa::Smull {
+            return 4;
+        }
+        self.group()
     }
 
     /// Whether the activations are shifted to i8 (the aarch64 paths multiply i8 by i8).
@@ -285,11 +299,18 @@ enum Plan {
     /// input is handed over as `x − x0`, the bias added to the exact sum as an integer), and the
     /// vector unit it runs on.
     Depthwise(depthwise::Layer, depthwise::Isa),
+    /// aarch64's integer depthwise kernel ([`dw`]), for the NEON depthwise path.
+    #[cfg(target_arch = "aarch64")]
+    DepthwiseNeon,
 }
 
 impl Layer {
     pub fn new(q: Quantized, isa: Isa, dw_isa: depthwise::Isa) -> Layer {
         let g = q.geo;
+        #[cfg(target_arch = "aarch64")]
+        if g.depthwise && dw_isa == depthwise::Isa::Neon && (g.sw == 1 || g.sw == 2) {
+            return Layer { q, plan: Plan::DepthwiseNeon };
+        }
         let plan = if g.depthwise {
             let geo = depthwise::Geometry {
                 batch: g.batch,
@@ -323,6 +344,8 @@ impl Layer {
         match &self.plan {
             Plan::Gemm(p) => p.isa.name(),
             Plan::Depthwise(_, isa) => isa.name(),
+            #[cfg(target_arch = "aarch64")]
+            Plan::DepthwiseNeon => "neon-i16",
         }
     }
 
@@ -356,6 +379,8 @@ impl Layer {
                 };
                 layer.run_u8(*isa, x, q.x_zero, y, &finish);
             }
+            #[cfg(target_arch = "aarch64")]
+            Plan::DepthwiseNeon => dw::run(&self.q, x, y),
         }
     }
 }
@@ -382,10 +407,19 @@ fn im2col(g: &Geometry, zero: u8, x: &[u8], cols: &mut Vec<u8>) {
                     }
                     let src = &plane[iy as usize * g.w..][..g.w];
                     let dst = &mut row[oy * g.ow..][..g.ow];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.sw + kx) as isize - g.pad_left as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            *d = src[ix as usize];
+                    // The outputs whose input column ox · sw + kx − pad_left lies in the row;
+                    // the others keep the zero point.
+                    let lo = g.pad_left.saturating_sub(kx).div_ceil(g.sw);
+                    let hi = ((g.w + g.pad_left).saturating_sub(kx)).div_ceil(g.sw).min(g.ow);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let first = lo * g.sw + kx - g.pad_left;
+                    if g.sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.sw)) {
+                            *d = v;
                         }
                     }
                 }

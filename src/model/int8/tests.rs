@@ -112,35 +112,60 @@ fn every_path_gives_the_textbook_bytes_for_every_kind_of_layer() {
     }
 }
 
+/// `w · x` on `isa` against the scalar path, with a guard past the output.
+fn matches_scalar(isa: Isa, w: &[i8], x: &[u8], co: usize, k: usize, points: usize, mul: f32) {
+    let bias: Vec<i32> = (0..co as i32).map(|c| 1000 - 300 * c).collect();
+    let mul = vec![mul; co];
+    let r = gemm::Requant { bias: &bias, x_zero: 3, mul: &mul, y_zero: 128 };
+    let p = gemm::Packed::new(isa, w, co, k, &r);
+    let mut out = vec![0xAA; co * points + 7];
+    p.run(x, points, &mut out[..co * points]);
+    assert!(out[co * points..].iter().all(|&v| v == 0xAA), "{}: wrote past the end", isa.name());
+    let scalar = gemm::Packed::new(Isa::Scalar, w, co, k, &r);
+    let mut want = vec![0; co * points];
+    scalar.run(x, points, &mut want);
+    assert_eq!(&out[..co * points], &want[..], "{} co {co} k {k} points {points}", isa.name());
+}
+
 #[test]
 fn the_matrix_product_writes_every_output_and_nothing_past_it() {
     let mut rng = Rng(77);
     for isa in Isa::available() {
-        for (co, k, points) in [(1, 1, 1), (5, 3, 17), (8, 64, 64), (9, 13, 65), (4, 4, 130)] {
+        // Points past the last whole tile of 16: 1, 15, 2, 12 and 9 of them (each kernel's
+        // narrower last tiles).
+        for (co, k, points) in [
+            (1, 1, 1),
+            (5, 3, 17),
+            (8, 64, 64),
+            (9, 13, 65),
+            (4, 4, 130),
+            (6, 6, 15),
+            (3, 8, 44),
+            (5, 12, 41),
+        ] {
             let w: Vec<i8> = (0..co * k).map(|_| rng.byte() as i8).collect();
             let x: Vec<u8> = (0..k * points).map(|_| rng.byte()).collect();
-            let bias = vec![1000; co];
-            let mul = vec![1.0 / (k as f32 * 100.0); co];
-            let p = gemm::Packed::new(
-                isa,
-                &w,
-                co,
-                k,
-                &gemm::Requant { bias: &bias, x_zero: 3, mul: &mul, y_zero: 128 },
-            );
-            let mut out = vec![0xAA; co * points + 7];
-            p.run(&x, points, &mut out[..co * points]);
-            assert!(out[co * points..].iter().all(|&v| v == 0xAA), "{}: wrote past the end", isa.name());
-            let scalar = gemm::Packed::new(
-                Isa::Scalar,
-                &w,
-                co,
-                k,
-                &gemm::Requant { bias: &bias, x_zero: 3, mul: &mul, y_zero: 128 },
-            );
-            let mut want = vec![0; co * points];
-            scalar.run(&x, points, &mut want);
-            assert_eq!(&out[..co * points], &want[..], "{} co {co} k {k} points {points}", isa.name());
+            matches_scalar(isa, &w, &x, co, k, points, 1.0 / (k as f32 * 100.0));
+        }
+    }
+}
+
+#[test]
+fn symmetric_weights_at_their_extremes_give_the_scalar_bytes() {
+    // Weights of ±127 only, as symmetric quantisation makes them (never −128), and activations
+    // of 0 and 255: the largest products of both signs. On the `smull` path two products are
+    // summed in i16 before they are widened (2 · 128 · 127 = 32,512 at most); a layer with a −128
+    // weight takes the widening path instead (the test above).
+    let mut rng = Rng(99);
+    for isa in Isa::available() {
+        for (co, k, points) in [(4, 8, 16), (7, 13, 37), (16, 64, 33), (3, 2, 5)] {
+            let w: Vec<i8> = (0..co * k).map(|_| if rng.next().is_multiple_of(2) { 127 } else { -127 }).collect();
+            let x: Vec<u8> = (0..k * points).map(|_| if rng.next().is_multiple_of(3) { 255 } else { 0 }).collect();
+            matches_scalar(isa, &w, &x, co, k, points, 1.0 / (k as f32 * 200.0));
+            // Every weight and activation alike: the sums at their largest.
+            let w = vec![-127i8; co * k];
+            let x = vec![0u8; k * points];
+            matches_scalar(isa, &w, &x, co, k, points, 1.0 / (k as f32 * 200.0));
         }
     }
 }

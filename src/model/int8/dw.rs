@@ -127,27 +127,70 @@ unsafe fn plane_sums(
             *o = (oy * g.ow + vx * L, (g.ow - vx * L).min(L));
             (oy, vx) = if vx + 1 == per_row { (oy + 1, 0) } else { (oy, vx + 1) };
         }
-        let mut acc = [[bias; 2]; N];
-        let a = &mut acc;
-        // Each count of vectors its own instance, so that the accumulators stay in registers.
+        let k = Group { buf, plane, w, bias, m, z };
+        // Each count of vectors its own instance, so that the sums stay in registers.
         match (n, g.sw == 1) {
-            (8, true) => sums::<8, 1>(buf, &base, plane, w, a),
-            (7, true) => sums::<7, 1>(buf, &base, plane, w, a),
-            (6, true) => sums::<6, 1>(buf, &base, plane, w, a),
-            (5, true) => sums::<5, 1>(buf, &base, plane, w, a),
-            (4, true) => sums::<4, 1>(buf, &base, plane, w, a),
-            (3, true) => sums::<3, 1>(buf, &base, plane, w, a),
-            (2, true) => sums::<2, 1>(buf, &base, plane, w, a),
-            (_, true) => sums::<1, 1>(buf, &base, plane, w, a),
-            (6, false) => sums::<6, 2>(buf, &base, plane, w, a),
-            (5, false) => sums::<5, 2>(buf, &base, plane, w, a),
-            (4, false) => sums::<4, 2>(buf, &base, plane, w, a),
-            (3, false) => sums::<3, 2>(buf, &base, plane, w, a),
-            (2, false) => sums::<2, 2>(buf, &base, plane, w, a),
-            (_, false) => sums::<1, 2>(buf, &base, plane, w, a),
+            (8, true) => k.run::<8, 1>(&base, &out, dst),
+            (7, true) => k.run::<7, 1>(&base, &out, dst),
+            (6, true) => k.run::<6, 1>(&base, &out, dst),
+            (5, true) => k.run::<5, 1>(&base, &out, dst),
+            (4, true) => k.run::<4, 1>(&base, &out, dst),
+            (3, true) => k.run::<3, 1>(&base, &out, dst),
+            (2, true) => k.run::<2, 1>(&base, &out, dst),
+            (_, true) => k.run::<1, 1>(&base, &out, dst),
+            (6, false) => k.run::<6, 2>(&base, &out, dst),
+            (5, false) => k.run::<5, 2>(&base, &out, dst),
+            (4, false) => k.run::<4, 2>(&base, &out, dst),
+            (3, false) => k.run::<3, 2>(&base, &out, dst),
+            (2, false) => k.run::<2, 2>(&base, &out, dst),
+            (_, false) => k.run::<1, 2>(&base, &out, dst),
         }
-        for (a, &(at, len)) in acc.iter().zip(&out).take(n) {
-            let bytes = requant8(*a, m, z);
+        first += n;
+    }
+}
+
+/// What a group of output vectors of one plane needs.
+struct Group<'a> {
+    buf: &'a [i16],
+    plane: &'a Plane,
+    /// The channel's weights, one per tap.
+    w: &'a [i16],
+    bias: int32x4_t,
+    m: float32x4_t,
+    z: int32x4_t,
+}
+
+impl Group<'_> {
+    /// The first `NV` vectors' sums over every tap, stride `S` (1, or 2 with a de-interleaving
+    /// load), requantised and stored (`out`: each vector's first output and length).
+    #[inline(always)]
+    unsafe fn run<const NV: usize, const S: usize>(
+        &self,
+        base: &[usize; N],
+        out: &[(usize, usize); N],
+        dst: &mut [u8],
+    ) {
+        let p = self.buf.as_ptr();
+        let mut a = [[self.bias; 2]; NV];
+        let b: [*const i16; NV] = std::array::from_fn(|i| p.add(base[i]));
+        for (&off, &wt) in self.plane.taps.iter().zip(self.w) {
+            let wv = vdupq_n_s16(wt);
+            for (i, acc) in a.iter_mut().enumerate() {
+                let v = if S == 1 { vld1q_s16(b[i].add(off)) } else { vld2q_s16(b[i].add(off)).0 };
+                // By element, in assembly: given `vmlal_high_s16` of a broadcast, LLVM moves
+                // the high half down (`ext`) and multiplies the low halves, an instruction more.
+                let [mut lo, mut hi] = *acc;
+                asm!(
+                    "smlal {lo:v}.4s, {v:v}.4h, {w:v}.h[0]",
+                    "smlal2 {hi:v}.4s, {v:v}.8h, {w:v}.h[0]",
+                    lo = inout(vreg) lo, hi = inout(vreg) hi, v = in(vreg) v, w = in(vreg_low16) wv,
+                    options(pure, nomem, nostack),
+                );
+                *acc = [lo, hi];
+            }
+        }
+        for (acc, &(at, len)) in a.iter().zip(out) {
+            let bytes = requant8(*acc, self.m, self.z);
             // A vector short of its row's end is stored whole all the same where the plane has
             // room: its last bytes land on the next row's first outputs, which are stored after
             // it (vectors go in order), so only the plane's last vector needs the copy.
@@ -159,39 +202,7 @@ unsafe fn plane_sums(
                 dst[at..at + len].copy_from_slice(&tmp[..len]);
             }
         }
-        first += n;
     }
-}
-
-/// The first `NV` vectors' sums over every tap, stride `S` (1, or 2 with a de-interleaving load).
-#[inline(always)]
-unsafe fn sums<const NV: usize, const S: usize>(
-    buf: &[i16],
-    base: &[usize; N],
-    plane: &Plane,
-    w: &[i16],
-    acc: &mut [[int32x4_t; 2]; N],
-) {
-    let p = buf.as_ptr();
-    let mut a: [[int32x4_t; 2]; NV] = std::array::from_fn(|i| acc[i]);
-    let b: [*const i16; NV] = std::array::from_fn(|i| p.add(base[i]));
-    for (&off, &wt) in plane.taps.iter().zip(w) {
-        let wv = vdupq_n_s16(wt);
-        for (i, acc) in a.iter_mut().enumerate() {
-            let v = if S == 1 { vld1q_s16(b[i].add(off)) } else { vld2q_s16(b[i].add(off)).0 };
-            // By element, in assembly: given `vmlal_high_s16` of a broadcast, LLVM moves the
-            // high half down (`ext`) and multiplies the low halves, an instruction more.
-            let [mut lo, mut hi] = *acc;
-            asm!(
-                "smlal {lo:v}.4s, {v:v}.4h, {w:v}.h[0]",
-                "smlal2 {hi:v}.4s, {v:v}.8h, {w:v}.h[0]",
-                lo = inout(vreg) lo, hi = inout(vreg) hi, v = in(vreg) v, w = in(vreg_low16) wv,
-                options(pure, nomem, nostack),
-            );
-            *acc = [lo, hi];
-        }
-    }
-    acc[..NV].copy_from_slice(&a);
 }
 
 /// Eight i32 sums (bias included) to eight bytes: as `gemm`'s `requant16` (`fcvtns` rounds half

@@ -385,6 +385,26 @@ impl Layer {
     }
 }
 
+/// `dst[i] = src[2i]` for each output (im2col's stride-2 rows: the stem's).
+fn every_other(src: &[u8], dst: &mut [u8]) {
+    assert!(src.len() > 2 * (dst.len().max(1) - 1), "every_other: source too short");
+    #[allow(unused_mut)]
+    let mut i = 0;
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is baseline on aarch64; each de-interleaving load reads 32 bytes from 2i,
+    // inside `src` by the loop's condition, and each store writes 16 bytes inside `dst`.
+    unsafe {
+        use std::arch::aarch64::*;
+        while i + 16 <= dst.len() && 2 * i + 32 <= src.len() {
+            vst1q_u8(dst.as_mut_ptr().add(i), vld2q_u8(src.as_ptr().add(2 * i)).0);
+            i += 16;
+        }
+    }
+    for (d, &v) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+        *d = v;
+    }
+}
+
 thread_local! {
     /// im2col's columns, kept from one layer to the next.
     static COLUMNS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -417,6 +437,8 @@ fn im2col(g: &Geometry, zero: u8, x: &[u8], cols: &mut Vec<u8>) {
                     let first = lo * g.sw + kx - g.pad_left;
                     if g.sw == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else if g.sw == 2 {
+                        every_other(&src[first..], &mut dst[lo..hi]);
                     } else {
                         for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.sw)) {
                             *d = v;

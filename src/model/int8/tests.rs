@@ -82,6 +82,7 @@ fn every_path_gives_the_textbook_bytes_for_every_kind_of_layer() {
         (16, 96, (13, 11), 1, 1, 0, false), // pointwise, points not a whole tile
         (37, 5, (7, 9), 1, 1, 0, false),    // odd channel counts both ways
         (3, 32, (17, 17), 3, 2, 1, false),  // the stem: im2col, k = 27
+        (3, 8, (38, 41), 3, 2, 1, false),   // a wider stem: rows of 21 outputs (16 at once, then 5)
         (24, 40, (9, 9), 3, 1, 1, false),   // ResNet's 3×3
         (8, 16, (15, 15), 7, 2, 3, false),  // ResNet's 7×7 stem
         (32, 32, (12, 12), 3, 1, 1, true),  // depthwise 3×3
@@ -159,8 +160,10 @@ fn symmetric_weights_at_their_extremes_give_the_scalar_bytes() {
     let mut rng = Rng(99);
     for isa in Isa::available() {
         for (co, k, points) in [(4, 8, 16), (7, 13, 37), (16, 64, 33), (3, 2, 5)] {
-            let w: Vec<i8> = (0..co * k).map(|_| if rng.next().is_multiple_of(2) { 127 } else { -127 }).collect();
-            let x: Vec<u8> = (0..k * points).map(|_| if rng.next().is_multiple_of(3) { 255 } else { 0 }).collect();
+            let w: Vec<i8> =
+                (0..co * k).map(|_| if rng.next().is_multiple_of(2) { 127 } else { -127 }).collect();
+            let x: Vec<u8> =
+                (0..k * points).map(|_| if rng.next().is_multiple_of(3) { 255 } else { 0 }).collect();
             matches_scalar(isa, &w, &x, co, k, points, 1.0 / (k as f32 * 200.0));
             // Every weight and activation alike: the sums at their largest.
             let w = vec![-127i8; co * k];

@@ -16,6 +16,7 @@ The tables replace the text between the compare markers in BENCHMARKS.md; the re
 file (analysis, optimisation log) is written by hand.
 """
 import argparse
+import glob
 import json
 import os
 import platform
@@ -247,19 +248,34 @@ def criterion_camera(target_dir):
 
 
 def aarch64_insns():
-    path = os.path.join(REPO, "out", "bench", "aarch64-insns.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        r = json.load(f)
-    r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(path)))
-    return r
+    """Every bench/aarch64-insns run kept in out/bench, one per emulated CPU."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(REPO, "out", "bench", "aarch64-insns-*.json"))):
+        with open(path) as f:
+            r = json.load(f)
+        r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(path)))
+        runs.append(r)
+    return runs
 
 
 # ---------------------------------------------------------------- report
 
 
-def machine():
+def int8_isa(lookd):
+    """The vector unit lookd's int8 kernels run on here (the best this CPU has, unless
+    LOOKD_INT8_ISA names another), and every one it has."""
+    env = dict(os.environ, LOOKD_INT8_ISA="list")
+    p = subprocess.run([lookd, "model", "bench", os.path.join(REPO, "models", "default"), "--runs", "1"],
+                       capture_output=True, text=True, env=env)
+    text = p.stdout + p.stderr
+    if "runs int8 paths " not in text:
+        return "?"
+    paths = text.split("runs int8 paths ", 1)[1].split(", not", 1)[0]
+    chosen = os.environ.get("LOOKD_INT8_ISA") or paths.split(", ")[-1]
+    return f"{chosen} (this CPU has {paths})"
+
+
+def machine(lookd):
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
@@ -273,7 +289,8 @@ def machine():
             tract = pkg.split('version = "')[1].split('"')[0]
     return (
         f"{cpu}, {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB, Linux {platform.release()}; "
-        f"tract {tract}, onnxruntime {ort.__version__}, numpy {np.__version__}, Python {platform.python_version()}"
+        f"tract {tract}, onnxruntime {ort.__version__}, numpy {np.__version__}, Python {platform.python_version()}; "
+        f"lookd's int8 kernels: {int8_isa(lookd)}"
     )
 
 
@@ -334,18 +351,19 @@ def render(r):
     for fmt, before, now in r["camera"]:
         note = " (JPEG: decoded whole either way)" if fmt == "MJPG" else ""
         lines.append(f"| {fmt}{note} | {before:.2f} | {now:.2f} | {before / now:.2f}× |")
-    a = r["aarch64"]
-    if a:
-        lines += ["", f"### aarch64: instructions per scene-graph inference (`bench/aarch64-insns`, qemu, run of {a['date']})", ""]
+    for a in r["aarch64"]:
+        cpu = a["emulator"].rsplit("-cpu ", 1)[-1]
+        lines += ["", f"### aarch64 as a {cpu}: instructions per scene-graph inference "
+                  f"(`QEMU_CPU={cpu} bench/aarch64-insns`, qemu, run of {a['date']})", ""]
         lines += ["No timing under an emulator: the count of guest instructions is the proxy (exact for the code run; "
                   "blind to caches and pipelines).", ""]
-        lines += ["| kernels | instructions | vs tract alone |", "|---|---|---|"]
+        lines += ["| f32, kernels | instructions | vs tract alone |", "|---|---|---|"]
         base = a["per_inference"].get("tract")
         for k, n in a["per_inference"].items():
             lines.append(f"| {k} | {n:,} | {n / base:.3f} |" if base else f"| {k} | {n:,} | |")
         f32 = a["per_inference"].get("tract-depthwise")
         if a.get("int8") and f32:
-            lines += ["", "int8 copy, aarch64's default kernels (tract's depthwise):", ""]
+            lines += ["", "int8 copy (`models/default`) against f32 on aarch64's default kernels (tract's depthwise):", ""]
             lines += ["| int8 convolutions | instructions | vs f32 |", "|---|---|---|"]
             ways = {"float": "float between fake-quantisation pairs (as tract reads it)",
                     "integer": "folded into tract's integer Conv (`LOOKD_INT8_CONV=integer`)",
@@ -402,7 +420,7 @@ def main():
     LOOKD = a.lookd
     started = time.time()
     sizes = [int(s) for s in a.sizes.split(",")]
-    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    r = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(a.lookd)}
     r["gemm_gflops"] = gemm_rate()
     print(f"GEMM {r['gemm_gflops']:.1f} GFLOP/s", file=sys.stderr)
     r["graphs"] = []
@@ -419,15 +437,19 @@ def main():
         print(f"{label}: {g}", file=sys.stderr)
         r["graphs"].append(g)
     first = a.models[0].split("=", 1)[1].split("@")[0]
-    e = lookd(["bench", "--scenes", a.scenes, "--model", first, "--cache", a.cache, "--frames", "100", "--json"])
+    # End to end with the model that ships (the one bench/compare built the cache with).
+    shipped = next((i for i, spec in enumerate(a.models) if "(shipped)" in spec), 0)
+    daemon = a.models[shipped].split("=", 1)[1].split("@")[0]
+    e = lookd(["bench", "--scenes", a.scenes, "--model", daemon, "--cache", a.cache, "--frames", "100", "--json"])
+    e["model"] = a.models[shipped].split("=", 1)[0]
     e["total_p50"] = dict(e["stages"])["total"]["p50_ms"]
-    alone = lookd(["bench", "--scenes", a.scenes, "--model", first, "--cache", a.cache, "--frames", "100", "--json",
+    alone = lookd(["bench", "--scenes", a.scenes, "--model", daemon, "--cache", a.cache, "--frames", "100", "--json",
                    "--kernels", "tract"])
     e["alone_total_p50"] = dict(alone["stages"])["total"]["p50_ms"]
     int8 = next((spec.split("=", 1)[1].split("@")[0] for spec in a.models if "int8" in spec), first)
     r["profiles"] = {"f32": op_profile(first, "lookd", a.runs), "f32-tract": op_profile(first, "tract", a.runs),
                      "int8": op_profile(int8, "lookd", a.runs)}
-    e["ort_ms"] = r["graphs"][0]["ort_ms"]
+    e["ort_ms"] = r["graphs"][shipped]["ort_ms"]
     r["e2e"] = e
     r["rank_lookd"] = criterion_ranking(a.target_dir, sizes)
     r["frames"] = criterion_frames(a.target_dir)

@@ -2,47 +2,16 @@
  * symbol, printed to stderr at exit as "profile: N symbol" lines (largest first), then
  * "insns: N" (the total, as count.c prints it). Used by bench/aarch64-insns with PROFILE=1.
  *
- * Declarations written out as in count.c (Debian ships no qemu-plugin.h); the three more used
- * here are in QEMU 7.2's plugin API version 1: a block's first instruction and the symbol qemu
- * finds for it in the guest binary's symbol table. A block is charged to the function its first
+ * The plugin interface is declared in qemu-plugin.h; the three calls used here and not in count.c
+ * are in QEMU 7.2's plugin API version 1: a block's first instruction, its address, and the
+ * symbol qemu finds for it in the guest binary's symbol table. A block is charged to the function its first
  * instruction lies in; blocks end at branches, so a block rarely spans two functions. */
 #include <inttypes.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef uint64_t qemu_plugin_id_t;
-struct qemu_plugin_tb;
-struct qemu_plugin_insn;
-typedef struct {
-    const char *target_name;
-    struct {
-        int min;
-        int cur;
-    } version;
-    bool system_emulation;
-    union {
-        struct {
-            int smp_vcpus;
-            int max_vcpus;
-        } system;
-    };
-} qemu_info_t;
-enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
-typedef void (*tb_trans_cb)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-typedef void (*atexit_cb)(qemu_plugin_id_t id, void *userdata);
-
-extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb cb);
-extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
-extern struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
-extern const char *qemu_plugin_insn_symbol(const struct qemu_plugin_insn *insn);
-extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
-extern void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
-                                                     void *ptr, uint64_t imm);
-extern void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, atexit_cb cb, void *userdata);
+#include "qemu-plugin.h"
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 

@@ -85,29 +85,27 @@ impl Packed {
                 .flat_map(|c0| (0..kp).step_by(g).flat_map(move |i| (c0..c0 + MR).map(move |c| (c, i))))
                 .collect()
         };
-        let mut packed = Vec::with_capacity(cop * kp / g);
-        for (c, i) in order {
-            {
-                packed.push(match g {
-                    4 => i32::from_le_bytes([
-                        at(c, i) as u8,
-                        at(c, i + 1) as u8,
-                        at(c, i + 2) as u8,
-                        at(c, i + 3) as u8,
-                    ]),
-                    2 if isa.widens() => {
-                        (at(c, i) as i16 as u16 as u32 | ((at(c, i + 1) as i16 as u16 as u32) << 16)) as i32
-                    }
-                    2 => i32::from_le_bytes([
-                        at(c, i) as u8,
-                        at(c, i + 1) as u8,
-                        at(c, i) as u8,
-                        at(c, i + 1) as u8,
-                    ]),
-                    _ => at(c, i) as i32,
-                });
-            }
-        }
+        let packed: Vec<i32> = order
+            .into_iter()
+            .map(|(c, i)| match g {
+                4 => i32::from_le_bytes([
+                    at(c, i) as u8,
+                    at(c, i + 1) as u8,
+                    at(c, i + 2) as u8,
+                    at(c, i + 3) as u8,
+                ]),
+                2 if isa.widens() => {
+                    (at(c, i) as i16 as u16 as u32 | ((at(c, i + 1) as i16 as u16 as u32) << 16)) as i32
+                }
+                2 => i32::from_le_bytes([
+                    at(c, i) as u8,
+                    at(c, i + 1) as u8,
+                    at(c, i) as u8,
+                    at(c, i + 1) as u8,
+                ]),
+                _ => at(c, i) as i32,
+            })
+            .collect();
         let shift = if isa.signed_activations() { 128 } else { 0 };
         let mut adjusted = vec![0; cop];
         for c in 0..co {

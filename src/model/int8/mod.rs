@@ -385,9 +385,10 @@ impl Layer {
     }
 }
 
-/// `dst[i] = src[2i]` for each output (im2col's stride-2 rows: the stem's).
-fn every_other(src: &[u8], dst: &mut [u8]) {
-    assert!(src.len() > 2 * (dst.len().max(1) - 1), "every_other: source too short");
+/// `dst[i] = src[step · i]` for each output (im2col's strided rows; stride 2, the stem's, by a
+/// de-interleaving load on aarch64).
+fn strided(src: &[u8], step: usize, dst: &mut [u8]) {
+    assert!(src.len() > step * (dst.len().max(1) - 1), "strided: source too short");
     #[allow(unused_mut)]
     let mut i = 0;
     #[cfg(target_arch = "aarch64")]
@@ -395,12 +396,12 @@ fn every_other(src: &[u8], dst: &mut [u8]) {
     // inside `src` by the loop's condition, and each store writes 16 bytes inside `dst`.
     unsafe {
         use std::arch::aarch64::*;
-        while i + 16 <= dst.len() && 2 * i + 32 <= src.len() {
+        while step == 2 && i + 16 <= dst.len() && 2 * i + 32 <= src.len() {
             vst1q_u8(dst.as_mut_ptr().add(i), vld2q_u8(src.as_ptr().add(2 * i)).0);
             i += 16;
         }
     }
-    for (d, &v) in dst[i..].iter_mut().zip(src[2 * i..].iter().step_by(2)) {
+    for (d, &v) in dst[i..].iter_mut().zip(src[step * i..].iter().step_by(step)) {
         *d = v;
     }
 }
@@ -437,12 +438,8 @@ fn im2col(g: &Geometry, zero: u8, x: &[u8], cols: &mut Vec<u8>) {
                     let first = lo * g.sw + kx - g.pad_left;
                     if g.sw == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                    } else if g.sw == 2 {
-                        every_other(&src[first..], &mut dst[lo..hi]);
                     } else {
-                        for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.sw)) {
-                            *d = v;
-                        }
+                        strided(&src[first..], g.sw, &mut dst[lo..hi]);
                     }
                 }
             }

@@ -30,8 +30,13 @@ def load(path):
 
 
 def cells(m):
-    """(FITB-4, AUC) pairs -> table cells; None -> empty cells."""
-    return " | ".join(f"{v:.3f}" for v in m) if m else " | "
+    """[FITB-4, AUC] or [FITB-4, AUC, FITB-4 interval, AUC interval] -> two table cells, each
+    interval (95%, scene bootstrap) after its number; None -> empty cells."""
+    if not m:
+        return " | "
+    if len(m) >= 4:
+        return " | ".join(f"{m[k]:.3f} ({m[k + 2][0]:.2f}-{m[k + 2][1]:.2f})" for k in (0, 1))
+    return " | ".join(f"{v:.3f}" for v in m[:2])
 
 
 def row(name, values):
@@ -39,6 +44,8 @@ def row(name, values):
 
 
 def fa(m):
+    if "fitb4_ci" in m:
+        return (m["fitb4"], m["auc"], m["fitb4_ci"], m["auc_ci"])
     return (m["fitb4"], m["auc"])
 
 
@@ -98,7 +105,7 @@ def main():
 
         def member_mean(sp, vw):
             each = [mr[sp][vw]["hybrid"] for mr in ens["member_results"]]
-            return tuple(sum(x) / len(each) for x in zip(*each))
+            return tuple(sum(e[k] for e in each) / len(each) for k in (0, 1))
 
         which = lambda name: {"global": "global", "local": "local"}.get(name.split("-")[0], "hybrid")  # noqa: E731
         out = [

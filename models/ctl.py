@@ -121,6 +121,67 @@ def fitb_auc(d):
     return float(fitb), float(auc)
 
 
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 1000, 2019
+
+
+def bootstrap(scenes, d):
+    """95% intervals ((lo, hi) of FITB-4, (lo, hi) of AUC) by resampling scenes, bit for bit as
+    src/eval.rs `bootstrap`: scenes in order of first appearance, drawn with replacement by
+    SplitMix64(BOOTSTRAP_SEED), each bringing all its trials; nearest-rank 2.5th/97.5th percentiles.
+    scenes: [T] scene ids; d: [T, 5] distances as fitb_auc takes them."""
+    d = np.asarray(d, dtype=np.float64)
+    correct = np.all(d[:, :1] < d[:, 1:4], axis=1).astype(np.float64)
+    wins = (d[:, 0] < d[:, 4]) + 0.5 * (d[:, 0] == d[:, 4])
+    index, per = {}, []
+    for s, c, w in zip(scenes, correct, wins):
+        if s not in index:
+            index[s] = len(per)
+            per.append([0.0, 0.0, 0.0])
+        row = per[index[s]]
+        row[0] += float(c); row[1] += float(w); row[2] += 1.0
+    if not per:
+        return (0.0, 0.0), (0.0, 0.0)
+    sums = np.array(per)[_bootstrap_draws(len(per))].sum(axis=1)  # [resamples, 3]
+    # Sums of whole and half counts are exact in float64 in any order, so these ratios are Rust's.
+    fitb, auc = sums[:, 0] / sums[:, 2], sums[:, 1] / sums[:, 2]
+
+    def interval(v):
+        v = np.sort(v)
+        at = lambda p: float(v[max(math.ceil(p * len(v)), 1) - 1])  # noqa: E731
+        return at(0.025), at(0.975)
+    return interval(fitb), interval(auc)
+
+
+_DRAWS = {}
+
+
+def _bootstrap_draws(n):
+    """[resamples, n] scene indices, SplitMix64(BOOTSTRAP_SEED) in Rust's order; cached per n."""
+    if n not in _DRAWS:
+        rng = SplitMix64(BOOTSTRAP_SEED)
+        _DRAWS[n] = np.array([[rng.below(n) for _ in range(n)] for _ in range(BOOTSTRAP_RESAMPLES)])
+    return _DRAWS[n]
+
+
+def metrics(scenes, d):
+    """[FITB-4, AUC, [FITB-4 95% interval], [AUC 95% interval]] of trials' distances (fitb_auc's
+    d) with their scenes: what the trainer records for every number the card shows."""
+    fitb, auc = fitb_auc(d)
+    f, a = bootstrap(scenes, d)
+    return [fitb, auc, list(f), list(a)]
+
+
+def _twin_pattern():
+    t = np.arange(60)
+    correct = (t * 7) % 11 < 5
+    d = np.where(correct[:, None], [0.0, 1, 1, 1, 1], [1.0, 0, 0, 0, 0])
+    return list(t // 3), d
+
+
+# src/eval.rs `bootstrap_matches_its_python_twin` asserts the same: 23/60 to 31/60.
+assert bootstrap(*_twin_pattern())[0] == (23 / 60, 31 / 60)
+
+
 # ---------------------------------------------------------------- photometric check
 
 PHOTO_TEMPERATURE, PHOTO_BRIGHTNESS, PHOTO_CONTRAST = 0.2, 0.2, 0.2

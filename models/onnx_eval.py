@@ -68,9 +68,11 @@ def evaluate(folder, data, split, limit=None):
                 loc = (a * ((sr - pg) ** 2).sum(1)).sum()
                 row.append(0.5 * (g + loc))
             rows.append(row)
-    fitb, auc = ctl.fitb_auc(d[False])
-    pf, pa = ctl.fitb_auc(d[True])
-    return {"pairs": len(trials), "fitb4": fitb, "auc": auc, "photometric": {"fitb4": pf, "auc": pa}}
+    scenes = [pairs[i]["scene"] for i, *_ in trials]
+    fitb, auc, fci, aci = ctl.metrics(scenes, d[False])
+    pf, pa, pfci, paci = ctl.metrics(scenes, d[True])
+    return {"pairs": len(trials), "fitb4": fitb, "auc": auc, "fitb4_ci": fci, "auc_ci": aci,
+            "photometric": {"fitb4": pf, "auc": pa, "fitb4_ci": pfci, "auc_ci": paci}}
 
 
 class Calibration:

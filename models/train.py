@@ -351,12 +351,22 @@ def trial_distances(prob, trials, dist_fn):
 
 
 def score_trials(prob, trials, dist_fn):
-    return ctl.fitb_auc(trial_distances(prob, trials, dist_fn))
+    """[FITB-4, AUC, FITB-4 interval, AUC interval] (ctl.metrics: 95%, scene bootstrap)."""
+    return ctl.metrics(trial_scenes(prob, trials), trial_distances(prob, trials, dist_fn))
+
+
+def trial_scenes(prob, trials):
+    return [prob.pairs[i]["scene"] for i, _, _ in trials]
 
 
 def per_category(prob, trials, d):
     cats = np.array([prob.pairs[i]["category"].split("|")[-1] for i, _, _ in trials])
-    return {c: {"pairs": int((cats == c).sum()), "fitb4": ctl.fitb_auc(d[cats == c])[0]} for c in sorted(set(cats))}
+    scenes = np.array(trial_scenes(prob, trials))
+    out = {}
+    for c in sorted(set(cats)):
+        fitb, _, ci, _ = ctl.metrics(list(scenes[cats == c]), d[cats == c])
+        out[c] = {"pairs": int((cats == c).sum()), "fitb4": fitb, "fitb4_ci": ci}
+    return out
 
 
 VIEWS = ["plain", "photometric", "studio", "studio-photometric"]
@@ -493,8 +503,8 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
             if epoch >= swa_from:
                 average = ctl.running_average(average, heads.state_dict(), epoch - swa_from)
             continue
-        fitb, auc = score_trials(prob, dev, lambda q, p, c: head_distances(
-            heads, prob, q, p, c, setup, CHOOSE_VIEW)[setup.which])
+        fitb, auc = ctl.fitb_auc(trial_distances(prob, dev, lambda q, p, c: head_distances(
+            heads, prob, q, p, c, setup, CHOOSE_VIEW)[setup.which]))
         log(f"  {variant} epoch {epoch + 1}: loss {loss.item():.4f} dev {CHOOSE_VIEW} FITB-4 {fitb:.4f} AUC {auc:.4f}")
         if fitb > best:
             best, since = fitb, 0
@@ -517,7 +527,8 @@ def evaluate(prob, heads, setup):
         for view in VIEWS:
             d = trial_distances(prob, trials, lambda q, p, c, view=view: np.stack(
                 head_distances(heads, prob, q, p, c, setup, view)))
-            result[split][view] = {name: ctl.fitb_auc(d[k]) for k, name in enumerate(["global", "local", "hybrid"])}
+            result[split][view] = {name: ctl.metrics(trial_scenes(prob, trials), d[k])
+                                   for k, name in enumerate(["global", "local", "hybrid"])}
         result[split]["pairs"] = len(trials)
     for view in ("plain", "studio"):
         result[f"dev-per-category-{view}"] = per_category(prob, prob.trials("dev"), trial_distances(

@@ -103,26 +103,40 @@ pub fn plan(pairs: &[Pair], seed: u64) -> Plan {
     out
 }
 
-/// Running totals of one distance (hybrid, global-only or local-only).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Running totals of one distance (hybrid, global-only or local-only), and each trial's outcome
+/// with its scene for the bootstrap.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
     pub fitb_correct: usize,
     pub auc_wins: f64,
     pub trials: usize,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// One trial's result: its scene (any number that is the same for the same scene), whether the
+/// positive won FITB-4, and its AUC win (1, 1/2 or 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub scene: u32,
+    pub correct: bool,
+    pub auc: f64,
 }
 
 impl Tally {
     /// `d[0]` is the positive, `d[1..4]` the FITB negatives, `d[4]` the AUC negative.
-    pub fn add(&mut self, d: [f32; 5]) {
-        self.trials += 1;
-        self.fitb_correct += d[1..4].iter().all(|&n| d[0] < n) as usize;
-        self.auc_wins += if d[0] < d[4] {
+    pub fn add(&mut self, scene: u32, d: [f32; 5]) {
+        let correct = d[1..4].iter().all(|&n| d[0] < n);
+        let auc = if d[0] < d[4] {
             1.0
         } else if d[0] == d[4] {
             0.5
         } else {
             0.0
         };
+        self.trials += 1;
+        self.fitb_correct += correct as usize;
+        self.auc_wins += auc;
+        self.outcomes.push(Outcome { scene, correct, auc });
     }
     pub fn fitb(&self) -> f64 {
         self.fitb_correct as f64 / self.trials.max(1) as f64
@@ -130,6 +144,53 @@ impl Tally {
     pub fn auc(&self) -> f64 {
         self.auc_wins / self.trials.max(1) as f64
     }
+}
+
+/// Resamples of the scene bootstrap.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+/// The bootstrap's own SplitMix64 seed, fixed so that every report's intervals can be reproduced
+/// (models/ctl.py `bootstrap` draws the same resamples).
+pub const BOOTSTRAP_SEED: u64 = 2019;
+
+/// 95% intervals of FITB-4 and AUC by the percentile bootstrap over scenes: the trials' scenes
+/// (in order of first appearance) are drawn with replacement, as many as there are, each bringing
+/// all of its trials; 1,000 resamples; the 2.5th and 97.5th percentiles by nearest rank (the 25th
+/// and 975th smallest). Scenes, not trials, because trials of one scene share its query and are
+/// not independent. Empty input gives `[0, 0]` twice.
+pub fn bootstrap(outcomes: &[Outcome]) -> ([f64; 2], [f64; 2]) {
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    // Per scene: FITB-4 wins, AUC wins, trials.
+    let mut per: Vec<[f64; 3]> = Vec::new();
+    for o in outcomes {
+        let i = *index.entry(o.scene).or_insert_with(|| {
+            per.push([0.0; 3]);
+            per.len() - 1
+        });
+        per[i][0] += o.correct as u8 as f64;
+        per[i][1] += o.auc;
+        per[i][2] += 1.0;
+    }
+    if per.is_empty() {
+        return ([0.0; 2], [0.0; 2]);
+    }
+    let mut rng = SplitMix64::new(BOOTSTRAP_SEED);
+    let (mut fitb, mut auc) =
+        (Vec::with_capacity(BOOTSTRAP_RESAMPLES), Vec::with_capacity(BOOTSTRAP_RESAMPLES));
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let mut sum = [0.0; 3];
+        for _ in 0..per.len() {
+            let s = &per[rng.below(per.len())];
+            (0..3).for_each(|k| sum[k] += s[k]);
+        }
+        fitb.push(sum[0] / sum[2]);
+        auc.push(sum[1] / sum[2]);
+    }
+    let interval = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).max(1) - 1];
+        [at(0.025), at(0.975)]
+    };
+    (interval(fitb), interval(auc))
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -186,17 +247,37 @@ pub struct CategoryMetrics {
     pub pairs: usize,
     pub fitb4: f64,
     pub auc: f64,
+    /// 95% scene-bootstrap intervals (see [`bootstrap`]).
+    pub fitb4_ci: [f64; 2],
+    pub auc_ci: [f64; 2],
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Metrics {
     pub fitb4: f64,
     pub auc: f64,
+    /// 95% scene-bootstrap intervals (see [`bootstrap`]).
+    pub fitb4_ci: [f64; 2],
+    pub auc_ci: [f64; 2],
 }
 
 impl From<Tally> for Metrics {
     fn from(t: Tally) -> Metrics {
-        Metrics { fitb4: t.fitb(), auc: t.auc() }
+        let (fitb4_ci, auc_ci) = bootstrap(&t.outcomes);
+        Metrics { fitb4: t.fitb(), auc: t.auc(), fitb4_ci, auc_ci }
+    }
+}
+
+impl From<Tally> for CategoryMetrics {
+    fn from(t: Tally) -> CategoryMetrics {
+        let m = Metrics::from(t.clone());
+        CategoryMetrics {
+            pairs: t.trials,
+            fitb4: m.fitb4,
+            auc: m.auc,
+            fitb4_ci: m.fitb4_ci,
+            auc_ci: m.auc_ci,
+        }
     }
 }
 
@@ -232,7 +313,8 @@ pub fn run(
         memo: HashMap::new(),
     };
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
-    let mut photo = [Tally::default(); 3];
+    let mut photo: [Tally; 3] = Default::default();
+    let mut scene_numbers: HashMap<&str, u32> = HashMap::new();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut catalog = checks.catalog.map(CatalogCheck::new).transpose()?;
     let mut report = Report {
@@ -263,19 +345,21 @@ pub fn run(
             continue;
         }
         let embedding = scenes.embed(&pixels)?;
+        let next = scene_numbers.len() as u32;
+        let sn = *scene_numbers.entry(pair.scene.as_str()).or_insert(next);
         let plain: Vec<&ProductEmbedding> = candidates.iter().map(|c| &c.plain).collect();
         let scores = score_candidates(folder, &pair.category, &embedding, &plain)?;
-        hybrid.add(scores.map(|s| s.distance));
+        hybrid.add(sn, scores.map(|s| s.distance));
         let name = pair.category.rsplit('|').next().unwrap_or(&pair.category).to_string();
-        per_category.entry(name).or_default().add(scores.map(|s| s.distance));
-        global.add(scores.map(|s| s.global));
-        local.add(scores.map(|s| s.local));
+        per_category.entry(name).or_default().add(sn, scores.map(|s| s.distance));
+        global.add(sn, scores.map(|s| s.global));
+        local.add(sn, scores.map(|s| s.local));
         let changed: Option<Vec<&ProductEmbedding>> = candidates.iter().map(|c| c.changed.as_ref()).collect();
         if let Some(changed) = changed {
             let s = score_candidates(folder, &pair.category, &embedding, &changed)?;
-            photo[0].add(s.map(|s| s.distance));
-            photo[1].add(s.map(|s| s.global));
-            photo[2].add(s.map(|s| s.local));
+            photo[0].add(sn, s.map(|s| s.distance));
+            photo[1].add(sn, s.map(|s| s.global));
+            photo[2].add(sn, s.map(|s| s.local));
         }
         if let Some(c) = catalog.as_mut() {
             c.add(pair, &embedding, folder)?;
@@ -284,14 +368,10 @@ pub fn run(
     progress(trials.len(), trials.len());
     report.pairs_used = hybrid.trials;
     (report.hybrid, report.global_only, report.local_only) = (hybrid.into(), global.into(), local.into());
-    report.per_category = per_category
-        .into_iter()
-        .map(|(c, t)| (c, CategoryMetrics { pairs: t.trials, fitb4: t.fitb(), auc: t.auc() }))
-        .collect();
-    report.photometric = checks.photometric.then(|| Distances {
-        hybrid: photo[0].into(),
-        global_only: photo[1].into(),
-        local_only: photo[2].into(),
+    report.per_category = per_category.into_iter().map(|(c, t)| (c, CategoryMetrics::from(t))).collect();
+    report.photometric = checks.photometric.then(|| {
+        let [hybrid, global_only, local_only] = photo.map(Metrics::from);
+        Distances { hybrid, global_only, local_only }
     });
     report.catalog = catalog.map(CatalogCheck::finish);
     Ok(report)
@@ -485,9 +565,48 @@ mod tests {
     #[test]
     fn tally_counts_strict_wins_and_half_ties() {
         let mut t = Tally::default();
-        t.add([0.1, 0.2, 0.3, 0.4, 0.5]); // correct, auc win
-        t.add([0.2, 0.2, 0.3, 0.4, 0.2]); // tie: not correct, auc 1/2
-        t.add([0.5, 0.2, 0.3, 0.4, 0.1]); // wrong, auc loss
+        t.add(0, [0.1, 0.2, 0.3, 0.4, 0.5]); // correct, auc win
+        t.add(0, [0.2, 0.2, 0.3, 0.4, 0.2]); // tie: not correct, auc 1/2
+        t.add(1, [0.5, 0.2, 0.3, 0.4, 0.1]); // wrong, auc loss
         assert_eq!((t.fitb_correct, t.auc_wins, t.trials), (1, 1.5, 3));
+    }
+
+    fn outcomes(pattern: &[(u32, bool)]) -> Vec<Outcome> {
+        pattern
+            .iter()
+            .map(|&(scene, correct)| Outcome { scene, correct, auc: correct as u8 as f64 })
+            .collect()
+    }
+
+    #[test]
+    fn bootstrap_brackets_the_estimate_and_narrows_with_more_scenes() {
+        // 40 of 100 scenes right, one trial each.
+        let few: Vec<(u32, bool)> = (0..100).map(|s| (s, s % 5 < 2)).collect();
+        let (f, a) = bootstrap(&outcomes(&few));
+        assert!(f[0] < 0.4 && 0.4 < f[1] && f[0] > 0.25 && f[1] < 0.55, "{f:?}");
+        assert_eq!(f, a, "the same outcomes give the same interval");
+        let many: Vec<(u32, bool)> = (0..1000).map(|s| (s, s % 5 < 2)).collect();
+        let (g, _) = bootstrap(&outcomes(&many));
+        assert!(g[0] < 0.4 && 0.4 < g[1] && g[1] - g[0] < (f[1] - f[0]) / 2.0, "{g:?} against {f:?}");
+        assert_eq!(bootstrap(&outcomes(&[(3, true), (9, true)])).0, [1.0, 1.0]);
+        assert_eq!(bootstrap(&[]), ([0.0; 2], [0.0; 2]));
+    }
+
+    #[test]
+    fn bootstrap_resamples_scenes_not_trials() {
+        // The same 40% of trials right, but in 20 scenes of 5 trials that agree: fewer independent
+        // draws, so a wider interval than 100 scenes of one trial.
+        let single: Vec<(u32, bool)> = (0..100).map(|s| (s, s % 5 < 2)).collect();
+        let grouped: Vec<(u32, bool)> = (0..100).map(|t| (t / 5, (t / 5) % 5 < 2)).collect();
+        let (a, b) = (bootstrap(&outcomes(&single)).0, bootstrap(&outcomes(&grouped)).0);
+        assert!(b[1] - b[0] > 1.5 * (a[1] - a[0]), "grouped {b:?}, single {a:?}");
+    }
+
+    #[test]
+    fn bootstrap_matches_its_python_twin() {
+        // models/ctl.py asserts the same interval for the same outcomes (`bootstrap`).
+        let pattern: Vec<(u32, bool)> = (0..60).map(|t| (t / 3, (t * 7) % 11 < 5)).collect();
+        let (f, _) = bootstrap(&outcomes(&pattern));
+        assert_eq!(f, [23.0 / 60.0, 31.0 / 60.0]);
     }
 }

@@ -68,17 +68,23 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         r.pairs_in_file, r.pairs_used, r.dropped_small_query, r.dropped_few_candidates, r.dropped_unreadable
     );
     let photo = r.photometric.unwrap_or_default();
-    println!("{:<12} {:>7} {:>7} {:>13} {:>10}", "distance", "FITB-4", "AUC", "photo FITB-4", "photo AUC");
+    println!("95% intervals: {} resamples of the scenes (bootstrap)", eval::BOOTSTRAP_RESAMPLES);
+    println!("{:<12} {:>21} {:>21} {:>21} {:>21}", "distance", "FITB-4", "AUC", "photo FITB-4", "photo AUC");
+    let with_ci = |v: f64, ci: [f64; 2]| format!("{v:.3} [{:.3}, {:.3}]", ci[0], ci[1]);
     for (name, m, p) in [
         ("hybrid", r.hybrid, photo.hybrid),
         ("global only", r.global_only, photo.global_only),
         ("local only", r.local_only, photo.local_only),
     ] {
-        if r.photometric.is_some() {
-            println!("{name:<12} {:>7.4} {:>7.4} {:>13.4} {:>10.4}", m.fitb4, m.auc, p.fitb4, p.auc);
-        } else {
-            println!("{name:<12} {:>7.4} {:>7.4} {:>13} {:>10}", m.fitb4, m.auc, "-", "-");
-        }
+        let (pf, pa) = match r.photometric {
+            Some(_) => (with_ci(p.fitb4, p.fitb4_ci), with_ci(p.auc, p.auc_ci)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{name:<12} {:>21} {:>21} {pf:>21} {pa:>21}",
+            with_ci(m.fitb4, m.fitb4_ci),
+            with_ci(m.auc, m.auc_ci)
+        );
     }
     if let Some(c) = &r.catalog {
         println!(
@@ -93,9 +99,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             println!("  {label:<12} {n:>4} scenes  median rank {model:>7.1}  random {random:>7.1}");
         }
     }
-    println!("\nhybrid by category:\n{:<28} {:>6} {:>7} {:>7}", "category", "pairs", "FITB-4", "AUC");
+    println!("\nhybrid by category:\n{:<28} {:>6} {:>21} {:>21}", "category", "pairs", "FITB-4", "AUC");
     for (c, m) in &r.per_category {
-        println!("{c:<28} {:>6} {:>7.4} {:>7.4}", m.pairs, m.fitb4, m.auc);
+        println!(
+            "{c:<28} {:>6} {:>21} {:>21}",
+            m.pairs,
+            with_ci(m.fitb4, m.fitb4_ci),
+            with_ci(m.auc, m.auc_ci)
+        );
     }
     Ok(code::OK)
 }

@@ -154,8 +154,14 @@ fn eval_runs_the_protocol_on_any_folder_of_that_layout() {
     assert_eq!(r["pairs_used"], 25);
     for m in ["hybrid", "global_only", "local_only"] {
         for k in ["fitb4", "auc"] {
-            for v in [r[m][k].as_f64().unwrap(), r["photometric"][m][k].as_f64().unwrap()] {
+            for x in [&r[m], &r["photometric"][m]] {
+                let v = x[k].as_f64().unwrap();
                 assert!((0.0..=1.0).contains(&v), "{m}.{k} = {v}");
+                // The scene bootstrap's 95% interval holds the estimate, inside [0, 1].
+                let ci: Vec<f64> =
+                    x[format!("{k}_ci")].as_array().unwrap().iter().map(|c| c.as_f64().unwrap()).collect();
+                assert!(0.0 <= ci[0] && ci[0] <= v && v <= ci[1] && ci[1] <= 1.0, "{m}.{k} = {v}, {ci:?}");
+                assert!(ci[1] > ci[0], "25 trials give an interval of some width: {m}.{k} {ci:?}");
             }
         }
     }

@@ -143,6 +143,7 @@ pub struct RawCamera {
 pub struct RawPipeline {
     pub category: String,
     pub top: usize,
+    pub diversity: f32,
     pub max_rate: f64,
     pub change_threshold: f32,
     pub hold_off_ms: u64,
@@ -230,6 +231,7 @@ impl Default for RawPipeline {
         RawPipeline {
             category: "shoes".into(),
             top: 10,
+            diversity: crate::rank::DEFAULT_DIVERSITY,
             max_rate: 4.0,
             change_threshold: 0.06,
             hold_off_ms: 2000,
@@ -335,6 +337,7 @@ pub struct Config {
     pub roi: Option<[f32; 4]>,
     pub category: String,
     pub top: usize,
+    pub diversity: f32,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -384,6 +387,7 @@ impl RawConfig {
         }
         let p = &self.pipeline;
         check(p.top > 0 && p.top <= 100, "pipeline.top", "must be 1 to 100")?;
+        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;
         check(p.max_rate > 0.0 && p.max_rate.is_finite(), "pipeline.max-rate", "must be positive")?;
         check((0.0..=1.0).contains(&p.change_threshold), "pipeline.change-threshold", "must be 0 to 1")?;
         check(p.stats_interval_s > 0, "pipeline.stats-interval-s", "must be positive")?;
@@ -450,6 +454,7 @@ impl RawConfig {
             roi: c.roi,
             category: p.category.clone(),
             top: p.top,
+            diversity: p.diversity,
             min_interval: Duration::from_secs_f64(1.0 / p.max_rate),
             change_threshold: p.change_threshold,
             hold_off: Duration::from_millis(p.hold_off_ms),
@@ -701,6 +706,11 @@ mod tests {
         check_error("[camera]\nsource = \"folder\"", "camera.path");
         check_error("device-id = \"a b\"", "device-id");
         check_error("[pipeline]\nmax-rate = 0.0", "pipeline.max-rate");
+        check_error("[pipeline]\ndiversity = 1.0", "pipeline.diversity: must be at least 0 and under 1");
+        check_error("[pipeline]\ndiversity = -0.1", "pipeline.diversity");
+        check_error("[pipeline]\ndiversity = nan", "pipeline.diversity");
+        let c = Config::parse("[pipeline]\ndiversity = 0.0", Path::new("t")).unwrap();
+        assert_eq!(c.diversity, 0.0, "0 turns the re-rank off");
         check_error("[camera]\nroi = [0.5, 0.5, 0.6, 0.1]", "camera.roi");
         check_error("[mqtt]\nprefix = \"a/#\"", "mqtt.prefix");
     }

@@ -74,6 +74,57 @@ pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str
     scores
 }
 
+/// `[pipeline] diversity`'s default, and `lookd recommend`'s and `lookd report`'s: measured on the
+/// dev scenes with the shipped model (docs/variety.md, `lookd eval --variety`).
+pub const DEFAULT_DIVERSITY: f32 = 0.3;
+
+/// How far past the top `k` the variety re-rank looks: the best `HEAD * k` products. Twice `k`:
+/// a wider head lets the re-rank reach products unlike the first but far from the scene, and the
+/// same few of those then come up for every scene (docs/variety.md).
+pub const HEAD: usize = 2;
+
+/// Maximal marginal relevance over the head of a ranking, so that `k` near-identical products
+/// do not fill the screen. `ranked` is best first (as `top_k` returns it, `HEAD * k` long or
+/// less); `globals` holds each product's global embedding at `index * dim`. The best product stays
+/// first; each next pick maximises
+///
+/// `(1 - diversity) * (1 - distance / 2) - diversity * max over picked j of cos(g_i, g_j)`
+///
+/// where `1 - distance / 2` is the hybrid distance read as a cosine (for unit vectors
+/// |a - b|^2 = 2 - 2 cos), so both terms are on one scale. `diversity` 0 keeps the order of
+/// `ranked`; ties go to the earlier product. Products repeat nowhere; fewer than `k` in gives
+/// them all back. The cost is `k * HEAD * k` dot products.
+pub fn diversify(ranked: &[Score], k: usize, diversity: f32, globals: &[f32], dim: usize) -> Vec<Score> {
+    if diversity <= 0.0 || ranked.len() <= 1 {
+        return ranked.iter().take(k).copied().collect();
+    }
+    let row = |s: &Score| &globals[s.index * dim..(s.index + 1) * dim];
+    let relevance: Vec<f32> = ranked.iter().map(|s| (1.0 - diversity) * (1.0 - s.distance / 2.0)).collect();
+    // Largest cosine of each candidate to the picks so far; None once it is picked.
+    let mut closest: Vec<Option<f32>> = vec![Some(f32::NEG_INFINITY); ranked.len()];
+    let mut out = Vec::with_capacity(k.min(ranked.len()));
+    let mut next = 0;
+    while out.len() < k.min(ranked.len()) {
+        closest[next] = None;
+        let picked = ranked[next];
+        out.push(picked);
+        let mut best: Option<(usize, f32)> = None;
+        for (i, c) in closest.iter_mut().enumerate() {
+            let Some(c) = c else { continue };
+            *c = c.max(dot(row(&ranked[i]), row(&picked)));
+            let value = relevance[i] - diversity * *c;
+            if best.is_none_or(|(_, b)| value > b) {
+                best = Some((i, value));
+            }
+        }
+        match best {
+            Some((i, _)) => next = i,
+            None => break,
+        }
+    }
+    out
+}
+
 /// The attention weights over regions for one product key: softmax of minus the squared distance.
 pub fn attention(region_keys: &[f32], key: &[f32]) -> Vec<f32> {
     let logits: Vec<f32> = region_keys.chunks_exact(key.len()).map(|k| -squared_distance(k, key)).collect();
@@ -256,6 +307,51 @@ pub fn reference(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
+
+    /// Products on the unit circle at these angles (radians), ranked by the given distances.
+    fn circle(angles: &[f32], distances: &[f32]) -> (Vec<f32>, Vec<Score>) {
+        let globals = angles.iter().flat_map(|a| [a.cos(), a.sin()]).collect();
+        let ranked = distances
+            .iter()
+            .enumerate()
+            .map(|(index, &distance)| Score { index, distance, global: distance, local: distance })
+            .collect();
+        (globals, ranked)
+    }
+
+    fn indices(s: &[Score]) -> Vec<usize> {
+        s.iter().map(|s| s.index).collect()
+    }
+
+    #[test]
+    fn diversify_spreads_a_head_of_near_copies() {
+        // Five near-identical products (angles 0..0.04) rank first, then three others, each a
+        // little farther from the scene.
+        let (g, ranked) = circle(
+            &[0.0, 0.01, 0.02, 0.03, 0.04, 1.5, 3.0, 4.5],
+            &[0.50, 0.51, 0.52, 0.53, 0.54, 0.60, 0.62, 0.64],
+        );
+        assert_eq!(indices(&diversify(&ranked, 4, 0.0, &g, 2)), [0, 1, 2, 3], "0 keeps the order");
+        let got = diversify(&ranked, 4, 0.3, &g, 2);
+        // The opposite of the first (angle 3.0) next, then the nearer of two equally unlike.
+        assert_eq!(indices(&got), [0, 6, 5, 7], "the best stays first; the copies give way");
+        assert_eq!(got[1], ranked[6], "scores travel unchanged");
+        // Once the distinct ones are used, the copies come back, best first.
+        assert_eq!(indices(&diversify(&ranked, 6, 0.3, &g, 2)), [0, 6, 5, 7, 1, 2]);
+        // Fewer products than asked: all of them, each once.
+        let mut all = indices(&diversify(&ranked, 20, 0.3, &g, 2));
+        all.sort();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn diversify_weighs_distance_against_likeness() {
+        // A near copy that is much closer to the scene beats a distinct product far from it.
+        let (g, ranked) = circle(&[0.0, 0.05, 1.5], &[0.2, 0.21, 2.0]);
+        assert_eq!(indices(&diversify(&ranked, 2, 0.3, &g, 2)), [0, 1]);
+        assert_eq!(indices(&diversify(&ranked, 2, 0.9, &g, 2)), [0, 2]);
+        assert!(diversify(&[], 3, 0.3, &g, 2).is_empty());
+    }
 
     fn scene(global: &[f32], regions: &[&[f32]], keys: &[&[f32]]) -> SceneEmbedding {
         SceneEmbedding {

@@ -65,7 +65,8 @@ pub fn score_block(
 
 /// The `top` products of `category` closest to `scene`, best first. With `allowed` (one flag per
 /// cache row, `stock::Stock::mask`), only rows flagged true are considered: a category still
-/// returns its `top` best allowed products.
+/// returns its `top` best allowed products. `diversity` above 0 re-ranks the best `rank::HEAD *
+/// top` allowed products for variety (`rank::diversify`); 0 keeps the distance order.
 pub fn recommend(
     scene: &SceneEmbedding,
     cache: &ProductCache,
@@ -73,17 +74,11 @@ pub fn recommend(
     category: &CategoryBlock,
     top: usize,
     allowed: Option<&[bool]>,
+    diversity: f32,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
-    let mut scores = score_block(scene, cache, category_keys, category)?;
-    if let Some(mask) = allowed {
-        let mask = mask
-            .get(category.start..category.start + category.len)
-            .filter(|_| mask.len() == cache.len())
-            .ok_or(RecommendError::Mask { mask: mask.len(), cache: cache.len() })?;
-        scores.retain(|s| mask[s.index]);
-    }
-    let best = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());
+    let head = ranked_head(scene, cache, category_keys, category, top, allowed)?;
+    let best = rank::diversify(&head, top, diversity, cache.globals(category), cache.dim());
     Ok(best
         .iter()
         .enumerate()
@@ -101,6 +96,28 @@ pub fn recommend(
             }
         })
         .collect())
+}
+
+/// The best `rank::HEAD * top` allowed products of `category` by distance, best first: what
+/// `recommend`'s variety re-rank chooses from (and the variety check, `eval::variety`).
+pub fn ranked_head(
+    scene: &SceneEmbedding,
+    cache: &ProductCache,
+    category_keys: &CategoryKeys,
+    category: &CategoryBlock,
+    top: usize,
+    allowed: Option<&[bool]>,
+) -> Result<Vec<rank::Score>, RecommendError> {
+    let rows = &cache.products()[category.start..category.start + category.len];
+    let mut scores = score_block(scene, cache, category_keys, category)?;
+    if let Some(mask) = allowed {
+        let mask = mask
+            .get(category.start..category.start + category.len)
+            .filter(|_| mask.len() == cache.len())
+            .ok_or(RecommendError::Mask { mask: mask.len(), cache: cache.len() })?;
+        scores.retain(|s| mask[s.index]);
+    }
+    Ok(rank::top_k(scores, top.saturating_mul(rank::HEAD), |i| rows[i].entry.id.as_str()))
 }
 
 #[cfg(test)]
@@ -158,20 +175,45 @@ mod tests {
     fn top_k_is_taken_among_the_allowed_products_not_before_the_filter() {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
-        let all = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, None).unwrap();
+        let all = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, None, 0.0).unwrap();
         assert_eq!(ids(&all), ["p00", "p01", "p02", "p03", "p04"]);
         // The three best and p05 are out of stock: five are still shown, the next best in order.
         let mut allowed = vec![true; cache.len()];
         for i in [0, 1, 2, 5] {
             allowed[i] = false;
         }
-        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&allowed)).unwrap();
+        let got =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&allowed), 0.0).unwrap();
         assert_eq!(ids(&got), ["p03", "p04", "p06", "p07", "p08"]);
         assert_eq!(got.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Fewer allowed than asked: all of them, none of the others.
         let few: Vec<bool> = (0..cache.len()).map(|i| i == 9 || i == 4).collect();
-        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&few)).unwrap();
+        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&few), 0.0).unwrap();
         assert_eq!(ids(&got), ["p04", "p09"]);
+    }
+
+    #[test]
+    fn diversity_reorders_within_the_head_of_the_allowed_products() {
+        let (cache, folder) = (cache(), folder());
+        let shoes = cache.categories()[0].clone();
+        let mut allowed = vec![true; cache.len()];
+        allowed[1] = false;
+        let plain =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, 4, Some(&allowed), 0.0).unwrap();
+        assert_eq!(ids(&plain), ["p00", "p02", "p03", "p04"]);
+        let varied =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, 4, Some(&allowed), 0.9).unwrap();
+        // The best stays first; the others come from the best 2 x 4 allowed (p00..p08 less p01),
+        // spread out along the arc, each once, ranks renumbered.
+        assert_eq!(ids(&varied)[0], "p00");
+        assert_ne!(ids(&varied), ids(&plain));
+        let head = ["p00", "p02", "p03", "p04", "p05", "p06", "p07", "p08"];
+        assert!(varied.iter().all(|r| head.contains(&r.id.as_str())), "{:?}", ids(&varied));
+        let mut unique = ids(&varied);
+        unique.dedup();
+        assert_eq!(unique.len(), 4);
+        assert_eq!(varied.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(varied.iter().any(|r| r.id == "p08"), "the far end of the arc: {:?}", ids(&varied));
     }
 
     #[test]
@@ -179,7 +221,8 @@ mod tests {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
         let short = vec![true; cache.len() - 1];
-        let err = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&short)).unwrap_err();
+        let err =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&short), 0.0).unwrap_err();
         assert!(matches!(err, RecommendError::Mask { mask: 11, cache: 12 }), "{err}");
     }
 }

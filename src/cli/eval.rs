@@ -33,6 +33,11 @@ pub struct Args {
     /// catalog CSV with a `label` column, with the same model)
     #[arg(long, value_name = "CACHE")]
     catalog_cache: Option<PathBuf>,
+    /// With --catalog-cache: the variety check at these diversity settings (comma-separated,
+    /// each 0 to under 1): every scene of the split ranked whole against each catalog category,
+    /// top 10; intra-list similarity, distinct first picks, the most listed product's share
+    #[arg(long, value_delimiter = ',', requires = "catalog_cache", value_parser = super::diversity)]
+    variety: Vec<f32>,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -49,7 +54,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .as_ref()
         .map(|path| ProductCache::open(path, Some(&folder.product_fingerprint())))
         .transpose()?;
-    let checks = Checks { photometric: !a.no_photometric, catalog: cache.as_ref() };
+    let variety = (!a.variety.is_empty()).then_some(a.variety.as_slice());
+    let checks = Checks { photometric: !a.no_photometric, catalog: cache.as_ref(), variety };
     let r = eval::run(&data, &folder, a.seed, a.limit, checks, &mut progress("evaluating"))
         .context("evaluating")?;
     if a.json {
@@ -97,6 +103,26 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         );
         for (label, (n, model, random)) in &c.per_label {
             println!("  {label:<12} {n:>4} scenes  median rank {model:>7.1}  random {random:>7.1}");
+        }
+    }
+    for v in r.variety.iter().flatten() {
+        println!(
+            "\nvariety at diversity {} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists",
+            v.diversity,
+            v.per_category.values().map(|c| c.scenes).max().unwrap_or(0),
+            eval::VARIETY_TOP,
+            v.intra_list_similarity,
+            v.distinct_first,
+            100.0 * v.most_frequent_share
+        );
+        for (c, m) in &v.per_category {
+            println!(
+                "  {c:<28} similarity {:.3}  first picks {:>4}  listed {:>4}  most listed {:>5.1}%",
+                m.intra_list_similarity,
+                m.distinct_first,
+                m.distinct_listed,
+                100.0 * m.most_frequent_share
+            );
         }
     }
     println!("\nhybrid by category:\n{:<28} {:>6} {:>21} {:>21}", "category", "pairs", "FITB-4", "AUC");

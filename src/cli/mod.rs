@@ -173,6 +173,16 @@ pub fn open_or_build_cache(
 }
 
 /// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
+/// `--diversity` and `--variety`: a variety re-rank setting, at least 0 and under 1.
+pub fn diversity(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be at least 0 and under 1"))
+    }
+}
+
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }

@@ -44,6 +44,9 @@ pub struct Args {
     /// Products per category
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
+    #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = super::diversity)]
+    diversity: f32,
     #[command(flatten)]
     model: ModelArg,
     /// Output folder
@@ -113,8 +116,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let embedding = scene_model.embed(&pixels)?;
         let mut categories = Vec::new();
         for block in &blocks {
-            let items = recommend(&embedding, &cache, folder.category_keys(), block, a.top, Some(&in_stock))
-                .map_err(|e| UserError(e.to_string()))?;
+            let items = recommend(
+                &embedding,
+                &cache,
+                folder.category_keys(),
+                block,
+                a.top,
+                Some(&in_stock),
+                a.diversity,
+            )
+            .map_err(|e| UserError(e.to_string()))?;
             for r in &items {
                 decoded.entry(r.id.clone()).or_insert_with(|| {
                     std::fs::read(images.join(&r.image)).ok().and_then(|b| preprocess::decode(&b).ok())

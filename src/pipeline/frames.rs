@@ -251,6 +251,7 @@ impl<'a> Loop<'a> {
             &self.category,
             self.opts.top,
             Some(&self.engine.allowed),
+            self.opts.diversity,
         ) {
             Ok(items) => items,
             Err(e) => {

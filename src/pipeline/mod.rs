@@ -96,6 +96,8 @@ impl Counters {
 pub struct Options {
     pub category: String,
     pub top: usize,
+    /// Variety re-rank of each ranking's head (`recommend`'s `diversity`).
+    pub diversity: f32,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -132,6 +134,7 @@ impl Options {
         Options {
             category: c.category.clone(),
             top: c.top,
+            diversity: c.diversity,
             min_interval: c.min_interval,
             change_threshold: c.change_threshold,
             hold_off: c.hold_off,

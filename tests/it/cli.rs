@@ -244,6 +244,14 @@ fn bad_input_gets_a_clear_message_and_a_distinct_exit_code() {
     // Any case (slugs and ambiguous prefixes: `cache::tests::category_names`).
     let o = recommend(&scene, "PANTS", &tiny, &cache);
     assert!(o.status.success(), "{}", stderr(&o));
+    // A variety setting out of range is refused by name, before anything is loaded.
+    for bad in ["1", "-0.2", "lots"] {
+        let flag = format!("--diversity={bad}");
+        let args = ["recommend", "--scene", s(&scene), "--category", "shoes", &flag];
+        let o = lookd(&[&args[..], &["--model", s(&tiny), "--cache", s(&cache)]].concat());
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--diversity"), "{}", stderr(&o));
+    }
 }
 
 /// `lookd config check` checks what `lookd run` will refuse: the model, the catalog CSV, the

@@ -100,6 +100,7 @@ fn options(frames: u64) -> Options {
     Options {
         category: "shoes".into(),
         top: 3,
+        diversity: lookd::rank::DEFAULT_DIVERSITY,
         min_interval: Duration::ZERO,
         change_threshold: 0.0, // every readable frame is embedded
         hold_off: Duration::ZERO,

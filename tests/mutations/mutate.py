@@ -213,6 +213,14 @@ elif name == "metrics-frames-unread":  # /metrics reports no frame
     sub('src/cli/run.rs', "                frames_in: get(&c.frames_in),", "                frames_in: 0,")
 elif name == "stage-latency-unobserved":  # the latency histograms are never fed
     sub('src/pipeline/frames.rs', "                o.observe(stage, v);", "                let _ = (o, stage, v);")
+elif name == "bootstrap-by-trial":  # the bootstrap draws trials, as if a scene's trials were independent
+    sub('src/eval/mod.rs', "        let i = *index.entry(o.scene).or_insert_with(|| {", "        let i = *index.entry(per.len() as u32).or_insert_with(|| {")
+elif name == "variety-forgets-picks":  # the re-rank never compares a candidate with what it picked
+    sub('src/rank.rs', "            *c = c.max(dot(row(&ranked[i]), row(&picked)));", "            *c = c.max(0.0 * dot(row(&ranked[i]), row(&picked)));")
+elif name == "variety-whole-category":  # the re-rank chooses from the whole category, not its head
+    sub('src/recommend.rs', "    Ok(rank::top_k(scores, top.saturating_mul(rank::HEAD), |i| rows[i].entry.id.as_str()))", "    Ok(rank::top_k(scores, usize::MAX, |i| rows[i].entry.id.as_str()))")
+elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
+    sub('src/config.rs', '        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;\n', "")
 # The packaged unit (kind `unit`: a check of tests/system/unit).
 elif name.startswith("unit-"):
     u = 'systemd/lookd.service'

@@ -14,6 +14,8 @@
 //! numbers `run` reports the leakage checks of `crate::leakage`: the same trials with every
 //! candidate photometrically changed, and, given a catalog cache, the catalog rank check.
 
+pub mod variety;
+
 use std::collections::{BTreeMap, HashMap};
 
 use crate::cache::ProductCache;
@@ -208,6 +210,9 @@ pub struct Report {
     /// The same trials with every candidate product photometrically changed.
     pub photometric: Option<Distances>,
     pub catalog: Option<CatalogReport>,
+    /// The variety check, one entry per diversity setting asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variety: Option<Vec<variety::Variety>>,
 }
 
 /// The three distances' metrics over one set of trials.
@@ -240,7 +245,14 @@ pub struct Checks<'a> {
     pub photometric: bool,
     /// A cache of the store catalog built with the same model, with a `label` column.
     pub catalog: Option<&'a ProductCache>,
+    /// With `catalog`: the variety check (`variety`) at each of these diversity settings: every
+    /// scene of the trials ranked whole against each of the catalog's categories, top
+    /// `VARIETY_TOP`.
+    pub variety: Option<&'a [f32]>,
 }
+
+/// The list length the variety check looks at: the kiosk's default top.
+pub const VARIETY_TOP: usize = 10;
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CategoryMetrics {
@@ -315,6 +327,7 @@ pub fn run(
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
     let mut photo: [Tally; 3] = Default::default();
     let mut scene_numbers: HashMap<&str, u32> = HashMap::new();
+    let mut scene_order: Vec<&str> = Vec::new();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut catalog = checks.catalog.map(CatalogCheck::new).transpose()?;
     let mut report = Report {
@@ -346,7 +359,10 @@ pub fn run(
         }
         let embedding = scenes.embed(&pixels)?;
         let next = scene_numbers.len() as u32;
-        let sn = *scene_numbers.entry(pair.scene.as_str()).or_insert(next);
+        let sn = *scene_numbers.entry(pair.scene.as_str()).or_insert_with(|| {
+            scene_order.push(pair.scene.as_str());
+            next
+        });
         let plain: Vec<&ProductEmbedding> = candidates.iter().map(|c| &c.plain).collect();
         let scores = score_candidates(folder, &pair.category, &embedding, &plain)?;
         hybrid.add(sn, scores.map(|s| s.distance));
@@ -374,7 +390,66 @@ pub fn run(
         Distances { hybrid, global_only, local_only }
     });
     report.catalog = catalog.map(CatalogCheck::finish);
+    if let (Some(settings), Some(cache)) = (checks.variety, checks.catalog) {
+        report.variety =
+            Some(variety_check(data, folder, &mut scenes, cache, &scene_order, settings, progress)?);
+    }
     Ok(report)
+}
+
+/// `Checks::variety`: each scene whole, each category of `cache`, the top `VARIETY_TOP` at each
+/// diversity setting; unreadable scenes are left out.
+fn variety_check(
+    data: &Dataset,
+    folder: &ModelFolder,
+    model: &mut SceneModel,
+    cache: &ProductCache,
+    scenes: &[&str],
+    settings: &[f32],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<variety::Variety>, EvalError> {
+    let blocks = cache.categories();
+    // lists[setting][block] = one list of block rows per scene
+    let mut lists: Vec<Vec<Vec<Vec<usize>>>> = vec![vec![Vec::new(); blocks.len()]; settings.len()];
+    let (input, mut pixels) = (&folder.manifest.input, Vec::new());
+    for (n, id) in scenes.iter().enumerate() {
+        progress(n, scenes.len());
+        let Some(scene) = std::fs::read(data.scene_path(id)).ok().and_then(|b| preprocess::decode(&b).ok())
+        else {
+            continue;
+        };
+        if preprocess::to_model_input(&scene, None, input.width, input.height, &mut pixels).is_err() {
+            continue;
+        }
+        let embedding = model.embed(&pixels)?;
+        for (b, block) in blocks.iter().enumerate() {
+            let head = crate::recommend::ranked_head(
+                &embedding,
+                cache,
+                folder.category_keys(),
+                block,
+                VARIETY_TOP,
+                None,
+            )?;
+            for (k, &d) in settings.iter().enumerate() {
+                let picked = rank::diversify(&head, VARIETY_TOP, d, cache.globals(block), cache.dim());
+                lists[k][b].push(picked.iter().map(|s| s.index).collect());
+            }
+        }
+    }
+    progress(scenes.len(), scenes.len());
+    Ok(settings
+        .iter()
+        .zip(lists)
+        .map(|(&d, per_block)| {
+            let per = blocks.iter().zip(per_block).map(|(block, lists)| {
+                let name = block.path.rsplit('|').next().unwrap_or(&block.path).to_string();
+                let l = variety::Lists { globals: cache.globals(block), dim: cache.dim(), lists };
+                (name, variety::category(&l))
+            });
+            variety::summarise(d, per.collect())
+        })
+        .collect())
 }
 
 /// The catalog check's running state: the cache, its labels, and one rank per trial.

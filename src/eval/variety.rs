@@ -1,0 +1,113 @@
+//! The variety check (#29): what a shopper would see on the screen, scene after scene. Each
+//! scene of a split is ranked whole (as the mirror sees it) against every category of a catalog
+//! cache, top-K per category, at one or more `diversity` settings (`rank::diversify`); this file
+//! turns those lists into numbers. Pure: lists and embeddings in, statistics out.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The top-K lists of one category at one diversity setting: one list per scene, each a list of
+/// row indices into the category's globals (`[rows, dim]`), best first.
+pub struct Lists<'a> {
+    pub globals: &'a [f32],
+    pub dim: usize,
+    pub lists: Vec<Vec<usize>>,
+}
+
+/// What the screen shows a category over many scenes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CategoryVariety {
+    pub scenes: usize,
+    /// Mean over lists of the mean pairwise cosine of the listed products' global embeddings
+    /// (intra-list similarity: 1 = ten copies of one product).
+    pub intra_list_similarity: f64,
+    /// How many different products are ranked first over the scenes.
+    pub distinct_first: usize,
+    /// How many different products appear in any list.
+    pub distinct_listed: usize,
+    /// The share of lists that hold the product listed most often.
+    pub most_frequent_share: f64,
+}
+
+/// One diversity setting over every category: the per-category numbers and their summary.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Variety {
+    pub diversity: f32,
+    /// Mean of the categories' intra-list similarity.
+    pub intra_list_similarity: f64,
+    /// Sum over categories of the distinct first picks.
+    pub distinct_first: usize,
+    /// The largest `most_frequent_share` of any category (the acceptance's "at most 10%").
+    pub most_frequent_share: f64,
+    pub per_category: BTreeMap<String, CategoryVariety>,
+}
+
+pub fn category(l: &Lists) -> CategoryVariety {
+    let row = |i: usize| &l.globals[i * l.dim..(i + 1) * l.dim];
+    let mut similarity = 0.0;
+    let mut counted = 0usize;
+    let mut appearances: HashMap<usize, usize> = HashMap::new();
+    let mut first = HashSet::new();
+    for list in &l.lists {
+        if let Some(&f) = list.first() {
+            first.insert(f);
+        }
+        let unique: HashSet<usize> = list.iter().copied().collect();
+        for i in unique {
+            *appearances.entry(i).or_default() += 1;
+        }
+        if list.len() < 2 {
+            continue;
+        }
+        let (mut sum, mut pairs) = (0.0f64, 0usize);
+        for (a, &i) in list.iter().enumerate() {
+            for &j in &list[a + 1..] {
+                sum += row(i).iter().zip(row(j)).map(|(x, y)| x * y).sum::<f32>() as f64;
+                pairs += 1;
+            }
+        }
+        similarity += sum / pairs as f64;
+        counted += 1;
+    }
+    let scenes = l.lists.len();
+    CategoryVariety {
+        scenes,
+        intra_list_similarity: similarity / counted.max(1) as f64,
+        distinct_first: first.len(),
+        distinct_listed: appearances.len(),
+        most_frequent_share: appearances.values().copied().max().unwrap_or(0) as f64 / scenes.max(1) as f64,
+    }
+}
+
+pub fn summarise(diversity: f32, per_category: BTreeMap<String, CategoryVariety>) -> Variety {
+    let n = per_category.len().max(1) as f64;
+    Variety {
+        diversity,
+        intra_list_similarity: per_category.values().map(|c| c.intra_list_similarity).sum::<f64>() / n,
+        distinct_first: per_category.values().map(|c| c.distinct_first).sum(),
+        most_frequent_share: per_category.values().map(|c| c.most_frequent_share).fold(0.0, f64::max),
+        per_category,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_copies_firsts_and_the_most_listed_product() {
+        // Rows 0 and 1 are one direction, 2 another (orthogonal), 3 the opposite of 0.
+        let globals = [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, -1.0, 0.0];
+        let l =
+            Lists { globals: &globals, dim: 2, lists: vec![vec![0, 1], vec![0, 2], vec![2, 3], vec![1, 0]] };
+        let c = category(&l);
+        assert_eq!(c.scenes, 4);
+        assert_eq!((c.distinct_first, c.distinct_listed), (3, 4));
+        assert!((c.intra_list_similarity - (1.0 + 0.0 + 0.0 + 1.0) / 4.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.most_frequent_share, 0.75, "row 0 is in three of four lists");
+        let mut per = BTreeMap::new();
+        per.insert("a".to_string(), c);
+        per.insert("b".to_string(), CategoryVariety { most_frequent_share: 0.9, distinct_first: 2, ..c });
+        let v = summarise(0.3, per);
+        assert_eq!((v.distinct_first, v.most_frequent_share), (5, 0.9));
+    }
+}

@@ -152,9 +152,35 @@ def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone
     print(f"wrote {dst} ({os.path.getsize(dst)} bytes, sha256 {digest})")
 
 
+def mean_scene(folder, data):
+    """The folder's mean scene for lookd's hubness correction (rank::correct_hubs): over the train
+    split's scenes, each whole (as the mirror sees one), the mean global embedding plus the mean
+    region embedding. Written to mean_scene.json and named in the manifest (`mean-scene`)."""
+    m, sess = session(folder, threads=2)
+    outs = [m["scene"]["global"], m["scene"]["regions"]]
+    scenes = sorted({p["scene"] for p in ctl.read_stl(data) if ctl.split_of(p["scene"]) == "train"})
+    g, r = np.zeros(m["dim"]), np.zeros(m["dim"])
+    for s in scenes:
+        sg, sr = sess.run(outs, {"image": to_input(load_rgb(f"{data}/scenes/{s}.jpg"))[None]})
+        g += sg[0]
+        r += sr[0].mean(0)
+    mean = (g + r) / len(scenes)
+    with open(os.path.join(folder, "mean_scene.json"), "w") as f:
+        json.dump([float(v) for v in mean], f)
+    path = os.path.join(folder, "manifest.toml")
+    text = open(path).read()
+    if "mean-scene = " not in text:
+        regions = f'regions = {m["regions"]}\n'
+        assert regions in text, "the manifest has no top-level regions line"
+        text = text.replace(regions, regions + 'mean-scene = "mean_scene.json"\n', 1)
+        with open(path, "w") as f:
+            f.write(text)
+    print(f"wrote {folder}/mean_scene.json: {len(scenes)} train scenes, |mean| {np.linalg.norm(mean):.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["eval", "quantize"])
+    ap.add_argument("action", choices=["eval", "quantize", "mean-scene"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default="../shared/data/ccp")
     ap.add_argument("--split", default="dev", choices=["all", "train", "dev", "test"])
@@ -167,6 +193,8 @@ def main():
     a = ap.parse_args()
     if a.action == "eval":
         print(json.dumps(evaluate(a.model, a.data, a.split, a.limit)))
+    elif a.action == "mean-scene":
+        mean_scene(a.model, a.data)
     else:
         quantize(a.model, a.data, a.out, a.calibration, a.per_channel, a.method, a.scope)
 

@@ -21,6 +21,9 @@ mkdir -p out/ship
 if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
   $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default-f32 --lookd "$LOOKD" | tee out/ship/train.log
 fi
+# The mean train scene for lookd's hubness correction (docs/variety.md), before quantizing, so the
+# int8 copy carries the same file.
+$PY -u models/onnx_eval.py mean-scene --model models/default-f32 --data "$DATA"
 # int8: calibrated on train-split scenes and studio cut-outs (the products a store has).
 # The backbone's convolutions with their ReLU6 ranges; MinMax, which measured best on dev through
 # onnxruntime (#28: percentile lost 1.0 FITB-4 point more; entropy wrote the same file as MinMax).
@@ -59,6 +62,8 @@ ships=$($PY models/card.py --decide --ship out/ship)
 from=models/default-f32; [ "$ships" = int8 ] && from=out/models/default-int8
 mkdir -p models/default
 find models/default -maxdepth 1 -type f ! -name MODEL_CARD.md -delete
-for f in "$from"/manifest.toml "$from"/reference.json "$from"/*.onnx; do cp "$f" models/default/; done
+for f in "$from"/manifest.toml "$from"/*.json "$from"/*.onnx; do
+  [ "$(basename "$f")" = results.json ] || cp "$f" models/default/
+done
 echo "models/default: the $ships model (from $from)"
 $PY models/card.py --results models/default-f32/results.json --ship out/ship --out models/default/MODEL_CARD.md

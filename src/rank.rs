@@ -74,6 +74,25 @@ pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str
     scores
 }
 
+/// Hubness correction: adds `g_p . mean_scene` to each product's distance, where `mean_scene` is
+/// the mean over a model's training scenes of their global embedding plus their mean region
+/// embedding (the model folder's `mean-scene`). A product's mean hybrid distance to scenes is
+/// about `2 - g_p . mean_scene` (the global term exactly, the local one with flat attention), so
+/// this subtracts that mean, up to a constant: the distance-form of CSLS (Conneau et al. 2018)
+/// over all reference scenes, with no weight to tune. Products close to every scene (hubs, the
+/// same shoe in every list) move down. `global` and `local` keep the plain distances, so
+/// `plain_distance` gets the model's distance back exactly.
+pub fn correct_hubs(scores: &mut [Score], globals: &[f32], dim: usize, mean_scene: &[f32]) {
+    for s in scores {
+        s.distance += dot(&globals[s.index * dim..(s.index + 1) * dim], mean_scene);
+    }
+}
+
+/// The model's hybrid distance of a score, whatever ranking key `distance` holds now.
+pub fn plain_distance(s: &Score) -> f32 {
+    0.5 * (s.global + s.local)
+}
+
 /// `[pipeline] diversity`'s default, and `lookd recommend`'s and `lookd report`'s: measured on the
 /// dev scenes with the shipped model (docs/variety.md, `lookd eval --variety`).
 pub const DEFAULT_DIVERSITY: f32 = 0.3;
@@ -342,6 +361,27 @@ mod tests {
         let mut all = indices(&diversify(&ranked, 20, 0.3, &g, 2));
         all.sort();
         assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn correct_hubs_moves_down_the_products_near_the_mean_scene_and_keeps_the_distance() {
+        // Product 0 lies along the mean scene (close to every scene), product 1 across it.
+        let (g, mut ranked) = circle(&[0.0, std::f32::consts::FRAC_PI_2], &[0.50, 0.52]);
+        for s in &mut ranked {
+            (s.global, s.local) = (s.distance, s.distance);
+        }
+        correct_hubs(&mut ranked, &g, 2, &[0.4, 0.0]);
+        assert!(
+            (ranked[0].distance - 0.90).abs() < 1e-4 && (ranked[1].distance - 0.52).abs() < 1e-4,
+            "{ranked:?}"
+        );
+        let order = top_k(ranked.clone(), 2, |i| ["a", "b"][i]);
+        assert_eq!(indices(&order), [1, 0], "the hub gives way");
+        assert_eq!(
+            ranked.iter().map(plain_distance).collect::<Vec<_>>(),
+            [0.50, 0.52],
+            "the model's distance"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum RecommendError {
     NoCategoryKey(String),
     #[error("the stock mask has {mask} rows, the cache {cache}")]
     Mask { mask: usize, cache: usize },
+    #[error("the model's mean scene has width {mean}, the cache {cache}")]
+    MeanScene { mean: usize, cache: usize },
 }
 
 /// The attention keys of one category block: each product's own (product-key models) or the
@@ -63,22 +65,40 @@ pub fn score_block(
     Ok(rank::score(scene, &Products { globals: cache.globals(category), keys }))
 }
 
-/// The `top` products of `category` closest to `scene`, best first. With `allowed` (one flag per
-/// cache row, `stock::Stock::mask`), only rows flagged true are considered: a category still
-/// returns its `top` best allowed products. `diversity` above 0 re-ranks the best `rank::HEAD *
-/// top` allowed products for variety (`rank::diversify`); 0 keeps the distance order.
+/// How a list is made from the distances (docs/variety.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranking<'a> {
+    /// Products per list.
+    pub top: usize,
+    /// Above 0: the best `rank::HEAD * top` are re-ranked for variety (`rank::diversify`).
+    pub diversity: f32,
+    /// The model's mean scene (`ModelFolder::mean_scene`): ranked by the hub-corrected distance
+    /// (`rank::correct_hubs`); `None`: by the model's distance.
+    pub mean_scene: Option<&'a [f32]>,
+}
+
+impl Ranking<'_> {
+    /// By distance alone: the first `top`, nothing re-ranked.
+    pub fn plain(top: usize) -> Ranking<'static> {
+        Ranking { top, diversity: 0.0, mean_scene: None }
+    }
+}
+
+/// The `ranking.top` products of `category` that best complete `scene`, best first. With
+/// `allowed` (one flag per cache row, `stock::Stock::mask`), only rows flagged true are
+/// considered: a category still returns its `top` best allowed products. Each item's `distance`
+/// is the model's hybrid distance, whatever the ranking corrected.
 pub fn recommend(
     scene: &SceneEmbedding,
     cache: &ProductCache,
     category_keys: &CategoryKeys,
     category: &CategoryBlock,
-    top: usize,
+    ranking: &Ranking,
     allowed: Option<&[bool]>,
-    diversity: f32,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
-    let head = ranked_head(scene, cache, category_keys, category, top, allowed)?;
-    let best = rank::diversify(&head, top, diversity, cache.globals(category), cache.dim());
+    let head = ranked_head(scene, cache, category_keys, category, ranking, allowed)?;
+    let best = rank::diversify(&head, ranking.top, ranking.diversity, cache.globals(category), cache.dim());
     Ok(best
         .iter()
         .enumerate()
@@ -87,7 +107,7 @@ pub fn recommend(
             Recommendation {
                 id: e.id.clone(),
                 rank: n + 1,
-                distance: s.distance,
+                distance: rank::plain_distance(s),
                 global: s.global,
                 local: s.local,
                 category: e.category.clone(),
@@ -98,14 +118,15 @@ pub fn recommend(
         .collect())
 }
 
-/// The best `rank::HEAD * top` allowed products of `category` by distance, best first: what
-/// `recommend`'s variety re-rank chooses from (and the variety check, `eval::variety`).
+/// The best `rank::HEAD * top` allowed products of `category`, best first, by the distance
+/// `ranking` asks for (hub-corrected with a mean scene, in `distance`): what `recommend`'s
+/// variety re-rank chooses from (and the variety check, `eval::variety`).
 pub fn ranked_head(
     scene: &SceneEmbedding,
     cache: &ProductCache,
     category_keys: &CategoryKeys,
     category: &CategoryBlock,
-    top: usize,
+    ranking: &Ranking,
     allowed: Option<&[bool]>,
 ) -> Result<Vec<rank::Score>, RecommendError> {
     let rows = &cache.products()[category.start..category.start + category.len];
@@ -117,6 +138,13 @@ pub fn ranked_head(
             .ok_or(RecommendError::Mask { mask: mask.len(), cache: cache.len() })?;
         scores.retain(|s| mask[s.index]);
     }
+    if let Some(mean) = ranking.mean_scene {
+        if mean.len() != cache.dim() {
+            return Err(RecommendError::MeanScene { mean: mean.len(), cache: cache.dim() });
+        }
+        rank::correct_hubs(&mut scores, cache.globals(category), cache.dim(), mean);
+    }
+    let top = ranking.top;
     Ok(rank::top_k(scores, top.saturating_mul(rank::HEAD), |i| rows[i].entry.id.as_str()))
 }
 
@@ -175,7 +203,8 @@ mod tests {
     fn top_k_is_taken_among_the_allowed_products_not_before_the_filter() {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
-        let all = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, None, 0.0).unwrap();
+        let all =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(5), None).unwrap();
         assert_eq!(ids(&all), ["p00", "p01", "p02", "p03", "p04"]);
         // The three best and p05 are out of stock: five are still shown, the next best in order.
         let mut allowed = vec![true; cache.len()];
@@ -183,12 +212,14 @@ mod tests {
             allowed[i] = false;
         }
         let got =
-            recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&allowed), 0.0).unwrap();
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(5), Some(&allowed))
+                .unwrap();
         assert_eq!(ids(&got), ["p03", "p04", "p06", "p07", "p08"]);
         assert_eq!(got.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         // Fewer allowed than asked: all of them, none of the others.
         let few: Vec<bool> = (0..cache.len()).map(|i| i == 9 || i == 4).collect();
-        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&few), 0.0).unwrap();
+        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(5), Some(&few))
+            .unwrap();
         assert_eq!(ids(&got), ["p04", "p09"]);
     }
 
@@ -199,10 +230,18 @@ mod tests {
         let mut allowed = vec![true; cache.len()];
         allowed[1] = false;
         let plain =
-            recommend(&scene(), &cache, folder.category_keys(), &shoes, 4, Some(&allowed), 0.0).unwrap();
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(4), Some(&allowed))
+                .unwrap();
         assert_eq!(ids(&plain), ["p00", "p02", "p03", "p04"]);
-        let varied =
-            recommend(&scene(), &cache, folder.category_keys(), &shoes, 4, Some(&allowed), 0.9).unwrap();
+        let varied = recommend(
+            &scene(),
+            &cache,
+            folder.category_keys(),
+            &shoes,
+            &Ranking { diversity: 0.9, ..Ranking::plain(4) },
+            Some(&allowed),
+        )
+        .unwrap();
         // The best stays first; the others come from the best 2 x 4 allowed (p00..p08 less p01),
         // spread out along the arc, each once, ranks renumbered.
         assert_eq!(ids(&varied)[0], "p00");
@@ -217,12 +256,36 @@ mod tests {
     }
 
     #[test]
+    fn a_mean_scene_reorders_by_the_corrected_distance_and_publishes_the_models() {
+        let (cache, folder) = (cache(), folder());
+        let shoes = cache.categories()[0].clone();
+        let plain =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(12), None).unwrap();
+        // The scene lies along p00, so its distance to p_i is 2 - 2 cos(angle_i). A mean scene
+        // along p00 three times as strong adds 3 cos(angle_i): the products nearest this scene
+        // are nearer still to every scene, and the far end of the arc comes first.
+        let mean = [3.0, 0.0];
+        let hub = Ranking { mean_scene: Some(&mean), ..Ranking::plain(12) };
+        let got = recommend(&scene(), &cache, folder.category_keys(), &shoes, &hub, None).unwrap();
+        assert_ne!(ids(&got)[..3], ids(&plain)[..3], "{:?}", ids(&got));
+        for r in &got {
+            let same = plain.iter().find(|p| p.id == r.id).unwrap();
+            assert_eq!(r.distance, same.distance, "{}: the published distance is the model's", r.id);
+        }
+        let wide = [1.0, 0.0, 0.0];
+        let bad = Ranking { mean_scene: Some(&wide), ..Ranking::plain(3) };
+        let err = recommend(&scene(), &cache, folder.category_keys(), &shoes, &bad, None).unwrap_err();
+        assert!(matches!(err, RecommendError::MeanScene { mean: 3, cache: 2 }), "{err}");
+    }
+
+    #[test]
     fn a_mask_of_another_length_is_refused() {
         let (cache, folder) = (cache(), folder());
         let shoes = cache.categories()[0].clone();
         let short = vec![true; cache.len() - 1];
         let err =
-            recommend(&scene(), &cache, folder.category_keys(), &shoes, 5, Some(&short), 0.0).unwrap_err();
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(5), Some(&short))
+                .unwrap_err();
         assert!(matches!(err, RecommendError::Mask { mask: 11, cache: 12 }), "{err}");
     }
 }

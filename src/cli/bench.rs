@@ -38,9 +38,8 @@ pub struct Args {
     /// Products per recommendation message
     #[arg(long, default_value_t = 10)]
     top: usize,
-    /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
-    #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = super::diversity)]
-    diversity: f32,
+    #[command(flatten)]
+    rank: super::RankArgs,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -148,8 +147,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let scene = scene_model.embed(&pixels)?;
         let graph = ms(t);
         let t = Instant::now();
-        let items = recommend(&scene, &cache, folder.category_keys(), &category, a.top, None, a.diversity)
-            .map_err(|e| UserError(e.to_string()))?;
+        let items = recommend(
+            &scene,
+            &cache,
+            folder.category_keys(),
+            &category,
+            &a.rank.ranking(a.top, &folder),
+            None,
+        )
+        .map_err(|e| UserError(e.to_string()))?;
         let rank = ms(t);
         let t = Instant::now();
         let msg = Recommendations {

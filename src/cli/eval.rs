@@ -107,13 +107,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     for v in r.variety.iter().flatten() {
         println!(
-            "\nvariety at diversity {} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists",
+            "\nvariety at diversity {}, {} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists (categories' mean {:.1}%)",
             v.diversity,
+            if v.hub_correction { "hub-corrected" } else { "by distance" },
             v.per_category.values().map(|c| c.scenes).max().unwrap_or(0),
             eval::VARIETY_TOP,
             v.intra_list_similarity,
             v.distinct_first,
-            100.0 * v.most_frequent_share
+            100.0 * v.most_frequent_share,
+            100.0 * v.mean_most_frequent_share
         );
         for (c, m) in &v.per_category {
             println!(

@@ -173,6 +173,30 @@ pub fn open_or_build_cache(
 }
 
 /// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
+/// How `recommend`, `report` and `bench` rank, as `[pipeline] diversity` and `correct-hubs` do
+/// for the daemon (docs/variety.md).
+#[derive(clap::Args)]
+pub struct RankArgs {
+    /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
+    #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = diversity)]
+    pub diversity: f32,
+    /// Rank by the model's distance alone, without the hubness correction of a model that has a
+    /// mean scene (`[pipeline] correct-hubs = false`)
+    #[arg(long)]
+    pub no_hub_correction: bool,
+}
+
+impl RankArgs {
+    pub fn ranking<'a>(
+        &self,
+        top: usize,
+        folder: &'a lookd::model::ModelFolder,
+    ) -> lookd::recommend::Ranking<'a> {
+        let mean_scene = if self.no_hub_correction { None } else { folder.mean_scene() };
+        lookd::recommend::Ranking { top, diversity: self.diversity, mean_scene }
+    }
+}
+
 /// `--diversity` and `--variety`: a variety re-rank setting, at least 0 and under 1.
 pub fn diversity(s: &str) -> Result<f32, String> {
     let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;

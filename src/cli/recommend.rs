@@ -21,9 +21,8 @@ pub struct Args {
     /// How many products to list
     #[arg(long, default_value_t = 10)]
     top: usize,
-    /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
-    #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = super::diversity)]
-    diversity: f32,
+    #[command(flatten)]
+    rank: super::RankArgs,
     #[command(flatten)]
     model: ModelArg,
     /// Product cache built by `lookd catalog build`
@@ -57,9 +56,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels)
         .map_err(|e| UserError(e.to_string()))?;
     let scene = SceneModel::load(&folder).context("loading the scene graph")?.embed(&pixels)?;
-    let items =
-        recommend(&scene, &cache, folder.category_keys(), category, a.top, Some(&in_stock), a.diversity)
-            .map_err(|e| UserError(e.to_string()))?;
+    let items = recommend(
+        &scene,
+        &cache,
+        folder.category_keys(),
+        category,
+        &a.rank.ranking(a.top, &folder),
+        Some(&in_stock),
+    )
+    .map_err(|e| UserError(e.to_string()))?;
     let m = &folder.manifest;
     if a.json {
         let out = Output {

@@ -44,9 +44,8 @@ pub struct Args {
     /// Products per category
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
-    #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = super::diversity)]
-    diversity: f32,
+    #[command(flatten)]
+    rank: super::RankArgs,
     #[command(flatten)]
     model: ModelArg,
     /// Output folder
@@ -121,9 +120,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 &cache,
                 folder.category_keys(),
                 block,
-                a.top,
+                &a.rank.ranking(a.top, &folder),
                 Some(&in_stock),
-                a.diversity,
             )
             .map_err(|e| UserError(e.to_string()))?;
             for r in &items {

@@ -25,6 +25,7 @@ use crate::leakage::{self, Photometric};
 use crate::model::{ModelError, ModelFolder, ProductModel, SceneModel};
 use crate::preprocess::{self, Rect};
 use crate::rank::{self, Keys, Products, Score};
+use crate::recommend::{ranked_head, Ranking};
 use crate::rng::SplitMix64;
 
 /// Smallest share of the image a query rectangle may cover.
@@ -409,8 +410,12 @@ fn variety_check(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<variety::Variety>, EvalError> {
     let blocks = cache.categories();
-    // lists[setting][block] = one list of block rows per scene
-    let mut lists: Vec<Vec<Vec<Vec<usize>>>> = vec![vec![Vec::new(); blocks.len()]; settings.len()];
+    // Every setting by distance, then, where the model has a mean scene, hub-corrected.
+    let means: Vec<Option<&[f32]>> = [None].into_iter().chain(folder.mean_scene().map(Some)).collect();
+    let runs: Vec<(Option<&[f32]>, f32)> =
+        means.iter().flat_map(|&m| settings.iter().map(move |&d| (m, d))).collect();
+    // lists[run][block] = one list of block rows per scene
+    let mut lists: Vec<Vec<Vec<Vec<usize>>>> = vec![vec![Vec::new(); blocks.len()]; runs.len()];
     let (input, mut pixels) = (&folder.manifest.input, Vec::new());
     for (n, id) in scenes.iter().enumerate() {
         progress(n, scenes.len());
@@ -423,31 +428,27 @@ fn variety_check(
         }
         let embedding = model.embed(&pixels)?;
         for (b, block) in blocks.iter().enumerate() {
-            let head = crate::recommend::ranked_head(
-                &embedding,
-                cache,
-                folder.category_keys(),
-                block,
-                VARIETY_TOP,
-                None,
-            )?;
-            for (k, &d) in settings.iter().enumerate() {
-                let picked = rank::diversify(&head, VARIETY_TOP, d, cache.globals(block), cache.dim());
-                lists[k][b].push(picked.iter().map(|s| s.index).collect());
+            for (m, &mean_scene) in means.iter().enumerate() {
+                let ranking = Ranking { top: VARIETY_TOP, diversity: 0.0, mean_scene };
+                let head = ranked_head(&embedding, cache, folder.category_keys(), block, &ranking, None)?;
+                for (k, &d) in settings.iter().enumerate() {
+                    let picked = rank::diversify(&head, VARIETY_TOP, d, cache.globals(block), cache.dim());
+                    lists[m * settings.len() + k][b].push(picked.iter().map(|s| s.index).collect());
+                }
             }
         }
     }
     progress(scenes.len(), scenes.len());
-    Ok(settings
+    Ok(runs
         .iter()
         .zip(lists)
-        .map(|(&d, per_block)| {
+        .map(|(&(mean, d), per_block)| {
             let per = blocks.iter().zip(per_block).map(|(block, lists)| {
                 let name = block.path.rsplit('|').next().unwrap_or(&block.path).to_string();
                 let l = variety::Lists { globals: cache.globals(block), dim: cache.dim(), lists };
                 (name, variety::category(&l))
             });
-            variety::summarise(d, per.collect())
+            variety::summarise(d, mean.is_some(), per.collect())
         })
         .collect())
 }

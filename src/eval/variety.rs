@@ -32,12 +32,16 @@ pub struct CategoryVariety {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Variety {
     pub diversity: f32,
+    /// Ranked by the hub-corrected distance (`rank::correct_hubs`), not the model's.
+    pub hub_correction: bool,
     /// Mean of the categories' intra-list similarity.
     pub intra_list_similarity: f64,
     /// Sum over categories of the distinct first picks.
     pub distinct_first: usize,
     /// The largest `most_frequent_share` of any category (the acceptance's "at most 10%").
     pub most_frequent_share: f64,
+    /// The categories' `most_frequent_share`, averaged.
+    pub mean_most_frequent_share: f64,
     pub per_category: BTreeMap<String, CategoryVariety>,
 }
 
@@ -78,13 +82,19 @@ pub fn category(l: &Lists) -> CategoryVariety {
     }
 }
 
-pub fn summarise(diversity: f32, per_category: BTreeMap<String, CategoryVariety>) -> Variety {
+pub fn summarise(
+    diversity: f32,
+    hub_correction: bool,
+    per_category: BTreeMap<String, CategoryVariety>,
+) -> Variety {
     let n = per_category.len().max(1) as f64;
     Variety {
         diversity,
+        hub_correction,
         intra_list_similarity: per_category.values().map(|c| c.intra_list_similarity).sum::<f64>() / n,
         distinct_first: per_category.values().map(|c| c.distinct_first).sum(),
         most_frequent_share: per_category.values().map(|c| c.most_frequent_share).fold(0.0, f64::max),
+        mean_most_frequent_share: per_category.values().map(|c| c.most_frequent_share).sum::<f64>() / n,
         per_category,
     }
 }
@@ -107,7 +117,8 @@ mod tests {
         let mut per = BTreeMap::new();
         per.insert("a".to_string(), c);
         per.insert("b".to_string(), CategoryVariety { most_frequent_share: 0.9, distinct_first: 2, ..c });
-        let v = summarise(0.3, per);
+        let v = summarise(0.3, false, per);
         assert_eq!((v.distinct_first, v.most_frequent_share), (5, 0.9));
+        assert!((v.mean_most_frequent_share - (0.75 + 0.9) / 2.0).abs() < 1e-12);
     }
 }

@@ -30,6 +30,11 @@ pub struct Manifest {
     /// Category path -> key file, only in the category-key attention mode.
     #[serde(default)]
     pub category_keys: Option<String>,
+    /// A JSON array of `dim` floats: the mean over the training scenes of their global embedding
+    /// plus their mean region embedding, for the ranking's hubness correction
+    /// (`rank::correct_hubs`). Optional: without it lists are ranked by distance alone.
+    #[serde(default)]
+    pub mean_scene: Option<String>,
     /// Free-form facts about training (data, split, metrics); shown by `lookd model info`.
     #[serde(default)]
     pub training: BTreeMap<String, toml::Value>,

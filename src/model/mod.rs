@@ -40,6 +40,8 @@ pub enum ModelError {
     Shape { path: PathBuf, output: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("category keys {path}: {message}")]
     CategoryKeys { path: PathBuf, message: String },
+    #[error("mean scene {path}: {message}")]
+    MeanScene { path: PathBuf, message: String },
     #[error("input has {actual} values, the model takes {expected} ({what})")]
     Input { expected: usize, actual: usize, what: String },
     #[error("inference failed: {0}")]
@@ -54,6 +56,7 @@ pub struct ModelFolder {
     pub dir: PathBuf,
     pub manifest: Manifest,
     category_keys: CategoryKeys,
+    mean_scene: Option<Vec<f32>>,
 }
 
 impl ModelFolder {
@@ -63,7 +66,16 @@ impl ModelFolder {
             Some(file) => read_category_keys(&dir.join(file), manifest.dim)?,
             None => BTreeMap::new(),
         };
-        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys })
+        let mean_scene = match &manifest.mean_scene {
+            Some(file) => Some(read_mean_scene(&dir.join(file), manifest.dim)?),
+            None => None,
+        };
+        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys, mean_scene })
+    }
+
+    /// The training scenes' mean (the manifest's `mean-scene`), for `rank::correct_hubs`.
+    pub fn mean_scene(&self) -> Option<&[f32]> {
+        self.mean_scene.as_deref()
     }
 
     /// The learned key of a category (category mode); `None` for an unknown category.
@@ -123,6 +135,19 @@ fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f3
         return Err(fail(format!("key of {cat:?} has {} values, dim is {dim}", k.len())));
     }
     Ok(keys)
+}
+
+fn read_mean_scene(path: &Path, dim: usize) -> Result<Vec<f32>, ModelError> {
+    let fail = |message: String| ModelError::MeanScene { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mean: Vec<f32> = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    if mean.len() != dim {
+        return Err(fail(format!("{} values, dim is {dim}", mean.len())));
+    }
+    if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
+        return Err(fail(format!("{v} is not a finite number")));
+    }
+    Ok(mean)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

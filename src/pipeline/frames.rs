@@ -18,7 +18,7 @@ use crate::preprocess::{self, pixel};
 use crate::publish::payload::{
     self, CatalogState, CategoryState, FleetCatalog, Item, Progress, Recommendations, StageTimes, Stats,
 };
-use crate::recommend::recommend;
+use crate::recommend::{recommend, Ranking};
 
 /// Recent latencies of one stage, for p50/p95 in the stats.
 #[derive(Default)]
@@ -244,14 +244,18 @@ impl<'a> Loop<'a> {
     pub(super) fn publish_recommendations(&mut self, started: Instant) {
         let Some((scene, seq, ts, mut times)) = self.last_scene.clone() else { return };
         let t = Instant::now();
+        let ranking = Ranking {
+            top: self.opts.top,
+            diversity: self.opts.diversity,
+            mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),
+        };
         let items = match recommend(
             &scene,
             &self.engine.cache,
             self.engine.folder.category_keys(),
             &self.category,
-            self.opts.top,
+            &ranking,
             Some(&self.engine.allowed),
-            self.opts.diversity,
         ) {
             Ok(items) => items,
             Err(e) => {

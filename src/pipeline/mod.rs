@@ -98,6 +98,8 @@ pub struct Options {
     pub top: usize,
     /// Variety re-rank of each ranking's head (`recommend`'s `diversity`).
     pub diversity: f32,
+    /// Rank by the hub-corrected distance when the model has a mean scene (`recommend::Ranking`).
+    pub correct_hubs: bool,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -135,6 +137,7 @@ impl Options {
             category: c.category.clone(),
             top: c.top,
             diversity: c.diversity,
+            correct_hubs: c.correct_hubs,
             min_interval: c.min_interval,
             change_threshold: c.change_threshold,
             hold_off: c.hold_off,

@@ -101,6 +101,7 @@ fn options(frames: u64) -> Options {
         category: "shoes".into(),
         top: 3,
         diversity: lookd::rank::DEFAULT_DIVERSITY,
+        correct_hubs: true,
         min_interval: Duration::ZERO,
         change_threshold: 0.0, // every readable frame is embedded
         hold_off: Duration::ZERO,

@@ -51,6 +51,37 @@ fn manifest_shapes_are_checked_against_the_graph() {
     assert!(err.contains("output regions has shape [1, 4, 8], the manifest implies [1, 9, 8]"), "{err}");
 }
 
+/// The hubness correction's mean scene: read with the folder, its width and numbers checked, and
+/// the shipped model carries one of the model's width.
+#[test]
+fn a_mean_scene_is_read_with_the_folder_and_a_bad_one_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tiny(dir.path());
+    let path = dir.path().join("manifest.toml");
+    let m = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(ModelFolder::open(dir.path()).unwrap().mean_scene(), None, "optional");
+    std::fs::write(&path, m.replace("regions = 4\n", "regions = 4\nmean-scene = \"mean.json\"\n")).unwrap();
+    let mean = dir.path().join("mean.json");
+    std::fs::write(&mean, "[0.5, 0, 0, 0, 0, 0, 0, -0.25]").unwrap();
+    let folder = ModelFolder::open(dir.path()).unwrap();
+    assert_eq!(folder.mean_scene().unwrap(), [0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25]);
+    for (text, expected) in [
+        (None, "No such file"),
+        (Some("[0.5, 0.1]"), "2 values, dim is 8"),
+        (Some("{\"mean\": 1}"), "invalid type"),
+        (Some("[1e39, 0, 0, 0, 0, 0, 0, 0]"), "inf is not a finite number"),
+    ] {
+        match text {
+            Some(t) => std::fs::write(&mean, t).unwrap(),
+            None => std::fs::remove_file(&mean).unwrap(),
+        }
+        let err = load_error(dir.path());
+        assert!(err.contains("mean scene") && err.contains("mean.json") && err.contains(expected), "{err}");
+    }
+    let shipped = ModelFolder::open(&crate::default_model()).unwrap();
+    assert_eq!(shipped.mean_scene().map(<[f32]>::len), Some(shipped.manifest.dim));
+}
+
 #[test]
 fn manifest_errors_name_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,7 +49,7 @@ elif name == "in-place":
     sub('src/cache/build.rs', "    let tmp = dir.join(format!(\"{}{}\", temp_prefix(path), std::process::id()));\n",
         "    let tmp = dir.join(format!(\"{}{}\", temp_prefix(path), std::process::id()));\n    if !path.is_dir() { return std::fs::write(path, bytes).map_err(fail); }\n")
 elif name == "ties-count":
-    sub('src/eval.rs', "self.fitb_correct += d[1..4].iter().all(|&n| d[0] < n) as usize;", "self.fitb_correct += d[1..4].iter().all(|&n| d[0] <= n) as usize;")
+    sub('src/eval/mod.rs', "let correct = d[1..4].iter().all(|&n| d[0] < n);", "let correct = d[1..4].iter().all(|&n| d[0] <= n);")
 elif name == "crop-off-by-one":
     sub('src/eval.rs', "let crop = to_pixels(trial.query, scene.width(), scene.height());",
         "let mut crop = to_pixels(trial.query, scene.width(), scene.height());\n        crop.width = crop.width.saturating_sub(1).max(1);")
@@ -219,6 +219,12 @@ elif name == "variety-forgets-picks":  # the re-rank never compares a candidate 
     sub('src/rank.rs', "            *c = c.max(dot(row(&ranked[i]), row(&picked)));", "            *c = c.max(0.0 * dot(row(&ranked[i]), row(&picked)));")
 elif name == "variety-whole-category":  # the re-rank chooses from the whole category, not its head
     sub('src/recommend.rs', "    Ok(rank::top_k(scores, top.saturating_mul(rank::HEAD), |i| rows[i].entry.id.as_str()))", "    Ok(rank::top_k(scores, usize::MAX, |i| rows[i].entry.id.as_str()))")
+elif name == "hubs-ignored":  # a model's mean scene is read but never corrects the ranking
+    sub('src/recommend.rs', "        rank::correct_hubs(&mut scores, cache.globals(category), cache.dim(), mean);\n", "")
+elif name == "hub-distance-published":  # the published distance is the corrected ranking key
+    sub('src/recommend.rs', "                distance: rank::plain_distance(s),", "                distance: s.distance,")
+elif name == "mean-scene-width-unchecked":  # a mean scene of any width is taken
+    sub('src/model/mod.rs', "    if mean.len() != dim {", "    if mean.len() != dim && false {")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', '        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;\n', "")
 # The packaged unit (kind `unit`: a check of tests/system/unit).

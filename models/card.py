@@ -43,6 +43,12 @@ def row(name, values):
     return f"| {name} | " + " | ".join(cells(v) for v in values) + " |"
 
 
+def one(m, key):
+    """One number of a lookd eval JSON with its interval, when it has one."""
+    ci = m.get(f"{key}_ci")
+    return f"{m[key]:.3f} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{m[key]:.3f}"
+
+
 def fa(m):
     if "fitb4_ci" in m:
         return (m["fitb4"], m["auc"], m["fitb4_ci"], m["auc_ci"])
@@ -204,7 +210,9 @@ def main():
         f"Dev: {final['dev']['pairs']} pairs; test: {final['test']['pairs']} pairs. *Photometric*: every",
         "candidate product image gets its own seeded change of colour temperature (+-0.2), brightness and",
         "contrast (x0.8-1.2), the same for every method (`lookd eval`; `ctl.photometric` in Python).",
-        "Each cell is FITB-4 | AUC. The trained rows score precomputed backbone features of lookd's own",
+        "Each cell is FITB-4 | AUC, each with its 95% interval in brackets where it was measured: 1,000",
+        "resamples of the scenes (`eval::bootstrap` in lookd, `ctl.bootstrap` in Python, the same draws);",
+        "the trained rows have them from the first training after #29. The trained rows score precomputed backbone features of lookd's own",
         "pixels: `lookd model input` decodes every photo (the image crate's JPEG decoder) and makes the",
         "protocol's model inputs (whole products, the query rectangles) with lookd's crop and resize, so",
         "training and `lookd eval` see the same inputs; augmented views are cut and resized by PIL from",
@@ -265,7 +273,19 @@ def main():
     ]
     for c, m in studio_dev["per_category"].items():
         p = shipped_plain_dev["per_category"].get(c, {"fitb4": float("nan"), "auc": float("nan")})
-        lines.append(f"| {c} | {m['pairs']} | {m['fitb4']:.3f} | {m['auc']:.3f} | {p['fitb4']:.3f} | {p['auc']:.3f} |")
+        lines.append(f"| {c} | {m['pairs']} | {one(m, 'fitb4')} | {one(m, 'auc')} | {one(p, 'fitb4')} | {one(p, 'auc')} |")
+    if have("variety-dev.json"):
+        var = s("variety-dev.json")["variety"]
+        lines += ["", f"## Variety (the shipped {ships} model, dev scenes whole, the store catalog; docs/variety.md)", "",
+                  "`lookd eval --variety`: every dev scene ranked whole against each catalog category, top 10."
+                  " Similarity: mean pairwise cosine within a list. Most listed: the share of a category's lists"
+                  " holding its most listed product.", "",
+                  "| ranking | diversity | similarity | distinct first picks | most listed, largest category | most listed, categories' mean |",
+                  "|---|---|---|---|---|---|"]
+        for v in var:
+            lines.append(f"| {'hub-corrected' if v['hub_correction'] else 'by distance'} | {v['diversity']:g} |"
+                         f" {v['intra_list_similarity']:.3f} | {v['distinct_first']} | {100 * v['most_frequent_share']:.1f}% |"
+                         f" {100 * v['mean_most_frequent_share']:.1f}% |")
     lines += ["", "## Files, size and latency", "",
               "Latency: `lookd model bench DIR` (tract, one thread, 224x224 scene graph, 30 runs after 3 warm-up).", "",
               "| folder | graph | bytes | sha256 | tract p50 ms | tract p95 ms |", "|---|---|---|---|---|---|"]

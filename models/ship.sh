@@ -66,4 +66,10 @@ for f in "$from"/manifest.toml "$from"/*.json "$from"/*.onnx; do
   [ "$(basename "$f")" = results.json ] || cp "$f" models/default/
 done
 echo "models/default: the $ships model (from $from)"
+# Variety (#29, docs/variety.md): the shipped model's lists over the dev scenes, against the catalog.
+if [ -f "$CATALOG" ]; then
+  $LOOKD catalog build --catalog "$CATALOG" --model models/default --out out/ship/catalog-shipped.cache
+  $LOOKD eval --data "$STUDIO" --model models/default --split dev --no-photometric --json \
+    --catalog-cache out/ship/catalog-shipped.cache --variety 0,0.1,0.3,0.5 > out/ship/variety-dev.json
+fi
 $PY models/card.py --results models/default-f32/results.json --ship out/ship --out models/default/MODEL_CARD.md

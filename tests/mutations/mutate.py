@@ -88,7 +88,7 @@ elif name == "fetch-follows-redirect":  # a 3xx answer's body is taken as the fi
     sub('src/fetch.rs', "    if status != hyper::StatusCode::OK {", "    if status != hyper::StatusCode::OK && !status.is_redirection() {")
 elif name == "topk-before-stock":  # the top K is taken first and the unavailable dropped after
     sub('src/recommend.rs', "        scores.retain(|s| mask[s.index]);\n",
-        "        let m = mask.to_vec();\n        let mut b = rank::top_k(scores, top, |i| rows[i].entry.id.as_str());\n        b.retain(|s| m[s.index]);\n        scores = b;\n")
+        "        let m = mask.to_vec();\n        let mut b = rank::top_k(scores, ranking.top, |i| rows[i].entry.id.as_str());\n        b.retain(|s| m[s.index]);\n        scores = b;\n")
 elif name == "kiosk-frozen-grid":  # the screen keeps the first ranking of each category
     sub('src/kiosk/static/kiosk.js', "      state.recs[slug] = body;\n", "      state.recs[slug] ??= body;\n")
 elif name == "kiosk-no-pings":  # the page connects with a keep-alive but never pings

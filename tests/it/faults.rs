@@ -53,6 +53,8 @@ impl FrameSource for Script {
 struct Recorder {
     sent: Mutex<Vec<String>>,
     frames: Mutex<Vec<u64>>,
+    /// The product ids of each recommendation, in order.
+    lists: Mutex<Vec<Vec<String>>>,
     hang_on: Option<(usize, Duration)>,
 }
 
@@ -61,6 +63,8 @@ impl Publisher for Recorder {
         if suffix.starts_with("recommendations/") {
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             self.frames.lock().unwrap().push(v["frame"].as_u64().unwrap());
+            let ids = v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string());
+            self.lists.lock().unwrap().push(ids.collect());
         }
         let n = {
             let mut sent = self.sent.lock().unwrap();
@@ -250,6 +254,27 @@ fn max_rate_embeds_at_most_once_per_interval_however_fast_the_scene_changes() {
     assert_eq!(*publisher.frames.lock().unwrap(), [1, 4, 7]);
     assert_eq!(get(&counters.inferences), 3);
     assert_eq!(get(&counters.frames_skipped), 5);
+}
+
+/// `[pipeline] diversity` reaches the loop: the same scene ranked by distance (top 3 and top 6)
+/// and re-ranked for variety (top 3) keeps its first product, and the re-ranked list holds other
+/// products, all from the distance order's best 2 x 3.
+#[test]
+fn the_loop_publishes_lists_made_as_its_ranking_settings_ask() {
+    let list = |top: usize, diversity: f32| {
+        let publisher = Recorder::default();
+        let opts = Options { top, diversity, ..options(1) };
+        let step = Step::Frame(PixelFormat::Mjpg, 64, 48, jpeg(64, 48, 11));
+        run_with(vec![step], &publisher, Duration::from_millis(20), &opts);
+        let lists = publisher.lists.lock().unwrap();
+        assert_eq!(lists.len(), 1, "one scene, one list");
+        lists[0].clone()
+    };
+    let (plain, head, varied) = (list(3, 0.0), list(6, 0.0), list(3, 0.9));
+    assert_eq!(plain, head[..3], "the distance order");
+    assert_eq!(varied[0], plain[0], "the closest product stays first");
+    assert_ne!(varied, plain, "diversity 0.9 re-ranks");
+    assert!(varied.iter().all(|id| head.contains(id)), "{varied:?} beyond the head {head:?}");
 }
 
 #[test]

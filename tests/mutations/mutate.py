@@ -225,6 +225,8 @@ elif name == "hub-distance-published":  # the published distance is the correcte
     sub('src/recommend.rs', "                distance: rank::plain_distance(s),", "                distance: s.distance,")
 elif name == "mean-scene-width-unchecked":  # a mean scene of any width is taken
     sub('src/model/mod.rs', "    if mean.len() != dim {", "    if mean.len() != dim && false {")
+elif name == "loop-ignores-diversity":  # the daemon ranks by distance whatever [pipeline] diversity says
+    sub('src/pipeline/frames.rs', "            diversity: self.opts.diversity,", "            diversity: 0.0,")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', '        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;\n', "")
 # The packaged unit (kind `unit`: a check of tests/system/unit).

@@ -92,9 +92,13 @@ impl Publisher for Recorder {
 }
 
 fn engine(dir: &std::path::Path) -> Engine {
+    engine_of(dir, &tiny_model())
+}
+
+/// An engine on a model folder of the tiny model's graph (its fingerprint: the tiny cache fits).
+fn engine_of(dir: &std::path::Path, model: &std::path::Path) -> Engine {
     let cache = tiny_cache(dir, 8);
-    let tiny = tiny_model();
-    let folder = ModelFolder::open(&tiny).unwrap();
+    let folder = ModelFolder::open(model).unwrap();
     let scene = SceneModel::load(&folder).unwrap();
     let cache = ProductCache::open(&cache, Some(&folder.product_fingerprint())).unwrap();
     Engine::new(folder, scene, cache)
@@ -148,7 +152,17 @@ fn run_with(
     opts: &Options,
 ) -> (Arc<Counters>, Vec<Instant>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = engine(dir.path());
+    run_engine(engine(dir.path()), steps, publisher, gap, opts)
+}
+
+/// `run_with` on a given engine.
+fn run_engine(
+    mut engine: Engine,
+    steps: Vec<Step>,
+    publisher: &Recorder,
+    gap: Duration,
+    opts: &Options,
+) -> (Arc<Counters>, Vec<Instant>) {
     let source = Script { steps: steps.into_iter(), gap, seq: 0 };
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut pings = Vec::new();
@@ -256,25 +270,41 @@ fn max_rate_embeds_at_most_once_per_interval_however_fast_the_scene_changes() {
     assert_eq!(get(&counters.frames_skipped), 5);
 }
 
-/// `[pipeline] diversity` reaches the loop: the same scene ranked by distance (top 3 and top 6)
-/// and re-ranked for variety (top 3) keeps its first product, and the re-ranked list holds other
-/// products, all from the distance order's best 2 x 3.
+/// `[pipeline] diversity` and `correct-hubs` reach the loop: the same scene ranked by distance
+/// (top 3 and top 6) and re-ranked for variety (top 3) keeps its first product, and the
+/// re-ranked list holds other products, all from the distance order's best 2 x 3; with a model
+/// that has a mean scene, the hub-corrected list is another order.
 #[test]
 fn the_loop_publishes_lists_made_as_its_ranking_settings_ask() {
-    let list = |top: usize, diversity: f32| {
+    // The tiny model with a strong mean scene, for the hubness correction.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["embed.onnx", "reference.json"] {
+        std::fs::copy(tiny_model().join(f), model.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(tiny_model().join("manifest.toml")).unwrap();
+    let manifest = manifest.replace("regions = 4\n", "regions = 4\nmean-scene = \"mean.json\"\n");
+    std::fs::write(model.join("manifest.toml"), manifest).unwrap();
+    std::fs::write(model.join("mean.json"), "[3, -3, 3, -3, 3, -3, 3, -3]").unwrap();
+    let list = |top: usize, diversity: f32, correct_hubs: bool| {
         let publisher = Recorder::default();
-        let opts = Options { top, diversity, ..options(1) };
+        let opts = Options { top, diversity, correct_hubs, ..options(1) };
         let step = Step::Frame(PixelFormat::Mjpg, 64, 48, jpeg(64, 48, 11));
-        run_with(vec![step], &publisher, Duration::from_millis(20), &opts);
+        let work = tempfile::tempdir().unwrap();
+        run_engine(engine_of(work.path(), &model), vec![step], &publisher, Duration::from_millis(20), &opts);
         let lists = publisher.lists.lock().unwrap();
         assert_eq!(lists.len(), 1, "one scene, one list");
         lists[0].clone()
     };
-    let (plain, head, varied) = (list(3, 0.0), list(6, 0.0), list(3, 0.9));
+    let (plain, head, varied) = (list(3, 0.0, false), list(6, 0.0, false), list(3, 0.9, false));
     assert_eq!(plain, head[..3], "the distance order");
     assert_eq!(varied[0], plain[0], "the closest product stays first");
     assert_ne!(varied, plain, "diversity 0.9 re-ranks");
     assert!(varied.iter().all(|id| head.contains(id)), "{varied:?} beyond the head {head:?}");
+    // With the model's mean scene, `correct-hubs` (on by default) reorders the list.
+    let corrected = list(8, 0.0, true);
+    assert_ne!(corrected, list(8, 0.0, false), "the mean scene corrects the ranking");
 }
 
 #[test]

@@ -227,6 +227,8 @@ elif name == "mean-scene-width-unchecked":  # a mean scene of any width is taken
     sub('src/model/mod.rs', "    if mean.len() != dim {", "    if mean.len() != dim && false {")
 elif name == "loop-ignores-diversity":  # the daemon ranks by distance whatever [pipeline] diversity says
     sub('src/pipeline/frames.rs', "            diversity: self.opts.diversity,", "            diversity: 0.0,")
+elif name == "loop-ignores-hubs":  # the daemon never applies the model's mean scene
+    sub('src/pipeline/frames.rs', "            mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),", "            mean_scene: None,")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', '        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;\n', "")
 # The packaged unit (kind `unit`: a check of tests/system/unit).

@@ -35,7 +35,7 @@ def cells(m):
     if not m:
         return " | "
     if len(m) >= 4:
-        return " | ".join(f"{m[k]:.3f} ({m[k + 2][0]:.2f}-{m[k + 2][1]:.2f})" for k in (0, 1))
+        return " | ".join(with_ci(m[k], m[k + 2]) for k in (0, 1))
     return " | ".join(f"{v:.3f}" for v in m[:2])
 
 
@@ -43,10 +43,14 @@ def row(name, values):
     return f"| {name} | " + " | ".join(cells(v) for v in values) + " |"
 
 
+def with_ci(v, ci):
+    """A number, and its 95% interval after it when there is one."""
+    return f"{v:.3f} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{v:.3f}"
+
+
 def one(m, key):
     """One number of a lookd eval JSON with its interval, when it has one."""
-    ci = m.get(f"{key}_ci")
-    return f"{m[key]:.3f} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{m[key]:.3f}"
+    return with_ci(m[key], m.get(f"{key}_ci"))
 
 
 def fa(m):

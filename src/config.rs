@@ -390,7 +390,11 @@ impl RawConfig {
         }
         let p = &self.pipeline;
         check(p.top > 0 && p.top <= 100, "pipeline.top", "must be 1 to 100")?;
-        check((0.0..1.0).contains(&p.diversity), "pipeline.diversity", "must be at least 0 and under 1")?;
+        check(
+            crate::rank::DIVERSITY.contains(&p.diversity),
+            "pipeline.diversity",
+            "must be at least 0 and under 1",
+        )?;
         check(p.max_rate > 0.0 && p.max_rate.is_finite(), "pipeline.max-rate", "must be positive")?;
         check((0.0..=1.0).contains(&p.change_threshold), "pipeline.change-threshold", "must be 0 to 1")?;
         check(p.stats_interval_s > 0, "pipeline.stats-interval-s", "must be positive")?;

@@ -97,6 +97,9 @@ pub fn plain_distance(s: &Score) -> f32 {
 /// dev scenes with the shipped model (docs/variety.md, `lookd eval --variety`).
 pub const DEFAULT_DIVERSITY: f32 = 0.3;
 
+/// The diversity settings there are (`[pipeline] diversity`, `--diversity`, `--variety`).
+pub const DIVERSITY: std::ops::Range<f32> = 0.0..1.0;
+
 /// How far past the top `k` the variety re-rank looks: the best `HEAD * k` products. Twice `k`:
 /// a wider head lets the re-rank reach products unlike the first but far from the scene, and the
 /// same few of those then come up for every scene (docs/variety.md).

@@ -172,7 +172,6 @@ pub fn open_or_build_cache(
     Ok(ProductCache::open(cache, Some(&folder.product_fingerprint()))?)
 }
 
-/// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
 /// How `recommend`, `report` and `bench` rank, as `[pipeline] diversity` and `correct-hubs` do
 /// for the daemon (docs/variety.md).
 #[derive(clap::Args)]
@@ -200,13 +199,14 @@ impl RankArgs {
 /// `--diversity` and `--variety`: a variety re-rank setting, at least 0 and under 1.
 pub fn diversity(s: &str) -> Result<f32, String> {
     let v: f32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..1.0).contains(&v) {
+    if lookd::rank::DIVERSITY.contains(&v) {
         Ok(v)
     } else {
         Err(format!("{v} must be at least 0 and under 1"))
     }
 }
 
+/// The nearest-rank `q` quantile of ascending, non-empty `sorted`.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }

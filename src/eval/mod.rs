@@ -106,13 +106,10 @@ pub fn plan(pairs: &[Pair], seed: u64) -> Plan {
     out
 }
 
-/// Running totals of one distance (hybrid, global-only or local-only), and each trial's outcome
-/// with its scene for the bootstrap.
+/// Each trial's outcome of one distance (hybrid, global-only or local-only), with its scene for
+/// the bootstrap; the counts are read from them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
-    pub fitb_correct: usize,
-    pub auc_wins: f64,
-    pub trials: usize,
     pub outcomes: Vec<Outcome>,
 }
 
@@ -136,16 +133,22 @@ impl Tally {
         } else {
             0.0
         };
-        self.trials += 1;
-        self.fitb_correct += correct as usize;
-        self.auc_wins += auc;
         self.outcomes.push(Outcome { scene, correct, auc });
     }
+    pub fn trials(&self) -> usize {
+        self.outcomes.len()
+    }
+    pub fn fitb_correct(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.correct).count()
+    }
+    pub fn auc_wins(&self) -> f64 {
+        self.outcomes.iter().map(|o| o.auc).sum()
+    }
     pub fn fitb(&self) -> f64 {
-        self.fitb_correct as f64 / self.trials.max(1) as f64
+        self.fitb_correct() as f64 / self.trials().max(1) as f64
     }
     pub fn auc(&self) -> f64 {
-        self.auc_wins / self.trials.max(1) as f64
+        self.auc_wins() / self.trials().max(1) as f64
     }
 }
 
@@ -283,14 +286,9 @@ impl From<Tally> for Metrics {
 
 impl From<Tally> for CategoryMetrics {
     fn from(t: Tally) -> CategoryMetrics {
-        let m = Metrics::from(t.clone());
-        CategoryMetrics {
-            pairs: t.trials,
-            fitb4: m.fitb4,
-            auc: m.auc,
-            fitb4_ci: m.fitb4_ci,
-            auc_ci: m.auc_ci,
-        }
+        let pairs = t.trials();
+        let m = Metrics::from(t);
+        CategoryMetrics { pairs, fitb4: m.fitb4, auc: m.auc, fitb4_ci: m.fitb4_ci, auc_ci: m.auc_ci }
     }
 }
 
@@ -328,7 +326,6 @@ pub fn run(
     let (mut hybrid, mut global, mut local) = (Tally::default(), Tally::default(), Tally::default());
     let mut photo: [Tally; 3] = Default::default();
     let mut scene_numbers: HashMap<&str, u32> = HashMap::new();
-    let mut scene_order: Vec<&str> = Vec::new();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut catalog = checks.catalog.map(CatalogCheck::new).transpose()?;
     let mut report = Report {
@@ -360,10 +357,7 @@ pub fn run(
         }
         let embedding = scenes.embed(&pixels)?;
         let next = scene_numbers.len() as u32;
-        let sn = *scene_numbers.entry(pair.scene.as_str()).or_insert_with(|| {
-            scene_order.push(pair.scene.as_str());
-            next
-        });
+        let sn = *scene_numbers.entry(pair.scene.as_str()).or_insert(next);
         let plain: Vec<&ProductEmbedding> = candidates.iter().map(|c| &c.plain).collect();
         let scores = score_candidates(folder, &pair.category, &embedding, &plain)?;
         hybrid.add(sn, scores.map(|s| s.distance));
@@ -383,7 +377,7 @@ pub fn run(
         }
     }
     progress(trials.len(), trials.len());
-    report.pairs_used = hybrid.trials;
+    report.pairs_used = hybrid.trials();
     (report.hybrid, report.global_only, report.local_only) = (hybrid.into(), global.into(), local.into());
     report.per_category = per_category.into_iter().map(|(c, t)| (c, CategoryMetrics::from(t))).collect();
     report.photometric = checks.photometric.then(|| {
@@ -392,6 +386,9 @@ pub fn run(
     });
     report.catalog = catalog.map(CatalogCheck::finish);
     if let (Some(settings), Some(cache)) = (checks.variety, checks.catalog) {
+        // The scenes in the order the trials first met them (their numbers).
+        let mut scene_order: Vec<&str> = scene_numbers.keys().copied().collect();
+        scene_order.sort_by_key(|s| scene_numbers[s]);
         report.variety =
             Some(variety_check(data, folder, &mut scenes, cache, &scene_order, settings, progress)?);
     }
@@ -644,7 +641,7 @@ mod tests {
         t.add(0, [0.1, 0.2, 0.3, 0.4, 0.5]); // correct, auc win
         t.add(0, [0.2, 0.2, 0.3, 0.4, 0.2]); // tie: not correct, auc 1/2
         t.add(1, [0.5, 0.2, 0.3, 0.4, 0.1]); // wrong, auc loss
-        assert_eq!((t.fitb_correct, t.auc_wins, t.trials), (1, 1.5, 3));
+        assert_eq!((t.fitb_correct(), t.auc_wins(), t.trials()), (1, 1.5, 3));
     }
 
     fn outcomes(pattern: &[(u32, bool)]) -> Vec<Outcome> {

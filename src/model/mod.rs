@@ -129,8 +129,7 @@ impl ModelFolder {
 
 fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f32>>, ModelError> {
     let fail = |message: String| ModelError::CategoryKeys { path: path.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let keys: BTreeMap<String, Vec<f32>> = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let keys: BTreeMap<String, Vec<f32>> = read_json(path).map_err(fail)?;
     if let Some((cat, k)) = keys.iter().find(|(_, k)| k.len() != dim) {
         return Err(fail(format!("key of {cat:?} has {} values, dim is {dim}", k.len())));
     }
@@ -139,8 +138,7 @@ fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f3
 
 fn read_mean_scene(path: &Path, dim: usize) -> Result<Vec<f32>, ModelError> {
     let fail = |message: String| ModelError::MeanScene { path: path.to_path_buf(), message };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let mean: Vec<f32> = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let mean: Vec<f32> = read_json(path).map_err(fail)?;
     if mean.len() != dim {
         return Err(fail(format!("{} values, dim is {dim}", mean.len())));
     }
@@ -148,6 +146,12 @@ fn read_mean_scene(path: &Path, dim: usize) -> Result<Vec<f32>, ModelError> {
         return Err(fail(format!("{v} is not a finite number")));
     }
     Ok(mean)
+}
+
+/// A model folder's JSON data file, or why it cannot be read (the caller names the file).
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

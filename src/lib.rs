@@ -7,6 +7,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("lookd's cache format is little-endian and is memory-mapped as is");
 
+pub mod archive;
 pub mod cache;
 pub mod capture;
 pub mod catalog;
@@ -50,6 +51,7 @@ pub const LAYERS: &[&str] = &[
     "config",
     "recommend",
     "publish",
+    "archive",
     "fetch",
     "kiosk",
     "capture",

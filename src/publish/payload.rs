@@ -116,6 +116,10 @@ pub struct Stats {
     pub cache_products: usize,
     /// The catalog's version (the fleet's, or `local`); `catalog/state` has the rest.
     pub catalog_version: String,
+    /// The model running (`name@product-graph-hash`) and its product fingerprint, hex: what a
+    /// fleet rolling out a model watches for.
+    pub model: String,
+    pub fingerprint: String,
     /// Resident memory of the process, KiB (0 where /proc is missing).
     pub rss_kb: u64,
     /// p50 and p95 per stage over the last interval, milliseconds.
@@ -179,6 +183,25 @@ pub struct FleetCatalog {
     /// The product fingerprint of the model it was built with, hex (`lookd catalog announce`).
     pub fingerprint: String,
     /// The file's size in bytes, if known: checked before and after the fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// A new model to run, with the catalog built by it (`fingerprint` is then its product
+    /// fingerprint): both are taken together or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<FleetModel>,
+}
+
+/// The model half of a fleet announcement: a model folder packed as one tar (`lookd model pack`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetModel {
+    /// The manifest's model id (`name@product-graph-hash`), checked against what arrives.
+    pub name: String,
+    /// `http://`, `https://` or `file:`, as for the catalog.
+    pub url: String,
+    /// sha256 of the archive, hex.
+    pub sha256: String,
+    /// The archive's size in bytes, if known: checked before and after the fetch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
 }
@@ -322,17 +345,36 @@ pub fn decode_fleet(payload: &[u8]) -> Result<Command, String> {
     if f.version.trim().is_empty() || !fits(&f.version) {
         return Err("version must be plain text of at most 200 bytes".into());
     }
-    match scheme(&f.url) {
-        Some(_) => Ok(Command::Fleet(FleetCatalog {
-            sha256: f.sha256.to_lowercase(),
-            fingerprint: f.fingerprint.to_lowercase(),
-            ..f
-        })),
-        None => Err(format!(
+    let bad_url = |url: &str| {
+        format!(
             "url {:?}: lookd fetches http://, https:// or file:/absolute/path only",
-            f.url.chars().take(80).collect::<String>()
-        )),
+            url.chars().take(80).collect::<String>()
+        )
+    };
+    if scheme(&f.url).is_none() {
+        return Err(bad_url(&f.url));
     }
+    let model = match f.model {
+        None => None,
+        Some(m) => {
+            if !hex64(&m.sha256) {
+                return Err("model.sha256 must be 64 hex digits".into());
+            }
+            if m.name.trim().is_empty() || !fits(&m.name) {
+                return Err("model.name must be plain text of at most 200 bytes".into());
+            }
+            if scheme(&m.url).is_none() {
+                return Err(format!("model {}", bad_url(&m.url)));
+            }
+            Some(FleetModel { sha256: m.sha256.to_lowercase(), ..m })
+        }
+    };
+    Ok(Command::Fleet(FleetCatalog {
+        sha256: f.sha256.to_lowercase(),
+        fingerprint: f.fingerprint.to_lowercase(),
+        model,
+        ..f
+    }))
 }
 
 /// Where a fleet catalog lives.
@@ -432,6 +474,30 @@ mod tests {
         let extra = msg("http://x/c").replace("\"version\"", "\"size\": 1, \"version\"");
         assert!(decode_fleet(extra.as_bytes()).is_err_and(|e| e.contains("unknown field")));
         assert!(decode_fleet(&vec![b' '; MAX_FLEET_BYTES + 1]).is_err_and(|e| e.contains("-byte limit")));
+        assert_eq!(f.model, None);
+        // With a model: its digest lowercased, its address and name checked like the catalog's.
+        let with = |model: &str| {
+            msg("http://x/c").replace("\"version\"", &format!("\"model\": {model}, \"version\""))
+        };
+        let m = format!(
+            r#"{{"name": "lite0@abc", "url": "http://x/m.tar", "sha256": "{}", "bytes": 9}}"#,
+            sha.to_uppercase()
+        );
+        let Ok(Command::Fleet(f)) = decode_fleet(with(&m).as_bytes()) else { panic!("{m}") };
+        let model = f.model.unwrap();
+        assert_eq!(
+            (model.sha256.as_str(), model.bytes, model.name.as_str()),
+            (sha.as_str(), Some(9), "lite0@abc")
+        );
+        for (bad, why) in [
+            (m.replace("http://x/m.tar", "ftp://x/m.tar"), "model url"),
+            (m.replace(&sha.to_uppercase(), "12"), "model.sha256"),
+            (m.replace("lite0@abc", "a\\u0007b"), "model.name"),
+            (m.replace("\"bytes\"", "\"size\""), "unknown field"),
+        ] {
+            let e = decode_fleet(with(&bad).as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -987,7 +987,7 @@ fn docs_examples_parse_as_the_published_types() {
     };
     let doc = std::fs::read_to_string(crate::repo().join("docs/mqtt.md")).unwrap();
     let blocks: Vec<&str> = doc.split("```json").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert_eq!(blocks.len(), 9);
+    assert_eq!(blocks.len(), 10);
     let plain: Recommendations = serde_json::from_str(blocks[0]).expect("recommendations example");
     assert!(plain.items.iter().all(|i| i.distance.is_none() && i.global.is_none() && i.local.is_none()));
     let exact: Recommendations = serde_json::from_str(blocks[1]).expect("exact-scores example");
@@ -999,8 +999,10 @@ fn docs_examples_parse_as_the_published_types() {
     let filter = decode_command("filter/set", blocks[5].as_bytes(), 4096);
     assert!(matches!(filter, Ok(Command::SetFilter(ref f)) if f["department"].len() == 2), "{filter:?}");
     assert!(matches!(decode_fleet(blocks[6].as_bytes()), Ok(Command::Fleet(_))), "fleet example");
-    serde_json::from_str::<CommandError>(blocks[7]).expect("error example");
-    serde_json::from_str::<Stats>(blocks[8]).expect("stats example");
+    let with_model = decode_fleet(blocks[7].as_bytes());
+    assert!(matches!(with_model, Ok(Command::Fleet(ref f)) if f.model.is_some()), "{with_model:?}");
+    serde_json::from_str::<CommandError>(blocks[8]).expect("error example");
+    serde_json::from_str::<Stats>(blocks[9]).expect("stats example");
 }
 
 /// Frames in the soak run: 3,000 by default (CI), `LOOKD_SOAK_FRAMES=20000` for the full one.

@@ -26,6 +26,13 @@ pub struct AnnounceArgs {
     /// The chain's name for this catalog (default: the first 12 hex digits of its sha256)
     #[arg(long)]
     version: Option<String>,
+    /// A new model for the mirrors, as packed by `lookd model pack`: the cache must have been
+    /// built with it. Mirrors take both together, or neither
+    #[arg(long, requires = "model_url")]
+    model_archive: Option<PathBuf>,
+    /// Where the mirrors fetch the model archive: http(s)://... or file:/absolute/path
+    #[arg(long, requires = "model_archive")]
+    model_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -89,12 +96,17 @@ fn announce(a: AnnounceArgs) -> anyhow::Result<i32> {
     let cache = lookd::cache::ProductCache::open(&a.cache, None)?;
     let identity =
         lookd::update::identity_of(&a.cache).with_context(|| format!("reading {}", a.cache.display()))?;
+    let model = match (&a.model_archive, a.model_url) {
+        (Some(archive), Some(url)) => Some(announced_model(archive, url, cache.fingerprint())?),
+        _ => None,
+    };
     let message = lookd::publish::payload::FleetCatalog {
         version: a.version.unwrap_or_else(|| identity.sha256[..12].to_string()),
         url: a.url,
         sha256: identity.sha256,
         fingerprint: hex(cache.fingerprint()),
         bytes: Some(std::fs::metadata(&a.cache)?.len()),
+        model,
     };
     let json = serde_json::to_string(&message)?;
     lookd::publish::payload::decode_fleet(json.as_bytes()).map_err(super::UserError)?;
@@ -105,4 +117,49 @@ fn announce(a: AnnounceArgs) -> anyhow::Result<i32> {
         cache.model_id()
     );
     Ok(code::OK)
+}
+
+/// The model half of an announcement: the archive unpacked and checked as a mirror checks it (it
+/// opens, its graphs match their hashes, it passes its reference check, and the cache was built
+/// with it), then described by its sha256 and size.
+fn announced_model(
+    archive: &std::path::Path,
+    url: String,
+    cache_fingerprint: &[u8; 32],
+) -> anyhow::Result<lookd::publish::payload::FleetModel> {
+    use lookd::model::hex;
+    let dir = std::env::temp_dir().join(format!("lookd-announce-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let checked = (|| {
+        lookd::archive::unpack(archive, &dir, u64::MAX)?;
+        let folder = lookd::model::ModelFolder::open(&dir)?;
+        if folder.product_fingerprint() != *cache_fingerprint {
+            anyhow::bail!(super::UserError(format!(
+                "the cache was built with another model (fingerprint {}) than {}'s ({} {}): a mirror would refuse the pair",
+                &hex(cache_fingerprint)[..16],
+                archive.display(),
+                folder.manifest.model_id(),
+                &hex(&folder.product_fingerprint())[..16]
+            )));
+        }
+        if let Some((output, diff)) = lookd::update::beyond_tolerance(lookd::model::check_reference(&folder)?)
+        {
+            anyhow::bail!(super::UserError(format!(
+                "{}: {output} differs from its reference output by {diff:.2e}: a mirror would refuse it",
+                archive.display()
+            )));
+        }
+        Ok(folder.manifest.model_id())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let name = checked?;
+    let mut file = std::fs::File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    let bytes = std::io::copy(&mut file, &mut hash)?;
+    Ok(lookd::publish::payload::FleetModel {
+        name,
+        url,
+        sha256: hex(&sha2::Digest::finalize(hash)),
+        bytes: Some(bytes),
+    })
 }

@@ -19,6 +19,14 @@ pub enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
+    /// Pack a model folder into one archive for the fleet (`lookd catalog announce --model-archive`),
+    /// after checking it as a mirror will: graphs against their hashes, the reference outputs
+    Pack {
+        dir: PathBuf,
+        /// The archive to write (a plain tar of the folder's files)
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Time the scene graph in tract: median, p95 and min over --runs calls
     Bench {
         dir: PathBuf,
@@ -58,6 +66,7 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Info { dir } => info(&dir),
         Command::Check { dir, tolerance } => check(&dir, tolerance),
+        Command::Pack { dir, out } => pack(&dir, &out),
         Command::Bench { dir, runs, threads, profile, nodes, json, kernels } => {
             lookd::model::set_threads(threads.max(1));
             bench(&dir, runs, profile.then_some(nodes), json, kernels)
@@ -158,6 +167,35 @@ fn check(dir: &std::path::Path, tolerance: f32) -> anyhow::Result<i32> {
     }
     println!("{} (tolerance {tolerance:.0e})", if ok { "ok" } else { "FAILED" });
     Ok(if ok { code::OK } else { code::CHECK_FAILED })
+}
+
+fn pack(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<i32> {
+    let folder = ModelFolder::open(dir)?;
+    if let Some((name, err)) = lookd::update::beyond_tolerance(check_reference(&folder)?) {
+        anyhow::bail!(super::UserError(format!(
+            "{name} differs from its reference output by {err:.2e}: mirrors would refuse this model"
+        )));
+    }
+    // Written beside `out` and renamed: a half-written archive is never at `out`.
+    let temp = lookd::cache::build::sibling(out, "packing");
+    let names = lookd::archive::pack(dir, &temp);
+    let names = match names {
+        Ok(names) => names,
+        Err(e) => {
+            lookd::cache::build::remove_if_there(&temp);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&temp, out).with_context(|| format!("writing {}", out.display()))?;
+    let mut file = std::fs::File::open(out)?;
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    let bytes = std::io::copy(&mut file, &mut hash)?;
+    println!("{}", out.display());
+    println!("model      {}", folder.manifest.model_id());
+    println!("files      {}", names.join(", "));
+    println!("bytes      {bytes}");
+    println!("sha256     {}", lookd::model::hex(&sha2::Digest::finalize(hash)));
+    Ok(code::OK)
 }
 
 fn bench(

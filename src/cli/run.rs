@@ -34,7 +34,20 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     pipeline::use_one_heap(); // before any thread: what a reload leaves must be trimmable
     let config = Config::load(&a.config)?;
     lookd::model::set_threads(config.threads);
-    let folder = ModelFolder::open(&config.model).context("loading the model")?;
+    // The fleet's model when this mirror took one and its cache is still that model's catalog
+    // (docs/fleet.md); else the configured one.
+    let (folder, model_archive) = match lookd::update::last_model(&config.cache) {
+        Some((folder, sha)) => {
+            log::info!(
+                "running the fleet's model {} from {} (the configured one is {})",
+                folder.manifest.model_id(),
+                folder.dir.display(),
+                config.model.display()
+            );
+            (folder, Some(sha))
+        }
+        None => (ModelFolder::open(&config.model).context("loading the model")?, None),
+    };
     if !folder.manifest.trained {
         log::warn!(
             "model {} has untrained heads: ranking with ImageNet features only",
@@ -42,8 +55,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         );
     }
     let settings = mqtt_settings(&config, &a.config)?;
-    let sources = Sources {
+    let mut sources = Sources {
         folder: folder.clone(),
+        model_archive,
         catalog_csv: config.catalog_csv.clone(),
         catalog_images: config.catalog_images.clone(),
         cache: config.cache.clone(),
@@ -52,8 +66,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // A usable cache (or the fleet's catalog) serves at once. Without one the daemon serves
     // anyway, from an empty catalog, and builds its own beside the loop (`catalog/state` says
     // `building`, with progress): broker, kiosk page and MQTT are up from the first second.
+    let mut taken = None;
     let (cache, identity, first_build) = match first_fleet_catalog(&config, &settings, &sources) {
-        Some(new) => (new.cache, new.identity, None),
+        Some(new) => {
+            taken = new.model;
+            (new.cache, new.identity, None)
+        }
         None => match super::open_cache(&config.cache, &config.catalog_csv, &folder) {
             Some(cache) => {
                 let identity = lookd::update::identity_of(&config.cache)
@@ -69,7 +87,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             }
         },
     };
-    let scene = SceneModel::load(&folder).context("loading the scene graph")?;
+    // A model that came with the fleet's first catalog is loaded already, and runs from now on.
+    let (folder, scene) = match taken {
+        Some(m) => {
+            sources.folder = m.folder.clone();
+            sources.model_archive = Some(m.archive_sha256);
+            (m.folder, m.scene)
+        }
+        None => {
+            let scene = SceneModel::load(&folder).context("loading the scene graph")?;
+            (folder, scene)
+        }
+    };
     let category = match &first_build {
         Some(catalog) => super::category_in_catalog(catalog, &config.category),
         None => cache.find_category(&config.category).map(drop),
@@ -85,11 +114,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // catalog the loop reports, this process's memory.
     let counters: std::sync::Arc<pipeline::Counters> = Default::default();
     let metrics = config.metrics.then(|| {
-        let (c, m) = (counters.clone(), &folder.manifest);
-        let (model, fingerprint) = (m.model_id(), lookd::model::hex(&folder.product_fingerprint()));
+        let c = counters.clone();
         lookd::metrics::Metrics::new(move || {
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let (version, products) = c.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let served = c.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone();
             lookd::metrics::Reading {
                 frames_in: get(&c.frames_in),
                 frames_dropped: get(&c.frames_dropped),
@@ -100,10 +128,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 camera_ok: c.camera.lock().unwrap_or_else(|e| e.into_inner()).starts_with("ok"),
                 broker_connected: c.broker_connected.load(Ordering::Relaxed),
                 reconnects: get(&c.reconnects),
-                catalog_version: version,
-                catalog_products: products,
-                model: model.clone(),
-                fingerprint: fingerprint.clone(),
+                catalog_version: served.version,
+                catalog_products: served.products,
+                model: served.model,
+                fingerprint: served.fingerprint,
                 rss_bytes: pipeline::rss_kb() * 1024,
                 uptime_s: started.elapsed().as_secs_f64(),
             }
@@ -137,6 +165,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
     }
+    let sources_model = sources.model_archive.clone();
     let updates = Updater::start(sources, config.fleet.as_ref().map(|f| f.topic.clone()));
     // SIGHUP (`systemctl reload lookd`): a new catalog, made beside the loop.
     signal_hook::flag::register(signal_hook::consts::SIGHUP, updates.reload.clone())
@@ -151,6 +180,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     wait_for(&mqtt, Duration::from_secs(5));
     let mut engine = Engine::new(folder, scene, cache);
+    engine.model_archive = sources_model;
     engine.building = first_build.map(|c| lookd::publish::payload::Progress {
         what: "first build".into(),
         done: 0,

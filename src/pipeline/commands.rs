@@ -90,7 +90,9 @@ impl<'a> Loop<'a> {
             return Err("this lookd follows no fleet".into());
         };
         self.last_fleet = Some(f.clone());
-        if !again && f.sha256 == self.engine.identity.sha256 {
+        let same_model =
+            f.model.as_ref().is_none_or(|m| self.engine.model_archive.as_ref() == Some(&m.sha256));
+        if !again && f.sha256 == self.engine.identity.sha256 && same_model {
             log::info!("fleet catalog {}: already serving it", f.version);
             return Ok(());
         }
@@ -128,11 +130,23 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Puts a new catalog in, between two frames. The old cache is dropped here (its map goes);
-    /// the category, the stock and the filter carry over where the new catalog allows.
+    /// Puts a new catalog in, between two frames, with its model when it brings one. The old
+    /// cache is dropped here (its map goes); the category, the stock and the filter carry over
+    /// where the new catalog allows.
     pub(super) fn swap(&mut self, new: NewCatalog) {
         let t = Instant::now();
-        let NewCatalog { cache, identity, how } = new;
+        let NewCatalog { cache, identity, how, model } = new;
+        if let Some(m) = model {
+            self.engine.folder = m.folder;
+            self.engine.scene = m.scene;
+            self.engine.model_archive = Some(m.archive_sha256);
+            // The last scene was embedded by the old model: its embedding means nothing to the
+            // new catalog. The next frame counts as changed and is embedded by the new one.
+            self.last_scene = None;
+            self.last_thumb = Vec::new();
+            self.changed_since = None;
+            self.engine.pixels = Vec::new();
+        }
         self.engine.cache = cache;
         self.engine.identity = identity;
         self.building = None;

@@ -1,5 +1,6 @@
-//! The engine: the model, loaded once; the cache, replaced whole when a new catalog comes; the
-//! stock and filter deciding what may be recommended from it.
+//! The engine: the model, and the cache made with it, each replaced whole when a new catalog (or
+//! the fleet's new model with its catalog) comes; the stock and filter deciding what may be
+//! recommended from it.
 
 use image::RgbImage;
 
@@ -17,11 +18,14 @@ pub struct KioskProducts {
     pub images: std::path::PathBuf,
 }
 
-/// The model, loaded once; the cache, replaced whole when a new catalog comes; what may be
+/// The model and the cache made with it, each replaced whole when a new one comes; what may be
 /// recommended from it.
 pub struct Engine {
+    /// The model running, replaced with its catalog when the fleet brings a new one.
     pub folder: ModelFolder,
     pub scene: SceneModel,
+    /// The sha256 of the fleet archive the model came from; `None`: the configured model.
+    pub model_archive: Option<String>,
     pub cache: ProductCache,
     /// Which catalog `cache` is.
     pub identity: Identity,
@@ -48,6 +52,7 @@ impl Engine {
         let mut engine = Engine {
             folder,
             scene,
+            model_archive: None,
             cache,
             identity,
             stock: Stock::default(),

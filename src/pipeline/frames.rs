@@ -306,8 +306,12 @@ impl<'a> Loop<'a> {
 impl<'a> Loop<'a> {
     pub(super) fn publish_catalog_state(&self) {
         let (e, cache) = (&self.engine, &self.engine.cache);
-        *self.c.catalog.lock().unwrap_or_else(|e| e.into_inner()) =
-            (e.identity.version.clone(), cache.len() as u64);
+        *self.c.catalog.lock().unwrap_or_else(|e| e.into_inner()) = super::Served {
+            version: e.identity.version.clone(),
+            products: cache.len() as u64,
+            model: e.folder.manifest.model_id(),
+            fingerprint: crate::model::hex(&e.folder.product_fingerprint()),
+        };
         let state = CatalogState {
             state: if self.building.is_some() { "building" } else { "ready" }.into(),
             version: e.identity.version.clone(),
@@ -347,6 +351,8 @@ impl<'a> Loop<'a> {
             category: self.category.path.clone(),
             cache_products: self.engine.cache.len(),
             catalog_version: self.engine.identity.version.clone(),
+            model: self.engine.folder.manifest.model_id(),
+            fingerprint: crate::model::hex(&self.engine.folder.product_fingerprint()),
             rss_kb: rss_kb(),
             latency_ms: self.windows.iter().map(|(k, w)| (k.to_string(), w.p50_p95())).collect(),
         };
@@ -362,8 +368,13 @@ impl<'a> Loop<'a> {
             stats.rss_kb
         );
         crate::systemd::notify(&format!(
-            "STATUS={} inferences, {} frames, broker {}, catalog {}",
-            stats.inferences, stats.frames_in, stats.broker, stats.catalog_version
+            "STATUS={} inferences, {} frames, broker {}, catalog {}, model {} ({})",
+            stats.inferences,
+            stats.frames_in,
+            stats.broker,
+            stats.catalog_version,
+            stats.model,
+            &stats.fingerprint[..16]
         ));
         self.publisher.publish("stats", serde_json::to_vec(&stats).unwrap_or_default());
         self.last_stats = (Instant::now(), frames, inferences);

@@ -76,10 +76,20 @@ pub struct Counters {
     /// The broker link as the loop last saw it (for `GET /metrics`).
     pub broker_connected: AtomicBool,
     pub reconnects: AtomicU64,
-    /// The catalog served: its version and product count (for `GET /metrics`).
-    pub catalog: Mutex<(String, u64)>,
+    /// The catalog served: its version and product count, and the model it was made with (its
+    /// id and product fingerprint), for `GET /metrics`.
+    pub catalog: Mutex<Served>,
     /// Set when the capture thread has stopped (after `max_frames`, or at shutdown).
     pub capture_done: AtomicBool,
+}
+
+/// What the loop serves, as `GET /metrics` reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    pub version: String,
+    pub products: u64,
+    pub model: String,
+    pub fingerprint: String,
 }
 
 impl Counters {

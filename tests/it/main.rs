@@ -234,6 +234,22 @@ pub fn notify_listener(path: &Path) -> Receiver<(Instant, String)> {
     rx
 }
 
+/// The first notify message that `pred` accepts within `limit` (those before it are dropped).
+pub fn notify_until_match(
+    rx: &Receiver<(Instant, String)>,
+    pred: impl Fn(&str) -> bool,
+    limit: Duration,
+) -> String {
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let Ok((_, line)) = rx.recv_timeout(left) else { panic!("no such notify message in {limit:?}") };
+        if pred(&line) {
+            return line;
+        }
+    }
+}
+
 /// Notify messages until one equals `last` (included), within `limit`.
 pub fn notify_until(rx: &Receiver<(Instant, String)>, last: &str, limit: Duration) -> Vec<(Instant, String)> {
     let end = Instant::now() + limit;

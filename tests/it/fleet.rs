@@ -16,6 +16,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// What the issue asks of a fleet: announced once, served by every mirror within this. Five
 /// debug daemons on v2: 0.55-0.57 s in 20 runs in a row (Intel Xeon, 2 cores, 2026-12-03).
 const FLEET_WITHIN: Duration = Duration::from_secs(10);
+/// How long five mirrors on 2 cores may take to fetch, check and load a new model with its
+/// catalog (each runs the model's reference check); measured: see the test's output.
+const FLEET_MODEL_WITHIN: Duration = Duration::from_secs(60);
 
 /// mosquitto_pub: `payload` empty sends a null message (retained: deletes the retained one).
 pub(crate) fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
@@ -813,4 +816,292 @@ fn a_store_offline_during_the_announcement_catches_up_when_it_reconnects() {
         back.elapsed().as_secs_f64()
     );
     publish(central, "lookd/fleet/catalog", "", true);
+}
+
+/// `lookd model pack`: the model folder at `model` as one archive at `out`.
+fn pack(model: &Path, out: &Path) {
+    let o = lookd(&["model", "pack", s(model), "--out", s(out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A copy of `model` with `change` applied, packed by GNU tar (not `lookd model pack`, which
+/// refuses a broken folder): what a careless centre could publish.
+fn packed_by_tar(model: &Path, setup: &Setup, name: &str, change: impl Fn(&Path)) -> PathBuf {
+    let copy = setup.root.join(name);
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(model).unwrap().map(Result::unwrap) {
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    change(&copy);
+    let out = setup.root.join("http").join(format!("{name}.tar"));
+    let st = Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(&copy).arg(".").status().unwrap();
+    assert!(st.success());
+    out
+}
+
+/// The announcement `message` with its model half pointing at `archive` (its sha256 and size).
+fn with_model_archive(message: &str, archive: &Path, url: &str) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(archive).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(message).unwrap();
+    v["model"]["url"] = url.into();
+    v["model"]["sha256"] = lookd::model::hex(&sha2::Sha256::digest(&bytes)).into();
+    v["model"]["bytes"] = bytes.len().into();
+    v.to_string()
+}
+
+#[test]
+fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_group() {
+    if !have("mosquitto") || !have("mosquitto_pub") || !have("tar") {
+        return;
+    }
+    let setup = setup(2);
+    let port = free_port();
+    let _broker = Mosquitto::start(&setup.root, port);
+    let limits = "max-bytes = 67108864\ntimeout-s = 20\n";
+    let fleet = |topic: &str| format!("[fleet]\ntopic = \"{topic}\"\n{limits}");
+    let (all, pilot, rest) =
+        ("lookd/fleet/all/catalog", "lookd/fleet/pilot/catalog", "lookd/fleet/rest/catalog");
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    let groups = [("pilot0".to_string(), pilot), ("rest0".to_string(), rest)];
+    let log = |n: &str| setup.root.join(format!("{n}.log"));
+    let socket = setup.root.join("notify.sock");
+    let notices = crate::notify_listener(&socket);
+    let mut daemons: Vec<Daemon> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let config = mirror_config(&setup, n, port, "", &fleet(all));
+            if i == 0 {
+                Daemon::start_notified(&config, &log(n), &socket)
+            } else {
+                Daemon::start_logged(&config, &log(n))
+            }
+        })
+        .collect();
+    let group_daemons: Vec<Daemon> = groups
+        .iter()
+        .map(|(n, topic)| Daemon::start_logged(&mirror_config(&setup, n, port, "", &fleet(topic)), &log(n)))
+        .collect();
+    let everyone: Vec<String> = names.iter().cloned().chain(groups.iter().map(|g| g.0.clone())).collect();
+    let _logs = LogsOnFailure(everyone.iter().map(|n| log(n)).collect());
+    let subs = subs(port, &everyone);
+    let tiny = lookd::model::ModelFolder::open(&tiny_model()).unwrap().manifest.model_id();
+    for sub in &subs {
+        let state = version_reached(sub, "local", WAIT);
+        assert_eq!(state["model"], tiny.as_str(), "{state}");
+        sub.expect("recommendations/shoes", WAIT, |_| true);
+    }
+
+    // The new model (the shipped int8 one), packed, and the catalog built with it at the centre.
+    let model = crate::default_model();
+    let new = lookd::model::ModelFolder::open(&model).unwrap();
+    let (new_id, new_fp) = (new.manifest.model_id(), lookd::model::hex(&new.product_fingerprint()));
+    let central = central_catalog_with(&setup, "m2", 4, &model);
+    let http_dir = central.parent().unwrap().to_path_buf();
+    let archive = http_dir.join("model-m2.tar");
+    pack(&model, &archive);
+    let http = http_server(http_dir.clone());
+    let url = |file: &str| format!("http://127.0.0.1:{http}/{file}");
+    let o = lookd(&[
+        "catalog",
+        "announce",
+        "--cache",
+        s(&central),
+        "--url",
+        &url("m2.cache"),
+        "--version",
+        "m2",
+        "--model-archive",
+        s(&archive),
+        "--model-url",
+        &url("model-m2.tar"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let message = stdout(&o).trim().to_string();
+    let v: serde_json::Value = serde_json::from_str(&message).unwrap();
+    assert_eq!(
+        (v["fingerprint"].as_str(), v["model"]["name"].as_str()),
+        (Some(new_fp.as_str()), Some(new_id.as_str()))
+    );
+
+    // Four bad pairs, each refused by every mirror, the reason on /error, the old pair serving.
+    let truncated = http_dir.join("truncated.tar");
+    let whole = std::fs::read(&archive).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
+    let unreferenced = packed_by_tar(&model, &setup, "unreferenced", |dir| {
+        let path = dir.join("reference.json");
+        let mut r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        shift(&mut r["outputs"]["global"]);
+        std::fs::write(&path, r.to_string()).unwrap();
+    });
+    let graphless = packed_by_tar(&model, &setup, "graphless", |dir| {
+        std::fs::remove_file(dir.join("embed.int8.onnx")).unwrap()
+    });
+    let tiny_catalog = central_catalog(&setup, "tiny-m2", 4);
+    let mut foreign: serde_json::Value = serde_json::from_str(&message).unwrap();
+    foreign["url"] = url("tiny-m2.cache").into();
+    foreign["sha256"] = lookd::update::identity_of(&tiny_catalog).unwrap().sha256.into();
+    foreign["bytes"] = std::fs::metadata(&tiny_catalog).unwrap().len().into();
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let cases = [
+        (with_model_archive(&message, &truncated, &url("truncated.tar")), "not a model archive"),
+        (foreign.to_string(), "it was built for model"),
+        (
+            with_model_archive(&message, &unreferenced, &url(&name(&unreferenced))),
+            "its reference check fails",
+        ),
+        (with_model_archive(&message, &graphless, &url(&name(&graphless))), "embed.int8.onnx"),
+        (message.replace(&new_id, "another-model@0123456789ab"), "the archive holds model"),
+    ];
+    for (payload, why) in &cases {
+        subs.iter().for_each(Sub::clear);
+        publish(port, all, payload, false);
+        for (n, sub) in names.iter().zip(&subs) {
+            let err = sub.expect("error", WAIT, |v| v["topic"] == all);
+            assert!(err["error"].as_str().unwrap().contains(why), "{n}, {why}: {err}");
+            let state = sub.expect("catalog/state", WAIT, |v| v["state"] == "ready");
+            assert_eq!(
+                (&state["version"], &state["model"]),
+                (&"local".into(), &tiny.as_str().into()),
+                "{n}: {state}"
+            );
+            let stats = sub.expect("stats", WAIT, |_| true);
+            assert_eq!(stats["model"], tiny.as_str(), "{n}: {stats}");
+            let models = setup.root.join(format!(".{n}.cache.models"));
+            let left: Vec<_> = std::fs::read_dir(&models)
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{n}: a refused model left {left:?}");
+        }
+    }
+
+    // The good pair, announced once (retained): all five take it, and rank from it.
+    subs.iter().for_each(Sub::clear);
+    let announced = Instant::now();
+    publish(port, all, &message, true);
+    for (n, sub) in names.iter().zip(&subs) {
+        let state = version_reached(sub, "m2", FLEET_MODEL_WITHIN.saturating_sub(announced.elapsed()));
+        assert_eq!(
+            (&state["model"], &state["fingerprint"]),
+            (&new_id.as_str().into(), &new_fp.as_str().into()),
+            "{n}: {state}"
+        );
+        let rec = sub.expect(
+            "recommendations/shoes",
+            FLEET_MODEL_WITHIN.saturating_sub(announced.elapsed()),
+            |v| v["model"] == new_id.as_str(),
+        );
+        assert!(ids(&rec).iter().all(|id| id.starts_with('q')), "{n}: ranked from the new catalog: {rec}");
+        let stats = sub.expect("stats", WAIT, |v| v["model"] == new_id.as_str());
+        assert_eq!(
+            (&stats["fingerprint"], &stats["catalog_version"]),
+            (&new_fp.as_str().into(), &"m2".into()),
+            "{n}"
+        );
+    }
+    eprintln!(
+        "fleet model: 5 mirrors ranking with {new_id} {:.2} s after the announcement",
+        announced.elapsed().as_secs_f64()
+    );
+    // The same announcement again: the pair is running, nothing is fetched, nothing swapped.
+    subs.iter().for_each(Sub::clear);
+    publish(port, all, &message, false);
+    for (n, sub) in names.iter().zip(&subs) {
+        let state = sub.try_expect("catalog/state", Duration::from_secs(3));
+        assert!(state.is_none(), "{n} acted on the model it runs: {state:?}");
+    }
+    let status =
+        crate::notify_until_match(&notices, |l| l.starts_with("STATUS=") && l.contains(&new_id), WAIT);
+    assert!(status.contains(&new_fp[..16]), "{status}");
+    for (n, sub) in groups.iter().map(|g| &g.0).zip(&subs[5..]) {
+        let stats = sub.expect("stats", WAIT, |_| true);
+        assert_eq!(stats["model"], tiny.as_str(), "{n} follows another topic: {stats}");
+    }
+
+    // A group's topic: the pilot group takes the pair, the rest does not hear of it.
+    subs[5..].iter().for_each(Sub::clear);
+    publish(port, pilot, &message, true);
+    let state = version_reached(&subs[5], "m2", FLEET_MODEL_WITHIN);
+    assert_eq!(state["model"], new_id.as_str(), "{state}");
+    assert!(
+        subs[6].try_expect("catalog/state", Duration::from_secs(5)).is_none(),
+        "the rest heard the pilot's topic"
+    );
+    assert_eq!(subs[6].expect("stats", WAIT, |_| true)["model"], tiny.as_str());
+
+    // A mirror restarted with no announcement left comes back on the model it last took.
+    publish(port, all, "", true);
+    daemons[1].kill();
+    subs[1].clear();
+    let again = setup.root.join("f1-again.log");
+    daemons[1] = Daemon::start_logged(&mirror_config(&setup, &names[1], port, "", &fleet(all)), &again);
+    let state = subs[1].expect("catalog/state", WAIT, |v| v["state"] == "ready");
+    assert_eq!((&state["version"], &state["model"]), (&"m2".into(), &new_id.as_str().into()), "{state}");
+    subs[1].expect("recommendations/shoes", WAIT, |v| v["model"] == new_id.as_str());
+    let text = std::fs::read_to_string(&again).unwrap();
+    assert!(text.contains("running the fleet's model"), "{text}");
+    drop(group_daemons);
+}
+
+#[test]
+fn model_pack_and_announce_refuse_what_a_mirror_would_refuse() {
+    let setup = setup(1);
+    let archive = setup.root.join("tiny.tar");
+    pack(&tiny_model(), &archive);
+    let cache = setup.root.join("catalog.cache");
+    let args = |archive: &Path, cache: &Path| {
+        let (archive, cache) = (s(archive).to_string(), s(cache).to_string());
+        let url = "file:/srv/m.tar".to_string();
+        [
+            "catalog",
+            "announce",
+            "--cache",
+            &cache,
+            "--url",
+            "file:/srv/c.cache",
+            "--model-archive",
+            &archive,
+            "--model-url",
+            &url,
+        ]
+        .map(String::from)
+    };
+    let o = lookd(&args(&archive, &cache));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let tiny = lookd::model::ModelFolder::open(&tiny_model()).unwrap();
+    assert_eq!(v["model"]["name"], tiny.manifest.model_id().as_str());
+    assert_eq!(v["model"]["bytes"], std::fs::metadata(&archive).unwrap().len());
+    // A cache built with another model than the archive's: refused, as every mirror would.
+    let other = setup.root.join("default.tar");
+    pack(&crate::default_model(), &other);
+    let o = lookd(&args(&other, &cache));
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the cache was built with another model"), "{}", stderr(&o));
+    // A folder whose outputs are not its reference's: not packed.
+    let broken = setup.root.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for e in std::fs::read_dir(tiny_model()).unwrap().map(Result::unwrap) {
+        std::fs::copy(e.path(), broken.join(e.file_name())).unwrap();
+    }
+    let path = broken.join("reference.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let key = r["outputs"].as_object().unwrap().keys().next().unwrap().clone();
+    shift(&mut r["outputs"][key]);
+    std::fs::write(&path, r.to_string()).unwrap();
+    let o = lookd(&["model", "pack", s(&broken), "--out", s(&setup.root.join("broken.tar"))]);
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+    assert!(!setup.root.join("broken.tar").exists());
+}
+
+/// Adds 0.01 to every number in `v`: reference outputs a model no longer gives.
+fn shift(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Array(a) => a.iter_mut().for_each(shift),
+        serde_json::Value::Number(n) => *v = (n.as_f64().unwrap() + 0.01).into(),
+        _ => {}
+    }
 }

@@ -67,9 +67,9 @@ elif name == "kiosk-exposed-anonymous":  # a listener beyond loopback starts wit
 elif name == "stock-ignored":  # the stock mask is computed but ranking does not use it
     sub('src/recommend.rs', "        scores.retain(|s| mask[s.index]);", "        let _ = mask;")
 elif name == "fleet-no-sha":  # a fetched file is taken without comparing its sha256
-    sub('src/update.rs', "    if sha != f.sha256 {", "    if false {")
+    sub('src/update.rs', "    if sha != want_sha {", "    if false {")
 elif name == "fleet-foreign-fetched":  # a catalog for another model is downloaded before it is refused
-    sub('src/update.rs', "    if f.fingerprint != ours {", "    if f.fingerprint != ours && false {")
+    sub('src/update.rs', "        if f.fingerprint != ours {", "        if f.fingerprint != ours && false {")
 elif name == "swap-keeps-table":  # a new catalog leaves the stock mask of the old one
     sub('src/pipeline.rs', "        self.engine.restock();\n        let cache = &self.engine.cache;", "        let cache = &self.engine.cache;")
 elif name == "swap-keeps-kiosk":  # the kiosk's listener keeps serving the old catalog's products
@@ -111,7 +111,7 @@ elif name == "kiosk-sniffable":  # the answers lose nosniff and the referrer pol
     sub('src/kiosk/mod.rs', "    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static(\"nosniff\"));\n", "")
     sub('src/kiosk/mod.rs', "    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static(\"no-referrer\"));\n", "")
 elif name == "fleet-redelivery-refetches":  # an announcement of the catalog served is fetched again
-    sub('src/pipeline.rs', "        if !again && f.sha256 == self.engine.identity.sha256 {", "        if false && f.sha256 == self.engine.identity.sha256 {")
+    sub('src/pipeline/commands.rs', "        if !again && f.sha256 == self.engine.identity.sha256 && same_model {", "        if false && f.sha256 == self.engine.identity.sha256 && same_model {")
 elif name == "fleet-reload-skips":  # a reload of a fleet mirror skips the catalog it serves
     sub('src/pipeline.rs', "            return self.fleet(f, topic, true, supervisor);", "            return self.fleet(f, topic, false, supervisor);")
 elif name == "fleet-version-forgotten":  # the fleet's version is not remembered beside the cache
@@ -231,6 +231,18 @@ elif name == "loop-ignores-hubs":  # the daemon never applies the model's mean s
     sub('src/pipeline/frames.rs', "            mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),", "            mean_scene: None,")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', "            crate::rank::DIVERSITY.contains(&p.diversity),", "            true,")
+elif name == "fleet-model-unreferenced":  # a fleet model is taken without its reference check
+    sub('src/update.rs', "    outputs.into_iter().find(|(_, diff)| diff.is_nan() || *diff > REFERENCE_TOLERANCE)", "    outputs.into_iter().find(|_| false)")
+elif name == "fleet-model-misnamed":  # an archive holding another model than the one announced is taken
+    sub('src/update.rs', "        if id != m.name {", "        if id != m.name && false {")
+elif name == "fleet-model-left-behind":  # a model refused for its catalog stays unpacked on disk
+    sub('src/update.rs', "        if let Some(dir) = incoming {\n            remove_dir_if_there(&dir);", "        if let Some(dir) = incoming {\n            drop(dir);")
+elif name == "fleet-model-old-scene":  # the swap takes the new model's catalog but keeps embedding scenes with the old one
+    sub('src/pipeline/commands.rs', "            self.engine.scene = m.scene;", "            drop(m.scene);")
+elif name == "fleet-model-forgotten":  # a restarted mirror runs the packaged model, not the one it last took
+    sub('src/cli/run.rs', "    let (folder, model_archive) = match lookd::update::last_model(&config.cache) {", "    let (folder, model_archive) = match None::<(ModelFolder, String)> {")
+elif name == "fleet-model-redelivery-refetches":  # an announcement of the model running fetches it again
+    sub('src/pipeline/commands.rs', "            f.model.as_ref().is_none_or(|m| self.engine.model_archive.as_ref() == Some(&m.sha256));", "            f.model.is_none();")
 # The packaged unit (kind `unit`: a check of tests/system/unit).
 elif name.startswith("unit-"):
     u = 'systemd/lookd.service'

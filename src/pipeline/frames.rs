@@ -367,8 +367,13 @@ impl<'a> Loop<'a> {
             stats.broker,
             stats.rss_kb
         );
+        let building = match &self.building {
+            Some(p) if p.total > 0 => format!(" (a new one building: {}/{})", p.done, p.total),
+            Some(p) => format!(" (a new one coming: {})", p.what),
+            None => String::new(),
+        };
         crate::systemd::notify(&format!(
-            "STATUS={} inferences, {} frames, broker {}, catalog {}, model {} ({})",
+            "STATUS={} inferences, {} frames, broker {}, catalog {}{building}, model {} ({})",
             stats.inferences,
             stats.frames_in,
             stats.broker,

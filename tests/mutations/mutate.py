@@ -243,6 +243,8 @@ elif name == "fleet-model-forgotten":  # a restarted mirror runs the packaged mo
     sub('src/cli/run.rs', "    let (folder, model_archive) = match lookd::update::last_model(&config.cache) {", "    let (folder, model_archive) = match None::<(ModelFolder, String)> {")
 elif name == "fleet-model-redelivery-refetches":  # an announcement of the model running fetches it again
     sub('src/pipeline/commands.rs', "            f.model.as_ref().is_none_or(|m| self.engine.model_archive.as_ref() == Some(&m.sha256));", "            f.model.is_none();")
+elif name == "building-starves-watchdog":  # the loop stops feeding the watchdog while a catalog builds
+    sub('src/pipeline/frames.rs', "        if let Some(every) = self.opts.watchdog {", "        if let Some(every) = self.opts.watchdog.filter(|_| self.building.is_none()) {")
 # The packaged unit (kind `unit`: a check of tests/system/unit).
 elif name.startswith("unit-"):
     u = 'systemd/lookd.service'

@@ -865,13 +865,19 @@ fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_
     let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
     let groups = [("pilot0".to_string(), pilot), ("rest0".to_string(), rest)];
     let log = |n: &str| setup.root.join(format!("{n}.log"));
+    let web = free_port();
     let socket = setup.root.join("notify.sock");
     let notices = crate::notify_listener(&socket);
     let mut daemons: Vec<Daemon> = names
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let config = mirror_config(&setup, n, port, "", &fleet(all));
+            // The first mirror also serves GET /metrics, whose model label must follow the swap.
+            let metrics = format!(
+                "[kiosk]\nlisten = \"127.0.0.1:{web}\"\nwebsocket = \"ws://127.0.0.1:9\"\n[metrics]\nenabled = true\n"
+            );
+            let extra = if i == 0 { format!("{}{metrics}", fleet(all)) } else { fleet(all) };
+            let config = mirror_config(&setup, n, port, "", &extra);
             if i == 0 {
                 Daemon::start_notified(&config, &log(n), &socket)
             } else {
@@ -1012,6 +1018,13 @@ fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_
         let state = sub.try_expect("catalog/state", Duration::from_secs(3));
         assert!(state.is_none(), "{n} acted on the model it runs: {state:?}");
     }
+    let (code, _, body) = crate::kiosk::get("127.0.0.1", web, "/metrics");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200);
+    assert!(
+        text.contains(&format!("lookd_model_info{{name=\"{new_id}\",fingerprint=\"{new_fp}\"}} 1")),
+        "{text}"
+    );
     let status =
         crate::notify_until_match(&notices, |l| l.starts_with("STATUS=") && l.contains(&new_id), WAIT);
     assert!(status.contains(&new_fp[..16]), "{status}");

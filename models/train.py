@@ -450,10 +450,14 @@ def training_views(prob, setup, r, rng):
     return views[rng.integers(len(views))]
 
 
-def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=128, swa_from=None, log=print):
+def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=128, swa_from=None, log=print,
+                  attend=0.0):
     """Trains one variant; each anchor meets `negatives` same-category negatives per step.
     Early stopping on dev FITB-4 (CHOOSE_VIEW) by default; with swa_from, all `epochs` run and the
-    result is the average of the weights after each epoch from swa_from on (dev is then not looked at)."""
+    result is the average of the weights after each epoch from swa_from on (dev is then not looked at).
+    attend > 0 adds that weight times an attention loss: -log of the attention mass (anchor's
+    protocol query, its positive product's key) on the regions covered by garments in ccp/masks
+    (prob.garments), so that the local branch weighs clothes, not pavement."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     f = prob.f
@@ -492,9 +496,17 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
                                                        prob.all_col[views], setup))
                 if setup.mode == "category":
                     pk = heads.category_keys()[torch.from_numpy(prob.cat_index[rows])]
+                if rows is b:
+                    pos_key = pk
                 n = len(rows) // len(b)  # the scene side repeats once per negative drawn
                 losses.append(ctl.distances(sg.repeat(n, 1), sr.repeat(n, 1, 1), sk.repeat(n, 1, 1), pg, pk)[setup.which])
             loss = torch.clamp(losses[0].repeat(negatives) - losses[1] + ctl.MARGIN, min=0).mean()
+            if attend > 0:
+                q0 = np.array([prob.query_rows[i][0] for i in b])  # the protocol query: its mask is known
+                _, _, sk0 = heads.scene(*scene_inputs(prob, q0, setup))
+                a = torch.softmax(-ctl.sq(sk0, pos_key[:, None, :]), dim=1)
+                mass = (a * torch.from_numpy(prob.garments[b])).sum(1)
+                loss = loss + attend * -torch.log(mass + 1e-4).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -536,6 +548,30 @@ def evaluate(prob, heads, setup):
     return result
 
 
+def cell_shares(data, pair, grid=7, labels=None):
+    """For each of the protocol query's grid x grid regions (row-major, as the scene graph's cells),
+    the share of its pixels labelled in ccp/masks: any label but `null` (the person) by default,
+    else only the label ids in `labels`."""
+    mask = np.asarray(Image.open(f"{data}/masks/{pair['scene']}.png"))
+    hit = mask != 0 if labels is None else np.isin(mask, labels)
+    h, w = hit.shape
+    x, y, qw, qh = ctl.to_pixels(ctl.query_rect(pair["bbox"]), w, h)
+    share = np.zeros(grid * grid, dtype=np.float32)
+    for r in range(grid):
+        for c in range(grid):
+            cell = hit[y + qh * r // grid:y + max(qh * (r + 1) // grid, qh * r // grid + 1),
+                       x + qw * c // grid:x + max(qw * (c + 1) // grid, qw * c // grid + 1)]
+            share[r * grid + c] = cell.mean()
+    return share
+
+
+def garment_labels(data):
+    """The mask label ids of garments and accessories: all but null, skin and hair."""
+    with open(f"{data}/mask-labels.json") as f:
+        names = json.load(f)
+    return [i for i, n in enumerate(names) if n not in ("null", "skin", "hair")]
+
+
 def attention_stats(prob, heads, setup, data, split="dev", view=CHOOSE_VIEW):
     """Where the local branch looks: for each trial's positive product, the attention weights over
     the query's 7x7 regions. Peak-to-uniform ratio (max weight x 49) and whether the peak region
@@ -552,16 +588,7 @@ def attention_stats(prob, heads, setup, data, split="dev", view=CHOOSE_VIEW):
     grid = int(round(a.shape[1] ** 0.5))
     peaks, on_person, person_share = a.max(1) * a.shape[1], [], []
     for (i, _, _), weights in zip(trials, a):
-        p = prob.pairs[i]
-        person = np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")) != 0
-        h, w = person.shape
-        x, y, qw, qh = ctl.to_pixels(ctl.query_rect(p["bbox"]), w, h)
-        share = np.zeros(grid * grid)
-        for r in range(grid):
-            for c in range(grid):
-                cell = person[y + qh * r // grid:y + max(qh * (r + 1) // grid, qh * r // grid + 1),
-                              x + qw * c // grid:x + max(qw * (c + 1) // grid, qw * c // grid + 1)]
-                share[r * grid + c] = cell.mean()
+        share = cell_shares(data, prob.pairs[i], grid)
         on_person.append(share[int(weights.argmax())] > 0.5)
         person_share.append((share > 0.5).mean())
     return {"split": split, "view": view, "trials": len(trials),
@@ -662,6 +689,8 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants to train (see VARIANTS)")
     ap.add_argument("--cache", default="out/features")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int,
+                    help="the heads' seed (default: --seed); the cached features keep --seed's, so seeds of one recipe compare on the same inputs")
     ap.add_argument("--lookd", default="cargo run --release --quiet --",
                     help="how to run lookd, whose `model input` decodes, crops and resizes the photos")
     ap.add_argument("--threads", type=int, default=2)
@@ -674,6 +703,8 @@ def main():
                     help="the shipped model: this many heads of the chosen variant, 128/M dimensions each, side by side")
     ap.add_argument("--member-epochs", type=int, default=30, help="epochs per member (no early stopping)")
     ap.add_argument("--average-from", type=int, default=5, help="members: average the weights after each epoch from this one")
+    ap.add_argument("--attend", type=float, default=0.0,
+                    help="weight of the attention loss on garment regions of the training scenes' masks (0: none)")
     args = ap.parse_args()
     if args.members < 1 or DIM % args.members:
         ap.error(f"--members must divide {DIM}")
@@ -690,12 +721,19 @@ def main():
         backbone_name += "-" + sha256(args.weights)[:12]
     feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed, args.lookd)
     prob = Problem(pairs, feats)
-    results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {},
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    if args.attend > 0:
+        labels = garment_labels(args.data)
+        prob.garments = np.stack([cell_shares(args.data, p, labels=labels) if s == "train" else np.zeros(49, np.float32)
+                                  for p, s in zip(pairs, prob.split)])
+    results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {}, "attend": args.attend,
+               "train_seed": train_seed,
                "chosen_on": f"dev {CHOOSE_VIEW} FITB-4"}
     print("baselines", json.dumps(results["baselines"]))
     trained = {}
     for v in args.variants.split(","):
-        heads, setup, r = train_variant(prob, v, args.seed, epochs=args.epochs, negatives=args.negatives)
+        heads, setup, r = train_variant(prob, v, train_seed, epochs=args.epochs, negatives=args.negatives,
+                                        attend=args.attend)
         trained[v] = (heads, setup)
         results["variants"][v] = r
         print(v, json.dumps({sp: {view: r[sp][view]["hybrid"] for view in VIEWS} for sp in ("dev", "test")}))
@@ -710,8 +748,9 @@ def main():
         # Seeds spread models/train.py's one seed; every member sees the same train split.
         members, member_results = [], []
         for k in range(args.members):
-            h, _, r = train_variant(prob, best, args.seed + 1000 * (k + 1), epochs=args.member_epochs,
-                                    negatives=args.negatives, dim=DIM // args.members, swa_from=args.average_from)
+            h, _, r = train_variant(prob, best, train_seed + 1000 * (k + 1), epochs=args.member_epochs,
+                                    negatives=args.negatives, dim=DIM // args.members, swa_from=args.average_from,
+                                    attend=args.attend)
             members.append(h)
             member_results.append(r)
             print(f"member {k + 1}/{args.members}", json.dumps(r["dev"][CHOOSE_VIEW]["hybrid"]))

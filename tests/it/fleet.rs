@@ -1044,6 +1044,31 @@ fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_
     );
     assert_eq!(subs[6].expect("stats", WAIT, |_| true)["model"], tiny.as_str());
 
+    // A new mirror, with no cache and no catalog CSV, while the announcement is retained: it takes
+    // the model and its catalog at its first start, and embeds nothing.
+    let fresh_config = mirror_config(&setup, "fresh", port, "", &fleet(all));
+    std::fs::remove_file(setup.root.join("fresh.cache")).unwrap();
+    let text = std::fs::read_to_string(&fresh_config).unwrap();
+    let no_csv = setup.root.join("no-such-catalog.csv");
+    std::fs::write(
+        &fresh_config,
+        text.replace(&format!("{:?}", setup.root.join("catalog.csv")), &format!("{no_csv:?}")),
+    )
+    .unwrap();
+    let fresh_sub = Sub::start(port, "lookd/fresh");
+    let started = Instant::now();
+    let mut fresh = Daemon::start_logged(&fresh_config, &log("fresh"));
+    let state = version_reached(&fresh_sub, "m2", FLEET_MODEL_WITHIN);
+    assert_eq!(state["model"], new_id.as_str(), "{state}");
+    fresh_sub.expect("recommendations/shoes", WAIT, |v| v["model"] == new_id.as_str());
+    let text = std::fs::read_to_string(log("fresh")).unwrap();
+    assert!(text.contains("taken at start, nothing embedded here") && text.contains(&new_id), "{text}");
+    eprintln!(
+        "fleet model: a new mirror ranked with it {:.2} s after its start",
+        started.elapsed().as_secs_f64()
+    );
+    fresh.kill();
+
     // A mirror restarted with no announcement left comes back on the model it last took.
     publish(port, all, "", true);
     daemons[1].kill();

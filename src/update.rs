@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::build::{build, remove_if_there, sibling, BuildPlan};
 use crate::cache::ProductCache;
 use crate::fetch::{fetch_to, Limits};
-use crate::model::{check_reference, hex, ModelFolder, SceneModel};
+use crate::model::{check_reference_with, hex, ModelFolder, SceneModel};
 use crate::publish::payload::{FleetCatalog, FleetModel, Progress};
 use crate::slot::Slot;
 
@@ -252,7 +252,7 @@ fn fetch(s: &Sources, f: &FleetCatalog, events: &Sender<Event>) -> Result<NewCat
     let temp = sibling(&s.cache, "fetch");
     let incoming = staged.as_ref().map(|m| m.folder.dir.clone());
     let checked = fetch_checked(s, f, staged.as_ref().map_or(&s.folder, |m| &m.folder), &temp);
-    let result = checked.and_then(|c| commit(s, f, c, staged));
+    let result = checked.and_then(|c| commit(s, f, &temp, c, staged));
     if result.is_err() {
         remove_if_there(&temp);
         if let Some(dir) = incoming {
@@ -296,13 +296,14 @@ fn stage_model(s: &Sources, f: &FleetCatalog, m: &FleetModel) -> Result<NewModel
                 &fingerprint[..16]
             )));
         }
-        let outputs = check_reference(&folder).map_err(|e| refused(e.to_string()))?;
+        // The scene graph is loaded once: checked on the reference input, then kept to serve.
+        let mut scene = SceneModel::load(&folder).map_err(|e| refused(e.to_string()))?;
+        let outputs = check_reference_with(&folder, &mut scene).map_err(|e| refused(e.to_string()))?;
         if let Some((output, diff)) = beyond_tolerance(outputs) {
             return Err(refused(format!(
                 "its reference check fails: {output} differs by {diff:.2e} (tolerance {REFERENCE_TOLERANCE:.0e})"
             )));
         }
-        let scene = SceneModel::load(&folder).map_err(|e| refused(e.to_string()))?;
         Ok(NewModel { folder, scene, archive_sha256: m.sha256.clone() })
     })();
     remove_if_there(&archive);
@@ -351,9 +352,14 @@ fn fetch_checked(
 
 /// Puts a checked catalog (and its model) in place: the model folder first, then its record, then
 /// the cache, so that a restart at any point finds a cache and a model that match (`last_model`).
-fn commit(s: &Sources, f: &FleetCatalog, c: Checked, model: Option<NewModel>) -> Result<NewCatalog, String> {
+fn commit(
+    s: &Sources,
+    f: &FleetCatalog,
+    temp: &Path,
+    c: Checked,
+    model: Option<NewModel>,
+) -> Result<NewCatalog, String> {
     let refused = |why: String| format!("fleet catalog {} from {}: {why}: refused", f.version, f.url);
-    let temp = sibling(&s.cache, "fetch");
     let model = match model {
         None => None,
         Some(m) => {
@@ -368,7 +374,7 @@ fn commit(s: &Sources, f: &FleetCatalog, c: Checked, model: Option<NewModel>) ->
             Some(Box::new(NewModel { folder, ..m }))
         }
     };
-    std::fs::rename(&temp, &s.cache)
+    std::fs::rename(temp, &s.cache)
         .map_err(|e| refused(format!("cannot replace {}: {e}", s.cache.display())))?;
     let record = serde_json::json!({ "version": f.version, "sha256": c.sha256 });
     if let Err(e) = write_atomically(&version_path(&s.cache), record.to_string().as_bytes()) {
@@ -434,15 +440,20 @@ fn remove_dir_if_there(dir: &Path) {
 /// Which catalog the file at `cache` is: its sha256, when it was written, and the fleet's
 /// version if the file is the one the fleet sent (else `local`).
 pub fn identity_of(cache: &Path) -> std::io::Result<Identity> {
-    let mut file = std::fs::File::open(cache)?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut file, &mut hash)?;
-    let sha256 = hex(&hash.finalize());
+    let (sha256, _) = sha256_of(cache)?;
     let recorded = std::fs::read_to_string(version_path(cache)).ok().and_then(|t| {
         let v: serde_json::Value = serde_json::from_str(&t).ok()?;
         (v["sha256"] == sha256.as_str()).then(|| v["version"].as_str().map(str::to_string))?
     });
     Ok(Identity { version: recorded.unwrap_or_else(|| "local".into()), sha256, built_ms: modified_ms(cache) })
+}
+
+/// A file's sha256 (hex) and size, read once: what an announcement says of it.
+pub fn sha256_of(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hash)?;
+    Ok((hex(&hash.finalize()), bytes))
 }
 
 fn modified_ms(path: &Path) -> u64 {

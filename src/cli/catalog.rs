@@ -153,13 +153,7 @@ fn announced_model(
     })();
     let _ = std::fs::remove_dir_all(&dir);
     let name = checked?;
-    let mut file = std::fs::File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
-    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
-    let bytes = std::io::copy(&mut file, &mut hash)?;
-    Ok(lookd::publish::payload::FleetModel {
-        name,
-        url,
-        sha256: hex(&sha2::Digest::finalize(hash)),
-        bytes: Some(bytes),
-    })
+    let (sha256, bytes) =
+        lookd::update::sha256_of(archive).with_context(|| format!("reading {}", archive.display()))?;
+    Ok(lookd::publish::payload::FleetModel { name, url, sha256, bytes: Some(bytes) })
 }

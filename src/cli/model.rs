@@ -187,14 +187,13 @@ fn pack(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<i32> {
         }
     };
     std::fs::rename(&temp, out).with_context(|| format!("writing {}", out.display()))?;
-    let mut file = std::fs::File::open(out)?;
-    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
-    let bytes = std::io::copy(&mut file, &mut hash)?;
+    let (sha256, bytes) =
+        lookd::update::sha256_of(out).with_context(|| format!("reading {}", out.display()))?;
     println!("{}", out.display());
     println!("model      {}", folder.manifest.model_id());
     println!("files      {}", names.join(", "));
     println!("bytes      {bytes}");
-    println!("sha256     {}", lookd::model::hex(&sha2::Digest::finalize(hash)));
+    println!("sha256     {sha256}");
     Ok(code::OK)
 }
 

@@ -483,13 +483,22 @@ pub fn reference_pixels(width: usize, height: usize) -> Vec<f32> {
 
 /// Per-output largest absolute difference between tract and the folder's reference.json.
 pub fn check_reference(folder: &ModelFolder) -> Result<Vec<(String, f32)>, ModelError> {
+    check_reference_with(folder, &mut SceneModel::load(folder)?)
+}
+
+/// `check_reference` on a scene graph already loaded from `folder` (one that is then kept, so it
+/// is not loaded twice).
+pub fn check_reference_with(
+    folder: &ModelFolder,
+    scene: &mut SceneModel,
+) -> Result<Vec<(String, f32)>, ModelError> {
     let path = folder.dir.join("reference.json");
     let fail = |message: String| ModelError::Reference { path: path.clone(), message };
     let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
     let reference: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let m = &folder.manifest;
     let pixels = reference_pixels(m.input.width, m.input.height);
-    let scene = SceneModel::load(folder)?.embed(&pixels)?;
+    let scene = scene.embed(&pixels)?;
     let mut got: Vec<(&str, Vec<f32>)> =
         vec![(&m.scene.global, scene.global), (&m.scene.regions, scene.regions), (&m.scene.keys, scene.keys)];
     if let Some(key) = &m.product.key {

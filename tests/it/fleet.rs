@@ -59,6 +59,20 @@ pub(crate) fn mirror_config(setup: &Setup, name: &str, port: u16, pipeline: &str
     config
 }
 
+/// A new mirror's config: `mirror_config`'s, with no cache and a catalog CSV that does not exist.
+fn new_mirror_config(setup: &Setup, name: &str, port: u16, extra: &str) -> PathBuf {
+    let config = mirror_config(setup, name, port, "", extra);
+    std::fs::remove_file(setup.root.join(format!("{name}.cache"))).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let no_csv = setup.root.join("no-such-catalog.csv");
+    std::fs::write(
+        &config,
+        text.replace(&format!("{:?}", setup.root.join("catalog.csv")), &format!("{no_csv:?}")),
+    )
+    .unwrap();
+    config
+}
+
 /// A second catalog for the same images under new ids (`q000`, ...), plus `more` products, built
 /// centrally with the tiny model into `dir/<name>.cache`.
 pub(crate) fn central_catalog(setup: &Setup, name: &str, more: usize) -> PathBuf {
@@ -304,12 +318,7 @@ fn fleet_round(setup: &Setup, mirrors_port: u16, central_port: u16, label: &str)
     // A new mirror, with no cache and no catalog CSV of its own: it takes the fleet's catalog at
     // its first start instead of embedding one (and could not embed one anyway).
     let fresh = format!("{label}-fresh");
-    let fresh_config = mirror_config(setup, &fresh, mirrors_port, "", &fleet);
-    std::fs::remove_file(setup.root.join(format!("{fresh}.cache"))).unwrap();
-    let text = std::fs::read_to_string(&fresh_config).unwrap();
-    let no_csv = setup.root.join("no-such-catalog.csv");
-    let text = text.replace(&format!("{:?}", setup.root.join("catalog.csv")), &format!("{no_csv:?}"));
-    std::fs::write(&fresh_config, text).unwrap();
+    let fresh_config = new_mirror_config(setup, &fresh, mirrors_port, &fleet);
     let fresh_sub = Sub::start(mirrors_port, &format!("lookd/{fresh}"));
     let started = Instant::now();
     let fresh_log = setup.root.join(format!("{fresh}.log"));
@@ -1046,15 +1055,7 @@ fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_
 
     // A new mirror, with no cache and no catalog CSV, while the announcement is retained: it takes
     // the model and its catalog at its first start, and embeds nothing.
-    let fresh_config = mirror_config(&setup, "fresh", port, "", &fleet(all));
-    std::fs::remove_file(setup.root.join("fresh.cache")).unwrap();
-    let text = std::fs::read_to_string(&fresh_config).unwrap();
-    let no_csv = setup.root.join("no-such-catalog.csv");
-    std::fs::write(
-        &fresh_config,
-        text.replace(&format!("{:?}", setup.root.join("catalog.csv")), &format!("{no_csv:?}")),
-    )
-    .unwrap();
+    let fresh_config = new_mirror_config(&setup, "fresh", port, &fleet(all));
     let fresh_sub = Sub::start(port, "lookd/fresh");
     let started = Instant::now();
     let mut fresh = Daemon::start_logged(&fresh_config, &log("fresh"));

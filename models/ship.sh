@@ -6,6 +6,9 @@
 # Timed on 2 cores: see MODEL_CARD.md ("Rebuild"); most of it is backbone features (cached in
 # out/features) and the evaluations through tract and onnxruntime.
 # SHIP_SKIP_TRAIN=1 keeps the trained models/default-f32 and only quantizes, measures and writes the card.
+# SHIP_EXTRA=1 also trains on ccp-extra's scenes (beside DATA, or $LOOKD_EXTRA), labelled by
+# models/extra.py's garment locator (docs/extra-scenes.md); SHIP_VARIANTS trains only these variants
+# (comma-separated; the default is all of train.py's VARIANTS, the shipped one chosen among them).
 # Training writes the float model to models/default-f32; the int8 copy is quantized from it into
 # out/models/default-int8; models/default becomes whichever the card's rule ships (#28: int8 when it
 # is faster in lookd and within 1 FITB-4 point and 0.01 AUC of f32 on the dev studio view).
@@ -19,7 +22,18 @@ PY=.venv/bin/python
 LOOKD="${LOOKD:-cargo run --release --quiet --}"
 mkdir -p out/ship
 if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
-  $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default-f32 --lookd "$LOOKD" | tee out/ship/train.log
+  flags=()
+  [ -n "${SHIP_VARIANTS:-}" ] && flags+=(--variants "$SHIP_VARIANTS")
+  if [ -n "${SHIP_EXTRA:-}" ]; then
+    EXTRA="${LOOKD_EXTRA:-$(dirname "$DATA")/ccp-extra}"
+    if [ ! -s out/extra/pairs.jsonl ]; then
+      $PY -u models/extra.py locate --data "$DATA" --extra "$EXTRA"
+      $PY -u models/extra.py label --data "$DATA" --extra "$EXTRA"
+    fi
+    flags+=(--extra out/extra --extra-scenes "$EXTRA/scenes")
+  fi
+  $PY -u models/train.py --data "$DATA" --studio "$STUDIO" --out models/default-f32 --lookd "$LOOKD" "${flags[@]}" \
+    | tee out/ship/train.log
 fi
 # The mean train scene for lookd's hubness correction (docs/variety.md), before quantizing, so the
 # int8 copy carries the same file.

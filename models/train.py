@@ -292,6 +292,115 @@ class Features:
         return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
+def read_extra(folder, extra_scenes):
+    """The pairs models/extra.py labelled (folder/pairs.jsonl), in read_stl's form."""
+    pairs = []
+    with open(os.path.join(folder, "pairs.jsonl")) as f:
+        for line in f:
+            d = json.loads(line)
+            pairs.append(dict(scene=d["scene"], product=d["product"], bbox=tuple(np.float32(v) for v in d["bbox"]),
+                              label=d["label"], category=d["category"], confidence=d["confidence"],
+                              photo=f"{extra_scenes}/{d['scene']}.jpg", mask=f"{folder}/masks/{d['scene']}.png"))
+    return pairs
+
+
+class ExtraFeatures:
+    """Features of the pairs models/extra.py labelled on ccp-extra, training only, in Features'
+    layout: each product as the photo's crop of its box plus 8% (as ccp/products), as a cut-out of
+    its predicted mask on white (as ccp-studio/products), one random crop with jitter and
+    STUDIO_AUGMENTS catalog shots; each scene as the protocol's query beside the predicted box
+    (lookd's crop), AUGMENTS random rectangles and BACKDROPS with the backdrop (predicted `null`)
+    replaced. merge() appends them to a Features."""
+
+    def __init__(self, pairs, names, backbone, name, cache, seed, lookd, batch=32):
+        """names: the mask labels (ccp's mask-labels.json), which the predicted masks index."""
+        digest = hashlib.sha256(json.dumps([[p["product"], [float(v) for v in p["bbox"]], p["label"]] for p in pairs])
+                                .encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{digest}|{seed}|{AUGMENTS}|{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|x1"
+                             .encode()).hexdigest()[:12]
+        store = os.path.join(cache, f"extra-{key}.npz")
+        if os.path.exists(store):
+            z = np.load(store)
+            self.__dict__.update({k: z[k] for k in z.files})
+            print(f"extra features: reused {store}")
+            return
+        self.backbone, self.colour, self.batch = backbone, ctl.ColourCells(), batch
+        rng = np.random.default_rng(seed + 7)
+        px = LookdPixels(lookd, cache)
+        for p in pairs:
+            px.want(p["photo"])
+            px.want(p["photo"], query_box(p["photo"], ctl.query_rect(p["bbox"])))
+        px.make()
+        self.product_ids = np.array([p["product"] for p in pairs])
+
+        def views(p):
+            """The product's photo crop and its cut-out on white, as PIL images."""
+            img = px.photo(p["photo"])
+            w, h = img.size
+            l, t, r, b = p["bbox"]
+            pw, ph = 0.08 * (r - l), 0.08 * (b - t)
+            box = (int(max(0, l - pw) * w), int(max(0, t - ph) * h), int(np.ceil(min(1, r + pw) * w)),
+                   int(np.ceil(min(1, b + ph) * h)))
+            mask = np.asarray(Image.open(p["mask"])) == names.index(p["label"])
+            cut = np.where(mask[..., None], np.asarray(img), 255).astype(np.uint8)
+            return img.crop(box), Image.fromarray(cut).crop(box)
+
+        t0 = time.time()
+        prods = [views(p) for p in pairs]
+        jobs = {"p": [lambda v=v: to_input(v[0]) for v in prods],
+                "st": [lambda v=v: to_input(v[1]) for v in prods],
+                "pa": [lambda v=v: ctl.photometric(to_input(v[0], random_product_crop(rng, v[0])), jitter_params(rng))
+                       for v in prods for _ in range(PRODUCT_AUGMENTS)],
+                "sa": [lambda v=v: (lambda img: ctl.photometric(to_input(img, random_product_crop(rng, img)),
+                                                                jitter_params(rng)))(studio_composite(rng, *v))
+                       for v in prods for _ in range(STUDIO_AUGMENTS)]}
+        for prefix, js in jobs.items():
+            f = Features._run(self, js)
+            for k in ("pooled", "mid", "hist", "col"):
+                setattr(self, f"{prefix}_{k}", f[k])
+        self.pa_owner = np.repeat(np.arange(len(pairs)), PRODUCT_AUGMENTS)
+        self.sa_owner = np.repeat(np.arange(len(pairs)), STUDIO_AUGMENTS)
+        print(f"extra features: {len(pairs)} products in {time.time() - t0:.0f} s")
+
+        def query(p, v, backdrop=False):
+            if v == 0:
+                return px.model_input(p["photo"], query_box(p["photo"], ctl.query_rect(p["bbox"])))
+            img = px.photo(p["photo"])
+            if backdrop:
+                img = replace_background(rng, img, np.asarray(Image.open(p["mask"])))
+            return ctl.photometric(to_input(img, random_query(rng, p["bbox"], img.width, img.height)), jitter_params(rng))
+
+        t0 = time.time()
+        sf = Features._run(self, [lambda p=p, v=v: query(p, v) for p in pairs for v in range(1 + AUGMENTS)])
+        bf = Features._run(self, [lambda p=p: query(p, 1, True) for p in pairs for _ in range(BACKDROPS)])
+        self.s_owner = np.array([(i, v) for i in range(len(pairs)) for v in range(1 + AUGMENTS)])
+        self.sb_owner = np.repeat(np.arange(len(pairs)), BACKDROPS)
+        for prefix, f in (("s", sf), ("sb", bf)):
+            for k in ("pooled", "cells", "hist", "cells_col"):
+                setattr(self, f"{prefix}_{k}", f[k])
+        print(f"extra features: {len(pairs) * (1 + AUGMENTS + BACKDROPS)} scene queries in {time.time() - t0:.0f} s")
+        os.makedirs(cache, exist_ok=True)
+        np.savez(store + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
+        os.replace(store + ".tmp.npz", store)
+
+    def merge(self, feats, base_pairs):
+        """Appends these products and scene queries to feats (a Features of base_pairs); the
+        extra pairs follow base_pairs, one product each."""
+        n, m = len(feats.product_ids), len(base_pairs)
+        for prefix, keys in (("p", ("pooled", "mid", "hist", "col")), ("st", ("pooled", "mid", "hist", "col")),
+                             ("pa", ("pooled", "mid", "hist", "col")), ("sa", ("pooled", "mid", "hist", "col")),
+                             ("s", ("pooled", "cells", "hist", "cells_col")),
+                             ("sb", ("pooled", "cells", "hist", "cells_col"))):
+            for k in keys:
+                name = f"{prefix}_{k}"
+                setattr(feats, name, np.concatenate([getattr(feats, name), getattr(self, name)]))
+        feats.product_ids = np.concatenate([feats.product_ids, self.product_ids])
+        feats.pa_owner = np.concatenate([feats.pa_owner, self.pa_owner + n])
+        feats.sa_owner = np.concatenate([feats.sa_owner, self.sa_owner + n])
+        feats.s_owner = np.concatenate([feats.s_owner, self.s_owner + np.array([m, 0])])
+        feats.sb_owner = np.concatenate([feats.sb_owner, self.sb_owner + m])
+
+
 class Problem:
     """Pairs, splits, and index maps from pairs to feature rows."""
 
@@ -705,6 +814,10 @@ def main():
     ap.add_argument("--average-from", type=int, default=5, help="members: average the weights after each epoch from this one")
     ap.add_argument("--attend", type=float, default=0.0,
                     help="weight of the attention loss on garment regions of the training scenes' masks (0: none)")
+    ap.add_argument("--extra", help="also train on the pairs models/extra.py labelled in this folder (pairs.jsonl, masks/)")
+    ap.add_argument("--results", help="where the results JSON goes (default: results.json in --out, else in --cache)")
+    ap.add_argument("--extra-only", action="store_true", help="with --extra: train on its pairs alone (ccp's train split left out)")
+    ap.add_argument("--extra-scenes", default="../shared/data/ccp-extra/scenes", help="the photos of --extra's pairs")
     args = ap.parse_args()
     if args.members < 1 or DIM % args.members:
         ap.error(f"--members must divide {DIM}")
@@ -720,13 +833,25 @@ def main():
     if args.weights:
         backbone_name += "-" + sha256(args.weights)[:12]
     feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed, args.lookd)
+    base = len(pairs)
+    if args.extra:
+        extra = read_extra(args.extra, args.extra_scenes)
+        with open(f"{args.data}/mask-labels.json") as f:
+            names = json.load(f)
+        ExtraFeatures(extra, names, backbone, backbone_name, args.cache, args.seed, args.lookd).merge(feats, pairs)
+        pairs = pairs + extra
+        print(f"extra: {len(extra)} training pairs from {args.extra} ({len({p['scene'] for p in extra})} scenes)")
     prob = Problem(pairs, feats)
+    prob.split[base:] = "train"  # labelled scenes only ever train
+    if args.extra_only:
+        prob.split[:base][prob.split[:base] == "train"] = "none"  # ccp's training pairs left out
     train_seed = args.seed if args.train_seed is None else args.train_seed
     if args.attend > 0:
         labels = garment_labels(args.data)
-        prob.garments = np.stack([cell_shares(args.data, p, labels=labels) if s == "train" else np.zeros(49, np.float32)
-                                  for p, s in zip(pairs, prob.split)])
+        prob.garments = np.stack([cell_shares(args.data, p, labels=labels) if s == "train" and i < base
+                                  else np.zeros(49, np.float32) for i, (p, s) in enumerate(zip(pairs, prob.split))])
     results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {}, "attend": args.attend,
+               "extra_pairs": len(pairs) - base, "extra_only": args.extra_only,
                "train_seed": train_seed,
                "chosen_on": f"dev {CHOOSE_VIEW} FITB-4"}
     print("baselines", json.dumps(results["baselines"]))
@@ -769,7 +894,7 @@ def main():
         short = "lite0" if args.backbone == "efficientnet-lite0" else "resnet50"
         write_manifest(args.out, "embed.onnx", setup.mode, "f32", f"ctl-{short}-{name}", shipped_result,
                        make_backbone(args)[1])
-    with open(os.path.join(args.out or args.cache, "results.json"), "w") as f:
+    with open(args.results or os.path.join(args.out or args.cache, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"shipped {best} to {args.out}")
 

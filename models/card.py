@@ -194,6 +194,15 @@ def main():
         "  studio view ../shared/data/ccp-studio (the same pairs, each product cut out onto white), split",
         "  by scene: the first 8 bytes of sha256(scene id), big-endian, mod 100: train < 70, dev < 85,",
         "  test. `lookd eval --split dev` applies the same rule. Test is reported, never used to choose.",
+    ]
+    if r.get("extra_pairs"):
+        lines += [
+            f"- **More scenes**: {r['extra_pairs']} more training pairs from ../shared/data/ccp-extra, street photos of the",
+            "  same source with garment tags but no boxes: `models/extra.py`'s garment locator (trained on the",
+            "  train split's masks) found each tagged garment's box and mask, and the confident ones became",
+            "  pairs with the same views as ccp's (docs/extra-scenes.md). They only ever train.",
+        ]
+    lines += [
         f"- **Shipped variant**: `{shipped}`: of the hybrids that export as one graph, the best {r['chosen_on']}",
         "  (a store's catalog is studio shots; on the plain view a model can win by recognising the",
         "  scene's own photo).",

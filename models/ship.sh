@@ -8,7 +8,8 @@
 # SHIP_SKIP_TRAIN=1 keeps the trained models/default-f32 and only quantizes, measures and writes the card.
 # SHIP_EXTRA=1 also trains on ccp-extra's scenes (beside DATA, or $LOOKD_EXTRA), labelled by
 # models/extra.py's garment locator (docs/extra-scenes.md); SHIP_VARIANTS trains only these variants
-# (comma-separated; the default is all of train.py's VARIANTS, the shipped one chosen among them).
+# (comma-separated; the default is all of train.py's VARIANTS, the shipped one chosen among them);
+# SHIP_ATTEND=W adds the attention loss of docs/attention.md with weight W.
 # Training writes the float model to models/default-f32; the int8 copy is quantized from it into
 # out/models/default-int8; models/default becomes whichever the card's rule ships (#28: int8 when it
 # is faster in lookd and within 1 FITB-4 point and 0.01 AUC of f32 on the dev studio view).
@@ -24,6 +25,7 @@ mkdir -p out/ship
 if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
   flags=()
   [ -n "${SHIP_VARIANTS:-}" ] && flags+=(--variants "$SHIP_VARIANTS")
+  [ -n "${SHIP_ATTEND:-}" ] && flags+=(--attend "$SHIP_ATTEND")
   if [ -n "${SHIP_EXTRA:-}" ]; then
     EXTRA="${LOOKD_EXTRA:-$(dirname "$DATA")/ccp-extra}"
     if [ ! -s out/extra/pairs.jsonl ]; then

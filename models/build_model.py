@@ -3,6 +3,9 @@
 Three backbones share one contract (models/README.md), all with untrained (fixed random)
 projection heads (models/train.py trains real ones):
   efficientnet-lite0  the real ImageNet backbone
+  efficientnet-lite1, efficientnet-lite2
+                      the larger ones of the same family (ImageNet weights), at lookd's 224 input:
+                      what a bigger backbone would cost in lookd (#29)
   resnet50            torchvision's ResNet50; untrained unless --weights names a state_dict
                       file (nothing is downloaded): the architecture for latency work
   tiny                a few random conv layers on 32x32 input, for lookd's own tests
@@ -58,12 +61,12 @@ class Heads(nn.Module):
 class LiteEmbed(nn.Module):
     """The real ImageNet backbone (ctl.LiteBackbone, the one training uses) with untrained heads."""
 
-    def __init__(self, dim, seed):
+    def __init__(self, dim, seed, variant="efficientnet-lite0"):
         super().__init__()
         from ctl import LiteBackbone
 
-        self.backbone = LiteBackbone()
-        self.heads = Heads(LiteBackbone.final_channels, LiteBackbone.mid_channels, dim, seed)
+        self.backbone = LiteBackbone(variant)
+        self.heads = Heads(self.backbone.final_channels, self.backbone.mid_channels, dim, seed)
 
     def forward(self, image):
         return self.heads(*self.backbone(image))
@@ -105,6 +108,9 @@ class TinyEmbed(nn.Module):
 SPECS = {
     # name: (module, input side, dim, grid side, pretty backbone name)
     "efficientnet-lite0": (LiteEmbed, 224, 128, 7),
+    # Lite1 and Lite2 at lookd's 224 input (their own sizes are 240 and 260), for #29's latency gate.
+    "efficientnet-lite1": (lambda dim, seed: LiteEmbed(dim, seed, "efficientnet-lite1"), 224, 128, 7),
+    "efficientnet-lite2": (lambda dim, seed: LiteEmbed(dim, seed, "efficientnet-lite2"), 224, 128, 7),
     "resnet50": (ResNetEmbed, 224, 128, 7),
     "tiny": (TinyEmbed, 32, 8, 2),
 }

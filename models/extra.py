@@ -40,19 +40,6 @@ NOT_GARMENT = ("null", "skin", "hair")
 MIN_AREA = 0.004  # of the photo: smaller predicted garments are dropped (ccp's smallest boxes are about this)
 
 
-def backbone_maps(backbone, x):
-    """The stride-16 map [N,112,28,20] and the final map [N,1280,14,10] of 0..255 RGB input."""
-    n = backbone.net
-    x = (x - 127.0) / 128.0
-    x = n._swish(n._bn0(n._conv_stem(x)))
-    mid = None
-    for i, block in enumerate(n._blocks):
-        x = block(x)
-        if i == backbone.mid_block:
-            mid = x
-    return mid, n._swish(n._bn1(n._conv_head(x)))
-
-
 class Locator(nn.Module):
     def __init__(self, labels, width=96):
         super().__init__()
@@ -91,7 +78,7 @@ class Maps:
             x = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB").resize((W_IN, H_IN), Image.BILINEAR),
                                                       dtype=np.float32).transpose(2, 0, 1) for p in paths[s:s + 16]]))
             with torch.no_grad():
-                m, f = backbone_maps(backbone, x)
+                m, f = backbone.maps(x)
             mids.append(m.numpy().astype(np.float16))
             fins.append(f.numpy().astype(np.float16))
         self.mid, self.fin = np.concatenate(mids), np.concatenate(fins)

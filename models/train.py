@@ -194,10 +194,7 @@ class Features:
         key = hashlib.sha256(f"{os.path.abspath(data)}|{os.path.abspath(studio)}|{len(pairs)}|{seed}|{AUGMENTS}|"
                              f"{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|v4".encode()).hexdigest()[:12]
         store = os.path.join(cache, f"features-{key}.npz")
-        if os.path.exists(store):
-            z = np.load(store)
-            self.__dict__.update({k: z[k] for k in z.files})
-            print(f"features: reused {store}")
+        if self._reuse(store):
             return
         self.backbone, self.colour, self.batch = backbone, ctl.ColourCells(), batch
         rng = np.random.default_rng(seed)
@@ -260,9 +257,7 @@ class Features:
         for prefix, f in (("s", sf), ("sb", bf)):
             for k in ("pooled", "cells", "hist", "cells_col"):
                 setattr(self, f"{prefix}_{k}", f[k])
-        os.makedirs(cache, exist_ok=True)
-        np.savez(store + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
-        os.replace(store + ".tmp.npz", store)
+        self._store(store)
 
     def _scene_crop(self, data, p, q, v, rng, backdrop=False):
         """The model input of one scene query; variants after 0 are a random rectangle, jittered;
@@ -275,6 +270,21 @@ class Features:
             img = replace_background(rng, img, np.asarray(Image.open(f"{data}/masks/{p['scene']}.png")))
         box = random_query(rng, p["bbox"], img.width, img.height)
         return ctl.photometric(to_input(img, box), jitter_params(rng))
+
+    def _reuse(self, store):
+        """Loads the arrays cached in store, if it exists."""
+        if not os.path.exists(store):
+            return False
+        z = np.load(store)
+        self.__dict__.update({k: z[k] for k in z.files})
+        print(f"features: reused {store}")
+        return True
+
+    def _store(self, store):
+        """Writes every array attribute to store, atomically."""
+        os.makedirs(os.path.dirname(store), exist_ok=True)
+        np.savez(store + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
+        os.replace(store + ".tmp.npz", store)
 
     def _run(self, jobs):
         out = {"pooled": [], "mid": [], "cells": [], "hist": [], "col": [], "cells_col": []}
@@ -304,7 +314,7 @@ def read_extra(folder, extra_scenes):
     return pairs
 
 
-class ExtraFeatures:
+class ExtraFeatures(Features):
     """Features of the pairs models/extra.py labelled on ccp-extra, training only, in Features'
     layout: each product as the photo's crop of its box plus 8% (as ccp/products), as a cut-out of
     its predicted mask on white (as ccp-studio/products), one random crop with jitter and
@@ -319,10 +329,7 @@ class ExtraFeatures:
         key = hashlib.sha256(f"{digest}|{seed}|{AUGMENTS}|{PRODUCT_AUGMENTS}|{STUDIO_AUGMENTS}|{BACKDROPS}|{name}|x1"
                              .encode()).hexdigest()[:12]
         store = os.path.join(cache, f"extra-{key}.npz")
-        if os.path.exists(store):
-            z = np.load(store)
-            self.__dict__.update({k: z[k] for k in z.files})
-            print(f"extra features: reused {store}")
+        if self._reuse(store):
             return
         self.backbone, self.colour, self.batch = backbone, ctl.ColourCells(), batch
         rng = np.random.default_rng(seed + 7)
@@ -355,7 +362,7 @@ class ExtraFeatures:
                                                                 jitter_params(rng)))(studio_composite(rng, *v))
                        for v in prods for _ in range(STUDIO_AUGMENTS)]}
         for prefix, js in jobs.items():
-            f = Features._run(self, js)
+            f = self._run(js)
             for k in ("pooled", "mid", "hist", "col"):
                 setattr(self, f"{prefix}_{k}", f[k])
         self.pa_owner = np.repeat(np.arange(len(pairs)), PRODUCT_AUGMENTS)
@@ -371,17 +378,15 @@ class ExtraFeatures:
             return ctl.photometric(to_input(img, random_query(rng, p["bbox"], img.width, img.height)), jitter_params(rng))
 
         t0 = time.time()
-        sf = Features._run(self, [lambda p=p, v=v: query(p, v) for p in pairs for v in range(1 + AUGMENTS)])
-        bf = Features._run(self, [lambda p=p: query(p, 1, True) for p in pairs for _ in range(BACKDROPS)])
+        sf = self._run([lambda p=p, v=v: query(p, v) for p in pairs for v in range(1 + AUGMENTS)])
+        bf = self._run([lambda p=p: query(p, 1, True) for p in pairs for _ in range(BACKDROPS)])
         self.s_owner = np.array([(i, v) for i in range(len(pairs)) for v in range(1 + AUGMENTS)])
         self.sb_owner = np.repeat(np.arange(len(pairs)), BACKDROPS)
         for prefix, f in (("s", sf), ("sb", bf)):
             for k in ("pooled", "cells", "hist", "cells_col"):
                 setattr(self, f"{prefix}_{k}", f[k])
         print(f"extra features: {len(pairs) * (1 + AUGMENTS + BACKDROPS)} scene queries in {time.time() - t0:.0f} s")
-        os.makedirs(cache, exist_ok=True)
-        np.savez(store + ".tmp.npz", **{k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)})
-        os.replace(store + ".tmp.npz", store)
+        self._store(store)
 
     def merge(self, feats, base_pairs):
         """Appends these products and scene queries to feats (a Features of base_pairs); the

@@ -202,6 +202,14 @@ def main():
             "  train split's masks) found each tagged garment's box and mask, and the confident ones became",
             "  pairs with the same views as ccp's (docs/extra-scenes.md). They only ever train.",
         ]
+    if r.get("attend", 0) > 0:
+        lines += [
+            f"- **Attention loss** (weight {r['attend']:g}, `--attend`): added to the triplet loss, -log of the",
+            "  attention mass the positive product's key puts on the query's regions covered by garments",
+            "  (each region's share of pixels whose ccp/masks label is not `null`, `skin` or `hair`; train",
+            "  split's masks only, none for the extra scenes), so that the local branch weighs clothes,",
+            "  not pavement (docs/attention.md).",
+        ]
     lines += [
         f"- **Shipped variant**: `{shipped}`: of the hybrids that export as one graph, the best {r['chosen_on']}",
         "  (a store's catalog is studio shots; on the plain view a model can win by recognising the",
@@ -302,11 +310,9 @@ def main():
     lines += ["", "## Files, size and latency", "",
               "Latency: `lookd model bench DIR` (tract, one thread, 224x224 scene graph, 30 runs after 3 warm-up).", "",
               "| folder | graph | bytes | sha256 | tract p50 ms | tract p95 ms |", "|---|---|---|---|---|---|"]
-    for m, g, folder in (("default", "embed.onnx", "models/default-f32"), ("default-int8", "embed.int8.onnx", "models/default")):
+    for m, g, folder in (("default", "embed.onnx", "models/default-f32"),
+                         ("default-int8", "embed.int8.onnx", "models/default-int8")):
         path = os.path.join(folder, g)
-        if m != shipped_key and folder == "models/default":
-            path = os.path.join("out/models/default-int8", g)
-            folder = "out/models/default-int8"
         lines.append(f"| {folder} | {g} | {os.path.getsize(path)} | `{sha256(path)}` | "
                      f"{bench[m]['p50_ms']:.1f} | {bench[m]['p95_ms']:.1f} |")
     i8, i8p = tract("default-int8", "studio", "dev")
@@ -316,15 +322,16 @@ def main():
     lines += ["", "## Which precision ships", "",
               "The rule (#28): int8 ships when it is faster in lookd and within 1 FITB-4 point and 0.01 AUC of f32 on"
               " the dev studio view, the photometric check included; `models/card.py --decide` applies it and"
-              " `models/ship.sh` copies the winner to models/default. Both stay: models/default-f32 is the float"
-              " model, with the same heads.",
+              " `models/ship.sh` copies the winner to models/default. Both precisions stay, with the same heads:"
+              " models/default-f32 is the float model and models/default-int8 the int8 copy, for a board that wants"
+              " the integer speed-up whatever the rule chose (`model = \".../models/default-int8\"`).",
               "The int8 graph (static QDQ from onnxruntime's quantizer, `models/onnx_eval.py quantize`): the backbone's"
               " convolutions only, each quantized with the range of the ReLU6 after it (0 to 6) where it has one;"
               " per-channel symmetric int8 weights, uint8 activations, MinMax calibration on 200 train-split scenes"
               " and studio cut-outs. The colour branch, the heads, the softmaxes, the pooling sums and the L2"
               " normalisation stay float. lookd runs its convolutions on its own integer kernels"
               " (src/model/int8: u8 activations from one convolution to the next, the requantisation fused).",
-              f"int8 minus f32 on dev studio, through `lookd eval`: {-loss:+.1f} FITB-4 points ({-photo_loss:+.1f}"
+              f"int8 minus f32 on dev studio, through `lookd eval`: {-loss:+.2f} FITB-4 points ({-photo_loss:+.2f}"
               f" under the photometric check; AUC {i8[1]:.3f} against {f32_studio[1]:.3f}, {-auc_loss:+.3f});"
               f" onnxruntime scores the same graph {ort_i8['fitb4']:.3f} (its f32 {ort_f32['fitb4']:.3f}; onnxruntime's"
               " rows decode with PIL, so they differ from lookd's by the decoder too).",
@@ -352,6 +359,10 @@ def main():
                   + (" The backbone features came from an earlier run's cache (out/features): a fresh clone computes"
                      " them first (train.py prints how long)." if reused else
                      " That includes computing every backbone feature from lookd's pixels, as a fresh clone does.")]
+            if r.get("extra_pairs") and run.get("extra_labelled") is False:
+                lines += ["The extra scenes' garment locator and labels (`models/extra.py locate`, `label`) were"
+                          " already in out/extra, made by the same commands before it; ship.sh runs them first when"
+                          " they are not (docs/extra-scenes.md gives their time)."]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {a.out}")

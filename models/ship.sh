@@ -6,10 +6,12 @@
 # Timed on 2 cores: see MODEL_CARD.md ("Rebuild"); most of it is backbone features (cached in
 # out/features) and the evaluations through tract and onnxruntime.
 # SHIP_SKIP_TRAIN=1 keeps the trained models/default-f32 and only quantizes, measures and writes the card.
-# SHIP_EXTRA=1 also trains on ccp-extra's scenes (beside DATA, or $LOOKD_EXTRA), labelled by
-# models/extra.py's garment locator (docs/extra-scenes.md); SHIP_VARIANTS trains only these variants
-# (comma-separated; the default is all of train.py's VARIANTS, the shipped one chosen among them);
-# SHIP_ATTEND=W adds the attention loss of docs/attention.md with weight W.
+# The shipped recipe is the default (#29): SHIP_EXTRA=1 also trains on ccp-extra's scenes (beside
+# DATA, or $LOOKD_EXTRA), labelled by models/extra.py's garment locator (docs/extra-scenes.md);
+# SHIP_ATTEND=1 adds the attention loss of docs/attention.md with weight 1; SHIP_VARIANTS trains
+# these variants (comma-separated: the two single-branch baselines and the shipped variant; "all"
+# for every one of train.py's VARIANTS, the shipped one chosen among them). Set SHIP_EXTRA= or
+# SHIP_ATTEND= (empty) to leave either out.
 # Training writes the float model to models/default-f32; the int8 copy is quantized from it into
 # out/models/default-int8; models/default becomes whichever the card's rule ships (#28: int8 when it
 # is faster in lookd and within 1 FITB-4 point and 0.01 AUC of f32 on the dev studio view).
@@ -19,6 +21,10 @@ DATA="${1:-../shared/data/ccp}"
 STUDIO="${LOOKD_STUDIO:-$(dirname "$DATA")/ccp-studio}"
 CATALOG="${LOOKD_CATALOG:-$(dirname "$DATA")/catalog/catalog.csv}"
 started=$(date +%s)
+SHIP_EXTRA=${SHIP_EXTRA-1}
+SHIP_ATTEND=${SHIP_ATTEND-1}
+SHIP_VARIANTS=${SHIP_VARIANTS-global,local,hybrid-product-mix-bg-colour-pool}
+[ "$SHIP_VARIANTS" = all ] && SHIP_VARIANTS=
 PY=.venv/bin/python
 LOOKD="${LOOKD:-cargo run --release --quiet --}"
 mkdir -p out/ship
@@ -28,7 +34,9 @@ if [ -z "${SHIP_SKIP_TRAIN:-}" ]; then
   [ -n "${SHIP_ATTEND:-}" ] && flags+=(--attend "$SHIP_ATTEND")
   if [ -n "${SHIP_EXTRA:-}" ]; then
     EXTRA="${LOOKD_EXTRA:-$(dirname "$DATA")/ccp-extra}"
+    extra_labelled=false
     if [ ! -s out/extra/pairs.jsonl ]; then
+      extra_labelled=true
       $PY -u models/extra.py locate --data "$DATA" --extra "$EXTRA"
       $PY -u models/extra.py label --data "$DATA" --extra "$EXTRA"
     fi
@@ -72,7 +80,8 @@ for m in default default-int8; do
   $LOOKD model check $dir --tolerance $tolerance | tee out/ship/check-$m.txt
   $LOOKD model bench $dir --runs 30 --json > out/ship/bench-$m.json
 done
-echo "{\"seconds\": $(( $(date +%s) - started )), \"trained\": $([ -z "${SHIP_SKIP_TRAIN:-}" ] && echo true || echo false)}" > out/ship/elapsed.json
+echo "{\"seconds\": $(( $(date +%s) - started )), \"trained\": $([ -z "${SHIP_SKIP_TRAIN:-}" ] && echo true || echo false),"\
+  "\"extra_labelled\": ${extra_labelled:-null}}" > out/ship/elapsed.json
 # The rule picks the precision that ships; models/default becomes a copy of it (the card stays).
 ships=$($PY models/card.py --decide --ship out/ship)
 from=models/default-f32; [ "$ships" = int8 ] && from=out/models/default-int8
@@ -82,6 +91,13 @@ for f in "$from"/manifest.toml "$from"/*.json "$from"/*.onnx; do
   [ "$(basename "$f")" = results.json ] || cp "$f" models/default/
 done
 echo "models/default: the $ships model (from $from)"
+# The int8 copy is kept beside it either way (models/default-int8), for a board that wants the
+# integer speed-up whatever the rule chose, and for the int8 tests and benches.
+mkdir -p models/default-int8
+find models/default-int8 -maxdepth 1 -type f -delete
+for f in out/models/default-int8/manifest.toml out/models/default-int8/*.json out/models/default-int8/*.onnx; do
+  [ "$(basename "$f")" = results.json ] || cp "$f" models/default-int8/
+done
 # Variety (#29, docs/variety.md): the shipped model's lists over the dev scenes, against the catalog.
 if [ -f "$CATALOG" ]; then
   $LOOKD catalog build --catalog "$CATALOG" --model models/default --out out/ship/catalog-shipped.cache

@@ -739,9 +739,11 @@ def export(heads, setup, out, args):
     return graph
 
 
-def write_manifest(out, graph_file, mode, precision, name, result, backbone="efficientnet-lite0"):
-    """The manifest of a trained model folder; its [training] table names the data and the
-    dev numbers of the chosen view (CHOOSE_VIEW) and the plain one."""
+def write_manifest(out, graph_file, mode, precision, name, result, backbone="efficientnet-lite0", extra=None,
+                   attend=0.0):
+    """The manifest of a trained model folder; its [training] table names the data (with the
+    labelled extra scenes and the attention loss when they trained it) and the dev numbers of the
+    chosen view (CHOOSE_VIEW) and the plain one."""
     digest = sha256(os.path.join(out, graph_file))
     key_line = 'key = "key"\n' if mode == "product" else ""
     cat_line = 'category-keys = "category_keys.json"\n' if mode == "category" else ""
@@ -749,6 +751,11 @@ def write_manifest(out, graph_file, mode, precision, name, result, backbone="eff
     photo = result["dev"]["photometric"]["hybrid"]
     studio = result["dev"]["studio"]["hybrid"]
     studio_photo = result["dev"]["studio-photometric"]["hybrid"]
+    data = "Shop-the-Look layout, ../shared/data/ccp; products also as ../shared/data/ccp-studio cut-outs"
+    if extra:
+        data += f"; more training scenes from {extra}, garments located by models/extra.py"
+    if attend > 0:
+        data += f"; attention loss on ccp's garment masks, weight {attend:g}"
     text = f"""# lookd model manifest (contract: models/README.md). Written by models/train.py.
 format = 1
 name = "{name}"
@@ -779,7 +786,7 @@ sha256 = "{digest}"
 global = "product_global"
 {key_line}
 [training]
-data = "Shop-the-Look layout, ../shared/data/ccp; products also as ../shared/data/ccp-studio cut-outs"
+data = "{data}"
 split = "by scene: sha256(scene id)[0..8] big-endian % 100; train < 70, dev < 85, test"
 dev-fitb4 = {dev[0]:.4f}
 dev-auc = {dev[1]:.4f}
@@ -898,7 +905,8 @@ def main():
         export(heads, setup, args.out, args)
         short = "lite0" if args.backbone == "efficientnet-lite0" else "resnet50"
         write_manifest(args.out, "embed.onnx", setup.mode, "f32", f"ctl-{short}-{name}", shipped_result,
-                       make_backbone(args)[1])
+                       make_backbone(args)[1], extra=args.extra and os.path.dirname(args.extra_scenes.rstrip("/")),
+                       attend=args.attend)
     with open(args.results or os.path.join(args.out or args.cache, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"shipped {best} to {args.out}")

@@ -363,7 +363,7 @@ def render(r):
             lines.append(f"| {k} | {n:,} | {n / base:.3f} |" if base else f"| {k} | {n:,} | |")
         f32 = a["per_inference"].get("tract-depthwise")
         if a.get("int8") and f32:
-            lines += ["", "int8 copy (`models/default`) against f32 on aarch64's default kernels (tract's depthwise):", ""]
+            lines += ["", "int8 copy (`models/default-int8`) against f32 on aarch64's default kernels (tract's depthwise):", ""]
             lines += ["| int8 convolutions | instructions | vs f32 |", "|---|---|---|"]
             ways = {"float": "float between fake-quantisation pairs (as tract reads it)",
                     "integer": "folded into tract's integer Conv (`LOOKD_INT8_CONV=integer`)",

@@ -128,12 +128,18 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     let deb = String::from_utf8_lossy(&o.stdout).trim().lines().last().unwrap().to_string();
     let _purge = Purge;
     run_ok("dpkg", &["-i", &deb]);
+    // The shipped model's graph, whichever precision models/ship.sh shipped.
+    let shipped = lookd::model::ModelFolder::open(&repo().join("models/default")).unwrap();
+    let graph = format!("/usr/share/lookd/models/default/{}", shipped.manifest.scene.graph);
     let files = [
         "/usr/bin/lookd",
         "/lib/systemd/system/lookd.service",
         "/etc/lookd/lookd.toml",
         "/usr/share/lookd/models/default/manifest.toml",
-        "/usr/share/lookd/models/default/embed.int8.onnx",
+        graph.as_str(),
+        // The int8 copy beside it, for a board that wants the integer speed-up.
+        "/usr/share/lookd/models/default-int8/manifest.toml",
+        "/usr/share/lookd/models/default-int8/embed.int8.onnx",
     ];
     for f in files {
         assert!(Path::new(f).exists(), "{f} not installed");
@@ -153,6 +159,7 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     run_ok("/usr/bin/lookd", &["config", "check", "--config", "/etc/lookd/lookd.toml"]);
     std::fs::remove_file("/etc/lookd/catalog.csv").unwrap();
     run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default"]);
+    run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default-int8"]);
     if have("systemd-analyze") {
         let said = run_ok("systemd-analyze", &["verify", "/lib/systemd/system/lookd.service"]);
         assert!(said.trim().is_empty(), "{said}");

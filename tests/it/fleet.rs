@@ -908,8 +908,8 @@ fn a_fleet_model_reaches_five_mirrors_a_bad_one_none_and_a_group_topic_only_its_
         sub.expect("recommendations/shoes", WAIT, |_| true);
     }
 
-    // The new model (the shipped int8 one), packed, and the catalog built with it at the centre.
-    let model = crate::default_model();
+    // The new model (the shipped model's int8 copy), packed, and the catalog built with it at the centre.
+    let model = crate::int8_model();
     let new = lookd::model::ModelFolder::open(&model).unwrap();
     let (new_id, new_fp) = (new.manifest.model_id(), lookd::model::hex(&new.product_fingerprint()));
     let central = central_catalog_with(&setup, "m2", 4, &model);

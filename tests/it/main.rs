@@ -41,6 +41,12 @@ pub fn f32_model() -> PathBuf {
     repo().join("models/default-f32")
 }
 
+/// The shipped model's int8 copy, run on lookd's integer kernels (models/ship.sh keeps it beside
+/// models/default whichever precision the card's rule ships).
+pub fn int8_model() -> PathBuf {
+    repo().join("models/default-int8")
+}
+
 /// Whether a missing real part (the shared photos, a program) must fail the test rather than
 /// skip it: under CI, and wherever `LOOKD_REQUIRE_DATA=1`.
 pub fn required() -> bool {

@@ -117,14 +117,17 @@ fn the_f32_copy_agrees_with_onnxruntime() {
     }
 }
 
-/// The shipped model is int8 (#28), run by lookd's integer kernels: every vector unit this CPU
-/// has gives the same embeddings to the bit on a real photo (the integer sums are exact and
-/// rounded alike), and the default one agrees with onnxruntime's reference outputs (checked
-/// above, to 1e-4: in practice about 1e-7, the same integers as onnxruntime's).
+/// The int8 copy of the shipped model (#28), run by lookd's integer kernels: it agrees with
+/// onnxruntime's reference outputs (to 1e-4: in practice about 1e-7, the same integers as
+/// onnxruntime's), and every vector unit this CPU has gives the same embeddings to the bit on a
+/// real photo (the integer sums are exact and rounded alike).
 #[test]
-fn the_shipped_int8_model_gives_the_same_embeddings_on_every_vector_unit() {
-    let folder = ModelFolder::open(&crate::default_model()).unwrap();
+fn the_int8_copy_gives_the_same_embeddings_on_every_vector_unit() {
+    let folder = ModelFolder::open(&crate::int8_model()).unwrap();
     assert_eq!(folder.manifest.precision, "int8");
+    for (name, err) in check_reference(&folder).unwrap() {
+        assert!(err <= 1e-4, "{name}: {err}");
+    }
     let pixels = lookd::model::reference_pixels(folder.manifest.input.width, folder.manifest.input.height);
     let isas = lookd::model::int8::Isa::available();
     assert!(!isas.is_empty());

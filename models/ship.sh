@@ -85,19 +85,18 @@ echo "{\"seconds\": $(( $(date +%s) - started )), \"trained\": $([ -z "${SHIP_SK
 # The rule picks the precision that ships; models/default becomes a copy of it (the card stays).
 ships=$($PY models/card.py --decide --ship out/ship)
 from=models/default-f32; [ "$ships" = int8 ] && from=out/models/default-int8
-mkdir -p models/default
-find models/default -maxdepth 1 -type f ! -name MODEL_CARD.md -delete
-for f in "$from"/manifest.toml "$from"/*.json "$from"/*.onnx; do
-  [ "$(basename "$f")" = results.json ] || cp "$f" models/default/
-done
+publish() {  # from to: the model folder's files (not the trainer's results.json), replacing to's
+  mkdir -p "$2"
+  find "$2" -maxdepth 1 -type f ! -name MODEL_CARD.md -delete
+  for f in "$1"/manifest.toml "$1"/*.json "$1"/*.onnx; do
+    [ "$(basename "$f")" = results.json ] || cp "$f" "$2"/
+  done
+}
+publish "$from" models/default
 echo "models/default: the $ships model (from $from)"
 # The int8 copy is kept beside it either way (models/default-int8), for a board that wants the
 # integer speed-up whatever the rule chose, and for the int8 tests and benches.
-mkdir -p models/default-int8
-find models/default-int8 -maxdepth 1 -type f -delete
-for f in out/models/default-int8/manifest.toml out/models/default-int8/*.json out/models/default-int8/*.onnx; do
-  [ "$(basename "$f")" = results.json ] || cp "$f" models/default-int8/
-done
+publish out/models/default-int8 models/default-int8
 # Variety (#29, docs/variety.md): the shipped model's lists over the dev scenes, against the catalog.
 if [ -f "$CATALOG" ]; then
   $LOOKD catalog build --catalog "$CATALOG" --model models/default --out out/ship/catalog-shipped.cache

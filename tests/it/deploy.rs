@@ -129,7 +129,7 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     let _purge = Purge;
     run_ok("dpkg", &["-i", &deb]);
     // The shipped model's graph, whichever precision models/ship.sh shipped.
-    let shipped = lookd::model::ModelFolder::open(&repo().join("models/default")).unwrap();
+    let shipped = lookd::model::ModelFolder::open(&crate::default_model()).unwrap();
     let graph = format!("/usr/share/lookd/models/default/{}", shipped.manifest.scene.graph);
     let files = [
         "/usr/bin/lookd",

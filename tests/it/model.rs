@@ -100,21 +100,24 @@ fn manifest_errors_name_the_file_and_the_problem() {
     }
 }
 
+/// Every output of the folder's graph within 1e-4 of onnxruntime's reference outputs.
+fn assert_agrees_with_onnxruntime(folder: &ModelFolder) {
+    for (name, err) in check_reference(folder).unwrap() {
+        assert!(err <= 1e-4, "{name}: {err}");
+    }
+}
+
 #[test]
 fn default_model_agrees_with_onnxruntime() {
     let folder = ModelFolder::open(&crate::default_model()).unwrap();
-    for (name, err) in check_reference(&folder).unwrap() {
-        assert!(err <= 1e-4, "{name}: {err}");
-    }
+    assert_agrees_with_onnxruntime(&folder);
 }
 
 #[test]
 fn the_f32_copy_agrees_with_onnxruntime() {
     let folder = ModelFolder::open(&crate::f32_model()).unwrap();
     assert_eq!(folder.manifest.precision, "f32");
-    for (name, err) in check_reference(&folder).unwrap() {
-        assert!(err <= 1e-4, "{name}: {err}");
-    }
+    assert_agrees_with_onnxruntime(&folder);
 }
 
 /// The int8 copy of the shipped model (#28), run by lookd's integer kernels: it agrees with
@@ -125,9 +128,7 @@ fn the_f32_copy_agrees_with_onnxruntime() {
 fn the_int8_copy_gives_the_same_embeddings_on_every_vector_unit() {
     let folder = ModelFolder::open(&crate::int8_model()).unwrap();
     assert_eq!(folder.manifest.precision, "int8");
-    for (name, err) in check_reference(&folder).unwrap() {
-        assert!(err <= 1e-4, "{name}: {err}");
-    }
+    assert_agrees_with_onnxruntime(&folder);
     let pixels = lookd::model::reference_pixels(folder.manifest.input.width, folder.manifest.input.height);
     let isas = lookd::model::int8::Isa::available();
     assert!(!isas.is_empty());

@@ -52,6 +52,10 @@ $PY -u models/onnx_eval.py mean-scene --model models/default-f32 --data "$DATA"
 # The backbone's convolutions with their ReLU6 ranges; MinMax, which measured best on dev through
 # onnxruntime (#28: percentile lost 1.0 FITB-4 point more; entropy wrote the same file as MinMax).
 $PY -u models/onnx_eval.py quantize --model models/default-f32 --data "$STUDIO" --out out/models/default-int8 --per-channel --method minmax
+# Each copy's reference scenes (its own embeddings of the train scenes), against which a catalog
+# build caps each product's exposure (docs/variety.md); after quantizing, which copies the folder.
+$LOOKD model scenes models/default-f32 --data "$STUDIO"
+$LOOKD model scenes out/models/default-int8 --data "$STUDIO"
 # The catalog check ranks the store catalog: its cache, built with the new model.
 catalog_check=()
 if [ -f "$CATALOG" ]; then
@@ -88,7 +92,7 @@ from=models/default-f32; [ "$ships" = int8 ] && from=out/models/default-int8
 publish() {  # from to: the model folder's files (not the trainer's results.json), replacing to's
   mkdir -p "$2"
   find "$2" -maxdepth 1 -type f ! -name MODEL_CARD.md -delete
-  for f in "$1"/manifest.toml "$1"/*.json "$1"/*.onnx; do
+  for f in "$1"/manifest.toml "$1"/*.json "$1"/*.onnx "$1"/*.bin; do
     [ "$(basename "$f")" = results.json ] || cp "$f" "$2"/
   done
 }

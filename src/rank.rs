@@ -147,6 +147,116 @@ pub fn diversify(ranked: &[Score], k: usize, diversity: f32, globals: &[f32], di
     out
 }
 
+/// How `exposure_offsets` caps exposure: the lists it simulates and the cap it enforces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExposurePlan {
+    /// Products per simulated list, and the variety re-rank's setting (`diversify`).
+    pub top: usize,
+    pub diversity: f32,
+    /// The share of reference scenes whose list may hold one product: at least `cap`, and at
+    /// least `spread` times the share a product would have if every product were listed equally
+    /// often (`top / products`), which a small category cannot go under.
+    pub cap: f64,
+    pub spread: f64,
+    /// How far an offset moves per round for each multiple of the cap a product is over (in units
+    /// of the head's spread, `exposure_offsets`), and the most rounds.
+    pub step: f32,
+    pub rounds: usize,
+}
+
+/// The defaults `lookd catalog build` uses: lists of 10 at the default diversity; 4% of the
+/// reference scenes, or 1.25 x the even share in a category of fewer than 313 products (chosen
+/// with models/hubness.py's simulation on the dev scenes; the measure is docs/variety.md's).
+pub const EXPOSURE: ExposurePlan =
+    ExposurePlan { top: 10, diversity: DEFAULT_DIVERSITY, cap: 0.04, spread: 1.25, step: 0.05, rounds: 400 };
+
+impl ExposurePlan {
+    /// The number of lists out of `scenes` that one of `products` may be in.
+    pub fn allowed(&self, scenes: usize, products: usize) -> usize {
+        let even = self.top as f64 / products.max(1) as f64;
+        (self.cap.max(self.spread * even) * scenes as f64).floor() as usize
+    }
+}
+
+/// Per-product offsets that cap how often one product reaches the screen (#29, docs/variety.md).
+/// `scenes` holds, for each reference scene, every product of one category scored against it
+/// (`distance` the ranking key, hub-corrected where the mirror corrects it; `index` the row in
+/// `globals`). The lists are made as the mirror makes them (the best `HEAD * top` by key plus
+/// offset, then `diversify`). Each round, each offset moves by `plan.step` times the product's
+/// lists over `plan.allowed`, relative to it, in units of the head's mean spread (its last
+/// product's key less its first's): up for a product listed too often, back towards 0 for one
+/// under the cap. It stops when no product is over; where `plan.rounds` rounds do not get there,
+/// it keeps the offsets of the round whose most listed product was least listed (best effort).
+/// Returns the offsets (one per row, 0 for most) and the rounds taken. Ties go to the lower row.
+pub fn exposure_offsets(
+    scenes: &[Vec<Score>],
+    globals: &[f32],
+    dim: usize,
+    plan: &ExposurePlan,
+) -> (Vec<f32>, usize) {
+    let products = globals.len() / dim.max(1);
+    let mut offsets = vec![0.0f32; products];
+    let allowed = plan.allowed(scenes.len(), products);
+    let head = plan.top.saturating_mul(HEAD);
+    let mut counts = vec![0usize; products];
+    // The offsets with the fewest lists for the most listed product so far.
+    let mut best = (usize::MAX, offsets.clone());
+    // The step's unit: how far the head's last product lies behind its first, on average, so
+    // that the same plan suits a model whose distances spread little (an untrained one) or much.
+    let spread = scenes
+        .iter()
+        .map(|scores| {
+            let mut d: Vec<f32> = scores.iter().map(|s| s.distance).collect();
+            let last = head.clamp(1, d.len().max(1)) - 1;
+            if d.is_empty() {
+                return 0.0;
+            }
+            let (_, nth, _) = d.select_nth_unstable_by(last, f32::total_cmp);
+            let nth = *nth;
+            nth - d[..=last].iter().copied().fold(f32::INFINITY, f32::min)
+        })
+        .sum::<f32>()
+        / scenes.len().max(1) as f32;
+    let step = plan.step * spread;
+    for round in 0..plan.rounds {
+        counts.iter_mut().for_each(|c| *c = 0);
+        for scores in scenes {
+            let mut keyed: Vec<Score> =
+                scores.iter().map(|s| Score { distance: s.distance + offsets[s.index], ..*s }).collect();
+            let order = |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index));
+            if head < keyed.len() && head > 0 {
+                keyed.select_nth_unstable_by(head - 1, order);
+                keyed.truncate(head);
+            }
+            keyed.sort_by(order);
+            for s in diversify(&keyed, plan.top, plan.diversity, globals, dim) {
+                counts[s.index] += 1;
+            }
+        }
+        let most = counts.iter().copied().max().unwrap_or(0);
+        if most <= allowed {
+            return (offsets, round);
+        }
+        if most < best.0 {
+            best = (most, offsets.clone());
+        }
+        // Each offset moves by its excess over the cap, relative to the cap: up for a product
+        // listed too often, back down (never under 0) for one pushed further than it needed.
+        for (o, &c) in offsets.iter_mut().zip(&counts) {
+            let excess = (c as f32 - allowed as f32) / allowed.max(1) as f32;
+            *o = (*o + step * excess).max(0.0);
+        }
+    }
+    (best.1, plan.rounds)
+}
+
+/// Adds each product's exposure offset (`exposure_offsets`, one per row) to its ranking key.
+pub fn add_offsets(scores: &mut [Score], offsets: &[f32]) {
+    for s in scores {
+        s.distance += offsets.get(s.index).copied().unwrap_or(0.0);
+    }
+}
+
 /// The attention weights over regions for one product key: softmax of minus the squared distance.
 pub fn attention(region_keys: &[f32], key: &[f32]) -> Vec<f32> {
     let logits: Vec<f32> = region_keys.chunks_exact(key.len()).map(|k| -squared_distance(k, key)).collect();
@@ -364,6 +474,53 @@ mod tests {
         let mut all = indices(&diversify(&ranked, 20, 0.3, &g, 2));
         all.sort();
         assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn exposure_offsets_push_a_hub_down_until_no_product_tops_too_many_lists() {
+        // 30 products, 20 scenes: product 0 is the closest to every scene, products 1..=3 come
+        // next everywhere, each scene has one product of its own, 4 + s, and the rest lie far, in an
+        // order that differs from scene to scene.
+        let scenes: Vec<Vec<Score>> = (0..20)
+            .map(|s| {
+                (0..30)
+                    .map(|i| {
+                        let distance = match i {
+                            0 => 0.1,
+                            1..=3 => 0.2 + 0.01 * i as f32,
+                            _ if i == 4 + s % 26 => 0.3,
+                            _ => 1.0 + 0.01 * ((i * 7 + s * 13) % 29) as f32,
+                        };
+                        Score { index: i, distance, global: distance, local: distance }
+                    })
+                    .collect()
+            })
+            .collect();
+        let globals: Vec<f32> = (0..30).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+        let plan = ExposurePlan { top: 3, diversity: 0.0, cap: 0.15, spread: 1.0, step: 0.05, rounds: 100 };
+        assert_eq!(plan.allowed(20, 30), 3, "15% of 20 lists, above the even share (3 / 30)");
+        assert_eq!(ExposurePlan { cap: 0.01, ..plan }.allowed(20, 30), 2, "the even share: 10% of 20");
+        let lists = |offsets: &[f32]| -> Vec<usize> {
+            let mut counts = vec![0; 30];
+            for scores in &scenes {
+                let mut keyed = scores.clone();
+                add_offsets(&mut keyed, offsets);
+                for s in top_k(keyed, plan.top, |_| "") {
+                    counts[s.index] += 1;
+                }
+            }
+            counts
+        };
+        assert_eq!(&lists(&[0.0; 30])[..4], [20, 20, 20, 0], "three hubs fill every list");
+        let (offsets, rounds) = exposure_offsets(&scenes, &globals, 2, &plan);
+        assert!(rounds < plan.rounds, "it converged: {rounds} {offsets:?} {:?}", lists(&offsets));
+        let counts = lists(&offsets);
+        assert!(counts.iter().all(|&c| c <= 3), "{counts:?}");
+        assert!(offsets[0] > 0.0 && offsets[1] > 0.0, "{offsets:?}");
+        assert!(offsets[4..].iter().all(|&o| o == 0.0), "a scene's own product is never pushed: {offsets:?}");
+        // An impossible cap stops at the round limit instead of looping.
+        let tight = ExposurePlan { cap: 0.0, spread: 0.0, rounds: 7, ..plan };
+        assert_eq!(exposure_offsets(&scenes, &globals, 2, &tight).1, 7);
     }
 
     #[test]

@@ -75,12 +75,15 @@ pub struct Ranking<'a> {
     /// The model's mean scene (`ModelFolder::mean_scene`): ranked by the hub-corrected distance
     /// (`rank::correct_hubs`); `None`: by the model's distance.
     pub mean_scene: Option<&'a [f32]>,
+    /// Add the cache's exposure offsets (`ProductCache::offsets`, `rank::exposure_offsets`) to the
+    /// ranking key, when the cache has them; they cap how often one product reaches the screen.
+    pub exposure: bool,
 }
 
 impl Ranking<'_> {
     /// By distance alone: the first `top`, nothing re-ranked.
     pub fn plain(top: usize) -> Ranking<'static> {
-        Ranking { top, diversity: 0.0, mean_scene: None }
+        Ranking { top, diversity: 0.0, mean_scene: None, exposure: false }
     }
 }
 
@@ -119,7 +122,7 @@ pub fn recommend(
 }
 
 /// The best `rank::HEAD * top` allowed products of `category`, best first, by the distance
-/// `ranking` asks for (hub-corrected with a mean scene, in `distance`): what `recommend`'s
+/// `ranking` asks for (hub-corrected with a mean scene, plus the exposure offsets, in `distance`): what `recommend`'s
 /// variety re-rank chooses from (and the variety check, `eval::variety`).
 pub fn ranked_head(
     scene: &SceneEmbedding,
@@ -143,6 +146,9 @@ pub fn ranked_head(
             return Err(RecommendError::MeanScene { mean: mean.len(), cache: cache.dim() });
         }
         rank::correct_hubs(&mut scores, cache.globals(category), cache.dim(), mean);
+    }
+    if let Some(offsets) = cache.offsets(category).filter(|_| ranking.exposure) {
+        rank::add_offsets(&mut scores, offsets);
     }
     let top = ranking.top;
     Ok(rank::top_k(scores, top.saturating_mul(rank::HEAD), |i| rows[i].entry.id.as_str()))

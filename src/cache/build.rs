@@ -17,8 +17,10 @@ use sha2::{Digest, Sha256};
 use super::codec::{self, Record, StoredProduct};
 use super::{CacheError, ProductCache};
 use crate::catalog::{Catalog, CatalogEntry, RowProblem};
+use crate::embedding::AttentionMode;
 use crate::model::{hex, ModelFolder, ProductModel};
 use crate::preprocess;
+use crate::rank::{self, Keys, Products};
 
 pub struct BuildPlan<'a> {
     pub folder: &'a ModelFolder,
@@ -43,6 +45,9 @@ pub struct BuildReport {
     pub reused: usize,
     /// Rows skipped: the catalog's own problems, then unreadable or undecodable images.
     pub skipped: Vec<RowProblem>,
+    /// With the model's reference scenes: how many there were, and how many products were given
+    /// an exposure offset (`rank::exposure_offsets`).
+    pub exposure: Option<(usize, usize)>,
 }
 
 /// Progress as (rows done, rows in all).
@@ -98,11 +103,70 @@ pub fn build(plan: &BuildPlan, progress: Progress) -> Result<BuildReport, CacheE
     if records.is_empty() {
         return Err(CacheError::Empty { catalog: plan.catalog.to_path_buf() });
     }
-    let bytes = codec::encode(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id());
+    codec::sort_records(&mut records);
+    let exposure = exposure(plan.folder, &records)?;
+    report.exposure = exposure.as_ref().map(|e| (e.scenes, e.offsets.iter().filter(|&&o| o > 0.0).count()));
+    let bytes =
+        codec::encode_with(records, m.dim, m.attention, m.regions, fingerprint, &m.model_id(), exposure);
     write_atomically(plan.out, &bytes)?;
     remove_if_there(&partial);
     report.skipped.sort_by_key(|p| p.line);
     Ok(report)
+}
+
+/// Each category's exposure offsets against the model's reference scenes (`rank::EXPOSURE`),
+/// ranked as the mirror ranks them: hub-corrected where the model has a mean scene. `records`
+/// are in stored order. `None` when the model has no reference scenes.
+fn exposure(folder: &ModelFolder, records: &[Record]) -> Result<Option<codec::Exposure>, CacheError> {
+    let Some(scenes) = folder.reference_scenes()? else { return Ok(None) };
+    let plan = rank::EXPOSURE;
+    let d = folder.manifest.dim;
+    let mut offsets = Vec::with_capacity(records.len());
+    let started = std::time::Instant::now();
+    for block in records.chunk_by(|a, b| a.product.entry.category == b.product.entry.category) {
+        let globals: Vec<f32> = block.iter().flat_map(|r| r.global.iter().copied()).collect();
+        let per_product: Vec<f32> = block.iter().flat_map(|r| r.key.iter().copied()).collect();
+        let category = &block[0].product.entry.category;
+        let keys = match folder.manifest.attention {
+            AttentionMode::Product => Keys::PerProduct(&per_product),
+            AttentionMode::Category => match folder.category_key(category) {
+                Some(key) => Keys::Category(key),
+                // Not ranked at all on the mirror (recommend refuses it): nothing to cap.
+                None => {
+                    offsets.extend(std::iter::repeat_n(0.0, block.len()));
+                    continue;
+                }
+            },
+        };
+        let products = Products { globals: &globals, keys };
+        let scored: Vec<Vec<rank::Score>> = (0..scenes.len())
+            .map(|i| {
+                let mut s = rank::score(&scenes.scene(i), &products);
+                if let Some(mean) = folder.mean_scene() {
+                    rank::correct_hubs(&mut s, &globals, d, mean);
+                }
+                s
+            })
+            .collect();
+        let (found, rounds) = rank::exposure_offsets(&scored, &globals, d, &plan);
+        if rounds == plan.rounds {
+            log::warn!("exposure of {category}: still over the cap after {rounds} rounds");
+        }
+        offsets.extend(found);
+    }
+    log::info!(
+        "exposure capped against {} reference scenes in {:.1} s",
+        scenes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(codec::Exposure {
+        scenes: scenes.len(),
+        top: plan.top,
+        diversity: plan.diversity,
+        cap: plan.cap,
+        spread: plan.spread,
+        offsets,
+    }))
 }
 
 fn problem(entry: &CatalogEntry, reason: String) -> RowProblem {

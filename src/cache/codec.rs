@@ -77,6 +77,22 @@ pub struct Meta {
     pub model_id: String,
     pub products: Vec<StoredProduct>,
     pub categories: Vec<CategoryBlock>,
+    /// The products' exposure offsets (`rank::exposure_offsets`), when the model had reference
+    /// scenes at build time. Older caches have none, and lookd before it ignores the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// How each product's exposure was capped: against how many reference scenes, with which plan
+/// (`rank::ExposurePlan`), and the offset of each product in stored order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exposure {
+    pub scenes: usize,
+    pub top: usize,
+    pub diversity: f32,
+    pub cap: f64,
+    pub spread: f64,
+    pub offsets: Vec<f32>,
 }
 
 /// Why bytes are not a usable cache.
@@ -104,17 +120,35 @@ pub struct Record {
 
 /// Encodes records; they are sorted by (category, id) on the way.
 pub fn encode(
-    mut records: Vec<Record>,
+    records: Vec<Record>,
     dim: usize,
     attention: AttentionMode,
     regions: usize,
     fingerprint: [u8; 32],
     model_id: &str,
 ) -> Vec<u8> {
+    encode_with(records, dim, attention, regions, fingerprint, model_id, None)
+}
+
+/// The order products are stored in: by (category, id).
+pub fn sort_records(records: &mut [Record]) {
     records.sort_by(|a, b| {
         (&a.product.entry.category, &a.product.entry.id)
             .cmp(&(&b.product.entry.category, &b.product.entry.id))
     });
+}
+
+/// [`encode`] with the products' exposure offsets, given in the stored order (`sort_records`).
+pub fn encode_with(
+    mut records: Vec<Record>,
+    dim: usize,
+    attention: AttentionMode,
+    regions: usize,
+    fingerprint: [u8; 32],
+    model_id: &str,
+    exposure: Option<Exposure>,
+) -> Vec<u8> {
+    sort_records(&mut records);
     let p = records.len();
     let with_keys = attention == AttentionMode::Product;
     let block = p * dim * 4;
@@ -125,6 +159,7 @@ pub fn encode(
         model_id: model_id.to_string(),
         categories: category_blocks(&records),
         products: records.iter().map(|r| r.product.clone()).collect(),
+        exposure,
     };
     let meta_bytes = serde_json::to_vec(&meta).unwrap_or_default();
     let total = meta_at + meta_bytes.len() + 4;
@@ -285,6 +320,15 @@ fn check_meta(h: &Header, meta: &Meta) -> Result<(), CodecError> {
     if next != h.count {
         return Err(CodecError::Inconsistent("category index does not cover every product".into()));
     }
+    if let Some(e) = &meta.exposure {
+        if e.offsets.len() != h.count || e.offsets.iter().any(|o| !o.is_finite()) {
+            return Err(CodecError::Inconsistent(format!(
+                "{} exposure offsets for {} products, or one is not a finite number",
+                e.offsets.len(),
+                h.count
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -314,6 +358,31 @@ mod tests {
 
     fn check(bytes: &[u8], expected: Result<(), CodecError>) {
         assert_eq!(decode(bytes).map(|_| ()), expected);
+    }
+
+    #[test]
+    fn exposure_offsets_round_trip_and_a_wrong_count_is_refused() {
+        let records = vec![record("b", "Shoes", 1.0), record("a", "Hats", 2.0), record("c", "Shoes", 3.0)];
+        let exposure = |offsets: Vec<f32>| Exposure {
+            scenes: 5,
+            top: 10,
+            diversity: 0.3,
+            cap: 0.04,
+            spread: 1.25,
+            offsets,
+        };
+        let mode = AttentionMode::Product;
+        let bytes =
+            encode_with(records.clone(), 2, mode, 4, [7; 32], "t@1", Some(exposure(vec![0.0, 0.5, 0.0])));
+        let (_, meta) = decode(&bytes).unwrap();
+        assert_eq!(meta.exposure, Some(exposure(vec![0.0, 0.5, 0.0])));
+        assert_eq!(decode(&sample(mode)).unwrap().1.exposure, None, "a cache without offsets has none");
+        let short = encode_with(records.clone(), 2, mode, 4, [7; 32], "t@1", Some(exposure(vec![0.0, 0.5])));
+        assert!(
+            matches!(decode(&short), Err(CodecError::Inconsistent(m)) if m.contains("2 exposure offsets for 3"))
+        );
+        let nan = encode_with(records, 2, mode, 4, [7; 32], "t@1", Some(exposure(vec![0.0, f32::NAN, 0.0])));
+        assert!(matches!(decode(&nan), Err(CodecError::Inconsistent(_))));
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod codec;
 
 use std::path::{Path, PathBuf};
 
-pub use codec::{CategoryBlock, StoredProduct};
+pub use codec::{CategoryBlock, Exposure, StoredProduct};
 use codec::{CodecError, Header, Meta};
 
 use crate::embedding::AttentionMode;
@@ -173,6 +173,16 @@ impl ProductCache {
     }
     pub fn categories(&self) -> &[CategoryBlock] {
         &self.meta.categories
+    }
+
+    /// How the products' exposure was capped at build time (`None`: it was not).
+    pub fn exposure(&self) -> Option<&Exposure> {
+        self.meta.exposure.as_ref()
+    }
+
+    /// The exposure offsets of one category's rows (`rank::exposure_offsets`), if built with them.
+    pub fn offsets(&self, rows: &CategoryBlock) -> Option<&[f32]> {
+        self.meta.exposure.as_ref().map(|e| &e.offsets[rows.start..rows.start + rows.len])
     }
 
     /// The globals (`[len, D]`) of one category's rows.

@@ -78,13 +78,19 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
         );
     }
     log::info!(
-        "wrote {}: {} products ({} embedded, {} unchanged and reused, {} rows skipped) in {:.1} s",
+        "wrote {}: {} products ({} embedded, {} unchanged and reused, {} rows skipped) in {:.1} s; {}",
         a.out.display(),
         report.embedded + report.reused,
         report.embedded,
         report.reused,
         report.skipped.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        match report.exposure {
+            Some((scenes, pushed)) => {
+                format!("exposure capped against the model's {scenes} reference scenes ({pushed} products pushed down)")
+            }
+            None => "exposure not capped (the model has no reference scenes)".to_string(),
+        }
     );
     Ok(code::OK)
 }

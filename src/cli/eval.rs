@@ -109,7 +109,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!(
             "\nvariety at diversity {}, {} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists (categories' mean {:.1}%)",
             v.diversity,
-            if v.hub_correction { "hub-corrected" } else { "by distance" },
+            match (v.hub_correction, v.exposure) {
+                (true, true) => "hub-corrected, exposure capped",
+                (false, true) => "by distance, exposure capped",
+                (true, false) => "hub-corrected",
+                (false, false) => "by distance",
+            },
             v.per_category.values().map(|c| c.scenes).max().unwrap_or(0),
             eval::VARIETY_TOP,
             v.intra_list_similarity,
@@ -119,11 +124,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         );
         for (c, m) in &v.per_category {
             println!(
-                "  {c:<28} similarity {:.3}  first picks {:>4}  listed {:>4}  most listed {:>5.1}%",
+                "  {c:<28} similarity {:.3}  first picks {:>4}  listed {:>4}  most listed {:>5.1}%  (random lists {:>5.1}%)",
                 m.intra_list_similarity,
                 m.distinct_first,
                 m.distinct_listed,
-                100.0 * m.most_frequent_share
+                100.0 * m.most_frequent_share,
+                100.0 * m.chance_share
             );
         }
     }

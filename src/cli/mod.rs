@@ -172,17 +172,21 @@ pub fn open_or_build_cache(
     Ok(ProductCache::open(cache, Some(&folder.product_fingerprint()))?)
 }
 
-/// How `recommend`, `report` and `bench` rank, as `[pipeline] diversity` and `correct-hubs` do
-/// for the daemon (docs/variety.md).
+/// How `recommend`, `report` and `bench` rank, as `[pipeline] diversity`, `correct-hubs` and
+/// `cap-exposure` do for the daemon (docs/variety.md).
 #[derive(clap::Args)]
 pub struct RankArgs {
     /// Variety re-rank of the head of each ranking (0 keeps the distance order; see `[pipeline] diversity`)
     #[arg(long, default_value_t = lookd::rank::DEFAULT_DIVERSITY, value_parser = diversity)]
     pub diversity: f32,
-    /// Rank by the model's distance alone, without the hubness correction of a model that has a
-    /// mean scene (`[pipeline] correct-hubs = false`)
+    /// Rank without the hubness correction of a model that has a mean scene
+    /// (`[pipeline] correct-hubs = false`)
     #[arg(long)]
     pub no_hub_correction: bool,
+    /// Rank without the exposure offsets of a cache built for a model with reference scenes
+    /// (`[pipeline] cap-exposure = false`)
+    #[arg(long)]
+    pub no_exposure_cap: bool,
 }
 
 impl RankArgs {
@@ -192,7 +196,8 @@ impl RankArgs {
         folder: &'a lookd::model::ModelFolder,
     ) -> lookd::recommend::Ranking<'a> {
         let mean_scene = if self.no_hub_correction { None } else { folder.mean_scene() };
-        lookd::recommend::Ranking { top, diversity: self.diversity, mean_scene }
+        let exposure = !self.no_exposure_cap;
+        lookd::recommend::Ranking { top, diversity: self.diversity, mean_scene, exposure }
     }
 }
 

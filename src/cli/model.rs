@@ -50,6 +50,19 @@ pub enum Command {
         #[arg(long, env = "LOOKD_KERNELS", default_value = Kernels::DEFAULT.name())]
         kernels: Kernels,
     },
+    /// Embed one split's scenes of a Shop-the-Look folder, each whole, and write them into the
+    /// model folder as its reference scenes (`reference_scenes.bin`, named in the manifest as
+    /// `reference-scenes`): `lookd catalog build` ranks every catalog against them to cap how
+    /// often one product reaches the screen (docs/variety.md)
+    Scenes {
+        dir: PathBuf,
+        /// The Shop-the-Look folder whose scenes are embedded (ccp or ccp-studio: same scenes)
+        #[arg(long)]
+        data: PathBuf,
+        /// The split whose scenes are embedded: the model's training scenes by default
+        #[arg(long, value_enum, default_value = "train")]
+        split: lookd::dataset::Split,
+    },
     /// Write the picture the model sees for each photo (lookd's JPEG/PNG decoding, crop and
     /// stretch), as PNGs, so that training and other tools can use lookd's exact pixels.
     /// JOBS: one line per picture, tab-separated: SOURCE, DESTINATION.png and optionally
@@ -72,7 +85,85 @@ pub fn run(cmd: Command) -> anyhow::Result<i32> {
             bench(&dir, runs, profile.then_some(nodes), json, kernels)
         }
         Command::Input { model, jobs } => input(&model, &jobs),
+        Command::Scenes { dir, data, split } => scenes(&dir, &data, split),
     }
+}
+
+/// The manifest line that names the reference scenes.
+const SCENES_KEY: &str = "reference-scenes";
+const SCENES_FILE: &str = "reference_scenes.bin";
+
+fn scenes(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    split: lookd::dataset::Split,
+) -> anyhow::Result<i32> {
+    let folder = ModelFolder::open(dir)?;
+    let data = lookd::dataset::Dataset::open(data)?.restrict(split);
+    let mut ids: Vec<&str> = data.pairs.iter().map(|p| p.scene.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    anyhow::ensure!(!ids.is_empty(), "{} has no scene in the {split:?} split", data.dir.display());
+    let mut model = SceneModel::load(&folder)?;
+    let (input, mut pixels, mut embedded) = (&folder.manifest.input, Vec::new(), Vec::new());
+    for id in &ids {
+        let path = data.scene_path(id);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading scene {}", path.display()))?;
+        let img =
+            lookd::preprocess::decode(&bytes).with_context(|| format!("decoding {}", path.display()))?;
+        lookd::preprocess::to_model_input(&img, None, input.width, input.height, &mut pixels)?;
+        embedded.push(model.embed(&pixels)?);
+    }
+    let m = &folder.manifest;
+    let bytes = lookd::model::scenes::encode(&embedded, m.dim, m.regions);
+    lookd::cache::build::write_atomically(&dir.join(SCENES_FILE), &bytes)?;
+    let manifest_path = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest_path)?;
+    if m.reference_scenes.as_deref() != Some(SCENES_FILE) {
+        let text = with_top_level_line(&text, SCENES_KEY, &format!("{SCENES_KEY} = \"{SCENES_FILE}\""));
+        lookd::cache::build::write_atomically(&manifest_path, text.as_bytes())?;
+    }
+    ModelFolder::open(dir)?.reference_scenes().context("reading back what was written")?;
+    println!(
+        "wrote {}: {} {split:?} scenes of {}, {} bytes",
+        dir.join(SCENES_FILE).display(),
+        embedded.len(),
+        data.dir.display(),
+        bytes.len()
+    );
+    Ok(0)
+}
+
+/// `text` (a manifest) with `line` as its top-level `key`: replacing the key's line, or added
+/// before the first table.
+fn with_top_level_line(text: &str, key: &str, line: &str) -> String {
+    let mut out = Vec::new();
+    let (mut placed, mut in_table) = (false, false);
+    for l in text.lines() {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            if !placed {
+                // After the last top-level line, before the blank lines that end the block.
+                let blanks = out.iter().rev().take_while(|l: &&String| l.trim().is_empty()).count();
+                out.insert(out.len() - blanks, line.to_string());
+                placed = true;
+            }
+            in_table = true;
+        }
+        let is_key = t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
+        if !in_table && is_key {
+            if !placed {
+                out.push(line.to_string());
+                placed = true;
+            }
+            continue;
+        }
+        out.push(l.to_string());
+    }
+    if !placed {
+        out.push(line.to_string());
+    }
+    out.join("\n") + "\n"
 }
 
 /// What one line of `model input`'s jobs file asks for.
@@ -269,6 +360,20 @@ fn print_profile(scene: &mut SceneModel, pixels: &[f32], runs: usize, nodes: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_scenes_line_goes_at_the_top_level_once() {
+        let text = "format = 1\nregions = 49\n\n[input]\nname = \"image\"\n";
+        let line = "reference-scenes = \"r.bin\"";
+        let added = with_top_level_line(text, "reference-scenes", line);
+        assert_eq!(
+            added,
+            "format = 1\nregions = 49\nreference-scenes = \"r.bin\"\n\n[input]\nname = \"image\"\n"
+        );
+        let again = with_top_level_line(&added, "reference-scenes", "reference-scenes = \"s.bin\"");
+        assert_eq!(again, added.replace("r.bin", "s.bin"));
+        assert_eq!(with_top_level_line("a = 1", "b", "b = 2"), "a = 1\nb = 2\n");
+    }
 
     #[test]
     fn input_jobs_parse_whole_cropped_and_decoded() {

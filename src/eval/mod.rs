@@ -407,10 +407,16 @@ fn variety_check(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<variety::Variety>, EvalError> {
     let blocks = cache.categories();
-    // Every setting by distance, then, where the model has a mean scene, hub-corrected.
-    let means: Vec<Option<&[f32]>> = [None].into_iter().chain(folder.mean_scene().map(Some)).collect();
-    let runs: Vec<(Option<&[f32]>, f32)> =
-        means.iter().flat_map(|&m| settings.iter().map(move |&d| (m, d))).collect();
+    // Every setting by distance; where the model has a mean scene, hub-corrected; where the cache
+    // has exposure offsets, with them too (hub-corrected when the model can be).
+    /// A ranking: its mean scene (hub correction), and whether it adds the exposure offsets.
+    type How<'m> = (Option<&'m [f32]>, bool);
+    let mut means: Vec<How> = vec![(None, false)];
+    means.extend(folder.mean_scene().map(|m| (Some(m), false)));
+    if cache.exposure().is_some() {
+        means.push((folder.mean_scene(), true));
+    }
+    let runs: Vec<(How, f32)> = means.iter().flat_map(|&m| settings.iter().map(move |&d| (m, d))).collect();
     // lists[run][block] = one list of block rows per scene
     let mut lists: Vec<Vec<Vec<Vec<usize>>>> = vec![vec![Vec::new(); blocks.len()]; runs.len()];
     let (input, mut pixels) = (&folder.manifest.input, Vec::new());
@@ -425,8 +431,8 @@ fn variety_check(
         }
         let embedding = model.embed(&pixels)?;
         for (b, block) in blocks.iter().enumerate() {
-            for (m, &mean_scene) in means.iter().enumerate() {
-                let ranking = Ranking { top: VARIETY_TOP, diversity: 0.0, mean_scene };
+            for (m, &(mean_scene, exposure)) in means.iter().enumerate() {
+                let ranking = Ranking { top: VARIETY_TOP, diversity: 0.0, mean_scene, exposure };
                 let head = ranked_head(&embedding, cache, folder.category_keys(), block, &ranking, None)?;
                 for (k, &d) in settings.iter().enumerate() {
                     let picked = rank::diversify(&head, VARIETY_TOP, d, cache.globals(block), cache.dim());
@@ -439,13 +445,13 @@ fn variety_check(
     Ok(runs
         .iter()
         .zip(lists)
-        .map(|(&(mean, d), per_block)| {
+        .map(|(&((mean, exposure), d), per_block)| {
             let per = blocks.iter().zip(per_block).map(|(block, lists)| {
                 let name = block.path.rsplit('|').next().unwrap_or(&block.path).to_string();
                 let l = variety::Lists { globals: cache.globals(block), dim: cache.dim(), lists };
                 (name, variety::category(&l))
             });
-            variety::summarise(d, mean.is_some(), per.collect())
+            variety::summarise(d, mean.is_some(), exposure, per.collect())
         })
         .collect())
 }

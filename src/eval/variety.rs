@@ -26,7 +26,14 @@ pub struct CategoryVariety {
     pub distinct_listed: usize,
     /// The share of lists that hold the product listed most often.
     pub most_frequent_share: f64,
+    /// The same share if each list were as many products drawn at random from the category: the
+    /// floor that chance alone sets for a category this size over this many scenes (mean of
+    /// `CHANCE_DRAWS` seeded draws).
+    pub chance_share: f64,
 }
+
+/// Draws behind `CategoryVariety::chance_share`.
+pub const CHANCE_DRAWS: usize = 200;
 
 /// One diversity setting over every category: the per-category numbers and their summary.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -34,6 +41,8 @@ pub struct Variety {
     pub diversity: f32,
     /// Ranked by the hub-corrected distance (`rank::correct_hubs`), not the model's.
     pub hub_correction: bool,
+    /// Ranked with the cache's exposure offsets too (`rank::exposure_offsets`).
+    pub exposure: bool,
     /// Mean of the categories' intra-list similarity.
     pub intra_list_similarity: f64,
     /// Sum over categories of the distinct first picks.
@@ -73,7 +82,20 @@ pub fn category(l: &Lists) -> CategoryVariety {
         counted += 1;
     }
     let scenes = l.lists.len();
+    let products = l.globals.len() / l.dim.max(1);
+    let mut rng = crate::rng::SplitMix64::new(products as u64);
+    let mut chance = 0usize;
+    for _ in 0..CHANCE_DRAWS {
+        let mut counts = vec![0usize; products];
+        for list in &l.lists {
+            for i in rng.sample(products, list.len().min(products)) {
+                counts[i] += 1;
+            }
+        }
+        chance += counts.iter().copied().max().unwrap_or(0);
+    }
     CategoryVariety {
+        chance_share: chance as f64 / (CHANCE_DRAWS * scenes.max(1)) as f64,
         scenes,
         intra_list_similarity: similarity / counted.max(1) as f64,
         distinct_first: first.len(),
@@ -85,12 +107,14 @@ pub fn category(l: &Lists) -> CategoryVariety {
 pub fn summarise(
     diversity: f32,
     hub_correction: bool,
+    exposure: bool,
     per_category: BTreeMap<String, CategoryVariety>,
 ) -> Variety {
     let n = per_category.len().max(1) as f64;
     Variety {
         diversity,
         hub_correction,
+        exposure,
         intra_list_similarity: per_category.values().map(|c| c.intra_list_similarity).sum::<f64>() / n,
         distinct_first: per_category.values().map(|c| c.distinct_first).sum(),
         most_frequent_share: per_category.values().map(|c| c.most_frequent_share).fold(0.0, f64::max),
@@ -114,10 +138,13 @@ mod tests {
         assert_eq!((c.distinct_first, c.distinct_listed), (3, 4));
         assert!((c.intra_list_similarity - (1.0 + 0.0 + 0.0 + 1.0) / 4.0).abs() < 1e-9, "{c:?}");
         assert_eq!(c.most_frequent_share, 0.75, "row 0 is in three of four lists");
+        // Random pairs of 4 products over 4 scenes: some product is in at least 2 of 4 lists
+        // (8 places, 4 products), and rarely in all 4.
+        assert!(c.chance_share >= 0.5 && c.chance_share < 1.0, "{c:?}");
         let mut per = BTreeMap::new();
         per.insert("a".to_string(), c);
         per.insert("b".to_string(), CategoryVariety { most_frequent_share: 0.9, distinct_first: 2, ..c });
-        let v = summarise(0.3, false, per);
+        let v = summarise(0.3, false, false, per);
         assert_eq!((v.distinct_first, v.most_frequent_share), (5, 0.9));
         assert!((v.mean_most_frequent_share - (0.75 + 0.9) / 2.0).abs() < 1e-12);
     }

@@ -35,6 +35,11 @@ pub struct Manifest {
     /// (`rank::correct_hubs`). Optional: without it lists are ranked by distance alone.
     #[serde(default)]
     pub mean_scene: Option<String>,
+    /// The training scenes' embeddings (`scenes` module's format), which `lookd catalog build`
+    /// ranks a catalog against to cap each product's exposure (`rank::exposure_offsets`).
+    /// Optional: without it no product's exposure is capped.
+    #[serde(default)]
+    pub reference_scenes: Option<String>,
     /// Free-form facts about training (data, split, metrics); shown by `lookd model info`.
     #[serde(default)]
     pub training: BTreeMap<String, toml::Value>,

@@ -10,6 +10,7 @@ pub mod manifest;
 mod ops;
 pub mod qconv;
 pub mod qdq;
+pub mod scenes;
 pub mod sqdist;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub enum ModelError {
     CategoryKeys { path: PathBuf, message: String },
     #[error("mean scene {path}: {message}")]
     MeanScene { path: PathBuf, message: String },
+    #[error("reference scenes {path}: {message}")]
+    ReferenceScenes { path: PathBuf, message: String },
     #[error("input has {actual} values, the model takes {expected} ({what})")]
     Input { expected: usize, actual: usize, what: String },
     #[error("inference failed: {0}")]
@@ -57,6 +60,8 @@ pub struct ModelFolder {
     pub manifest: Manifest,
     category_keys: CategoryKeys,
     mean_scene: Option<Vec<f32>>,
+    /// The reference scenes' path and count.
+    reference_scenes: Option<(PathBuf, usize)>,
 }
 
 impl ModelFolder {
@@ -70,7 +75,26 @@ impl ModelFolder {
             Some(file) => Some(read_mean_scene(&dir.join(file), manifest.dim)?),
             None => None,
         };
-        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys, mean_scene })
+        let reference_scenes = match &manifest.reference_scenes {
+            Some(file) => Some(check_reference_scenes(&dir.join(file), &manifest)?),
+            None => None,
+        };
+        Ok(ModelFolder { dir: dir.to_path_buf(), manifest, category_keys, mean_scene, reference_scenes })
+    }
+
+    /// The reference scenes' file and count (the manifest's `reference-scenes`), checked as far as
+    /// its header and length when the folder was opened.
+    pub fn reference_scenes_file(&self) -> Option<(&Path, usize)> {
+        self.reference_scenes.as_ref().map(|(p, n)| (p.as_path(), *n))
+    }
+
+    /// Reads and fully checks the reference scenes (`None` when the folder has none).
+    pub fn reference_scenes(&self) -> Result<Option<scenes::ReferenceScenes>, ModelError> {
+        let Some((path, _)) = self.reference_scenes_file() else { return Ok(None) };
+        let fail = |message: String| ModelError::ReferenceScenes { path: path.to_path_buf(), message };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let m = &self.manifest;
+        scenes::ReferenceScenes::decode(bytes, m.dim, m.regions).map(Some).map_err(|e| fail(e.to_string()))
     }
 
     /// The training scenes' mean (the manifest's `mean-scene`), for `rank::correct_hubs`.
@@ -134,6 +158,17 @@ fn read_category_keys(path: &Path, dim: usize) -> Result<BTreeMap<String, Vec<f3
         return Err(fail(format!("key of {cat:?} has {} values, dim is {dim}", k.len())));
     }
     Ok(keys)
+}
+
+fn check_reference_scenes(path: &Path, m: &Manifest) -> Result<(PathBuf, usize), ModelError> {
+    use std::io::Read;
+    let fail = |message: String| ModelError::ReferenceScenes { path: path.to_path_buf(), message };
+    let mut file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let len = file.metadata().map_err(|e| fail(e.to_string()))?.len() as usize;
+    let mut head = Vec::with_capacity(64);
+    file.by_ref().take(64).read_to_end(&mut head).map_err(|e| fail(e.to_string()))?;
+    let count = scenes::check_header(&head, len, m.dim, m.regions).map_err(|e| fail(e.to_string()))?;
+    Ok((path.to_path_buf(), count))
 }
 
 fn read_mean_scene(path: &Path, dim: usize) -> Result<Vec<f32>, ModelError> {

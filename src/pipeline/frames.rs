@@ -248,6 +248,7 @@ impl<'a> Loop<'a> {
             top: self.opts.top,
             diversity: self.opts.diversity,
             mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),
+            exposure: self.opts.cap_exposure,
         };
         let items = match recommend(
             &scene,

@@ -110,6 +110,8 @@ pub struct Options {
     pub diversity: f32,
     /// Rank by the hub-corrected distance when the model has a mean scene (`recommend::Ranking`).
     pub correct_hubs: bool,
+    /// Add the cache's exposure offsets, when it has them (`recommend::Ranking::exposure`).
+    pub cap_exposure: bool,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -148,6 +150,7 @@ impl Options {
             top: c.top,
             diversity: c.diversity,
             correct_hubs: c.correct_hubs,
+            cap_exposure: c.cap_exposure,
             min_interval: c.min_interval,
             change_threshold: c.change_threshold,
             hold_off: c.hold_off,

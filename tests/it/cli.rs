@@ -40,10 +40,11 @@ fn check_recommend_matches_reference(model: &Path, csv: &Path, images: &Path, sc
         s(&cache),
         "--json",
         // The model's distance order, which the reference computes pair by pair
-        // (the re-ranks on top of it: recommend::tests, rank::tests).
+        // (the re-ranks on top of it: recommend::tests, rank::tests, cache::).
         "--diversity",
         "0",
         "--no-hub-correction",
+        "--no-exposure-cap",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();

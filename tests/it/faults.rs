@@ -110,6 +110,7 @@ fn options(frames: u64) -> Options {
         top: 3,
         diversity: lookd::rank::DEFAULT_DIVERSITY,
         correct_hubs: true,
+        cap_exposure: true,
         min_interval: Duration::ZERO,
         change_threshold: 0.0, // every readable frame is embedded
         hold_off: Duration::ZERO,
@@ -305,6 +306,62 @@ fn the_loop_publishes_lists_made_as_its_ranking_settings_ask() {
     // With the model's mean scene, `correct-hubs` (on by default) reorders the list.
     let corrected = list(8, 0.0, true);
     assert_ne!(corrected, list(8, 0.0, false), "the mean scene corrects the ranking");
+}
+
+/// `[pipeline] cap-exposure` reaches the loop: with a cache whose exposure offsets push the
+/// distance order's first product far down, the loop's list loses it when the setting is on,
+/// and keeps the distance order when it is off.
+#[test]
+fn the_loop_adds_the_caches_exposure_offsets_as_cap_exposure_asks() {
+    use lookd::cache::codec::{encode_with, Exposure, Record};
+    let list = |cap_exposure: bool, pushed: Option<&str>| {
+        let work = tempfile::tempdir().unwrap();
+        let path = tiny_cache(work.path(), 8);
+        if let Some(id) = pushed {
+            // The same cache, re-encoded with one product's offset at 10 (distances are at most 4).
+            let cache = ProductCache::open(&path, None).unwrap();
+            let (d, mut records, mut offsets) = (cache.dim(), Vec::new(), Vec::new());
+            for block in cache.categories() {
+                let (globals, keys) = (cache.globals(block), cache.keys(block).unwrap());
+                for (j, p) in cache.products()[block.start..block.start + block.len].iter().enumerate() {
+                    let (global, key) =
+                        (globals[j * d..(j + 1) * d].to_vec(), keys[j * d..(j + 1) * d].to_vec());
+                    records.push(Record { product: p.clone(), global, key });
+                    offsets.push(if p.entry.id == id { 10.0 } else { 0.0 });
+                }
+            }
+            let exposure = Exposure { scenes: 1, top: 10, diversity: 0.0, cap: 0.04, spread: 1.25, offsets };
+            let folder = ModelFolder::open(&tiny_model()).unwrap();
+            let m = &folder.manifest;
+            let bytes = encode_with(
+                records,
+                d,
+                m.attention,
+                m.regions,
+                folder.product_fingerprint(),
+                &m.model_id(),
+                Some(exposure),
+            );
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let folder = ModelFolder::open(&tiny_model()).unwrap();
+        let scene = SceneModel::load(&folder).unwrap();
+        let cache = ProductCache::open(&path, Some(&folder.product_fingerprint())).unwrap();
+        let engine = Engine::new(folder, scene, cache);
+        let publisher = Recorder::default();
+        let opts = Options { top: 3, diversity: 0.0, cap_exposure, ..options(1) };
+        let step = Step::Frame(PixelFormat::Mjpg, 64, 48, jpeg(64, 48, 11));
+        run_engine(engine, vec![step], &publisher, Duration::from_millis(20), &opts);
+        let lists = publisher.lists.lock().unwrap();
+        assert_eq!(lists.len(), 1, "one scene, one list");
+        lists[0].clone()
+    };
+    let plain = list(true, None);
+    let first = plain[0].clone();
+    let capped = list(true, Some(&first));
+    assert!(!capped.contains(&first), "{first} pushed out of {capped:?}");
+    assert_eq!(capped[..2], plain[1..], "the rest keep their order");
+    assert_eq!(list(false, Some(&first)), plain, "cap-exposure = false: the distance order");
 }
 
 #[test]

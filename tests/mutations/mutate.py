@@ -229,6 +229,14 @@ elif name == "loop-ignores-diversity":  # the daemon ranks by distance whatever 
     sub('src/pipeline/frames.rs', "            diversity: self.opts.diversity,", "            diversity: 0.0,")
 elif name == "loop-ignores-hubs":  # the daemon never applies the model's mean scene
     sub('src/pipeline/frames.rs', "            mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),", "            mean_scene: None,")
+elif name == "loop-ignores-exposure":  # the daemon never adds the cache's exposure offsets
+    sub('src/pipeline/frames.rs', "            exposure: self.opts.cap_exposure,", "            exposure: false,")
+elif name == "exposure-uncounted":  # the exposure calibration never sees a product listed
+    sub('src/rank.rs', "            for s in diversify(&keyed, plan.top, plan.diversity, globals, dim) {\n                counts[s.index] += 1;", "            for s in diversify(&keyed, plan.top, plan.diversity, globals, dim) {\n                counts[s.index] += 0;")
+elif name == "scenes-unchecksummed":  # a corrupt reference-scenes file is read as good
+    sub('src/model/scenes.rs', "        if crc32fast::hash(body).to_le_bytes() != crc {", "        if crc32fast::hash(body).to_le_bytes() != crc && false {")
+elif name == "exposure-offsets-unchecked":  # a cache with the wrong number of exposure offsets opens
+    sub('src/cache/codec.rs', "        if e.offsets.len() != h.count || e.offsets.iter().any(|o| !o.is_finite()) {", "        if false {")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', "            crate::rank::DIVERSITY.contains(&p.diversity),", "            true,")
 elif name == "fleet-model-unreferenced":  # a fleet model is taken without its reference check

@@ -61,17 +61,23 @@ pub fn score(scene: &SceneEmbedding, products: &Products) -> Vec<Score> {
 
 /// The `k` best of `scores`: ascending distance, ties by `id`.
 pub fn top_k<'s>(mut scores: Vec<Score>, k: usize, id: impl Fn(usize) -> &'s str) -> Vec<Score> {
-    let order =
-        |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then_with(|| id(a.index).cmp(id(b.index)));
+    keep_best(&mut scores, k, |a, b| {
+        a.distance.total_cmp(&b.distance).then_with(|| id(a.index).cmp(id(b.index)))
+    });
+    scores
+}
+
+/// Keeps the `k` first of `scores` by `order`, sorted by it.
+fn keep_best(scores: &mut Vec<Score>, k: usize, mut order: impl FnMut(&Score, &Score) -> std::cmp::Ordering) {
     if k < scores.len() {
         if k == 0 {
-            return Vec::new();
+            scores.clear();
+            return;
         }
-        scores.select_nth_unstable_by(k - 1, order);
+        scores.select_nth_unstable_by(k - 1, &mut order);
         scores.truncate(k);
     }
     scores.sort_by(order);
-    scores
 }
 
 /// Hubness correction: adds `g_p . mean_scene` to each product's distance, where `mean_scene` is
@@ -203,17 +209,15 @@ pub fn exposure_offsets(
     let mut best = (usize::MAX, offsets.clone());
     // The step's unit: how far the head's last product lies behind its first, on average, so
     // that the same plan suits a model whose distances spread little (an untrained one) or much.
+    let order = |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index));
+    // One scene's head, reused from scene to scene and round to round.
+    let mut keyed: Vec<Score> = Vec::with_capacity(products);
     let spread = scenes
         .iter()
         .map(|scores| {
-            let mut d: Vec<f32> = scores.iter().map(|s| s.distance).collect();
-            let last = head.clamp(1, d.len().max(1)) - 1;
-            if d.is_empty() {
-                return 0.0;
-            }
-            let (_, nth, _) = d.select_nth_unstable_by(last, f32::total_cmp);
-            let nth = *nth;
-            nth - d[..=last].iter().copied().fold(f32::INFINITY, f32::min)
+            keyed.clone_from(scores);
+            keep_best(&mut keyed, head, order);
+            keyed.last().zip(keyed.first()).map_or(0.0, |(last, first)| last.distance - first.distance)
         })
         .sum::<f32>()
         / scenes.len().max(1) as f32;
@@ -221,14 +225,9 @@ pub fn exposure_offsets(
     for round in 0..plan.rounds {
         counts.iter_mut().for_each(|c| *c = 0);
         for scores in scenes {
-            let mut keyed: Vec<Score> =
-                scores.iter().map(|s| Score { distance: s.distance + offsets[s.index], ..*s }).collect();
-            let order = |a: &Score, b: &Score| a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index));
-            if head < keyed.len() && head > 0 {
-                keyed.select_nth_unstable_by(head - 1, order);
-                keyed.truncate(head);
-            }
-            keyed.sort_by(order);
+            keyed.clear();
+            keyed.extend(scores.iter().map(|s| Score { distance: s.distance + offsets[s.index], ..*s }));
+            keep_best(&mut keyed, head, order);
             for s in diversify(&keyed, plan.top, plan.diversity, globals, dim) {
                 counts[s.index] += 1;
             }

@@ -304,7 +304,8 @@ def main():
                   "| ranking | diversity | similarity | distinct first picks | most listed, largest category | most listed, categories' mean |",
                   "|---|---|---|---|---|---|"]
         for v in var:
-            how = ('hub-corrected' if v['hub_correction'] else 'by distance') + (', exposure capped' if v.get('exposure') else '')
+            how = (('hub-corrected' if v['hub_correction'] else 'by distance') + (', exposure capped' if v.get('exposure') else '')
+                   + (f", share capped at {100 * v['max_share']:.0f}% (the daemon's default)" if v.get('max_share') else ''))
             lines.append(f"| {how} | {v['diversity']:g} |"
                          f" {v['intra_list_similarity']:.3f} | {v['distinct_first']} | {100 * v['most_frequent_share']:.1f}% |"
                          f" {100 * v['mean_most_frequent_share']:.1f}% |")

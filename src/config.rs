@@ -146,6 +146,8 @@ pub struct RawPipeline {
     pub diversity: f32,
     pub correct_hubs: bool,
     pub cap_exposure: bool,
+    pub max_share: f32,
+    pub share_looks: usize,
     pub max_rate: f64,
     pub change_threshold: f32,
     pub hold_off_ms: u64,
@@ -236,6 +238,8 @@ impl Default for RawPipeline {
             diversity: crate::rank::DEFAULT_DIVERSITY,
             correct_hubs: true,
             cap_exposure: true,
+            max_share: crate::rotation::DEFAULT_MAX_SHARE,
+            share_looks: crate::rotation::DEFAULT_LOOKS,
             max_rate: 4.0,
             change_threshold: 0.06,
             hold_off_ms: 2000,
@@ -344,6 +348,9 @@ pub struct Config {
     pub diversity: f32,
     pub correct_hubs: bool,
     pub cap_exposure: bool,
+    /// The share cap (`rotation::Rotation`): 0 is off.
+    pub max_share: f32,
+    pub share_looks: usize,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -398,6 +405,8 @@ impl RawConfig {
             "pipeline.diversity",
             "must be at least 0 and under 1",
         )?;
+        check((0.0..=1.0).contains(&p.max_share), "pipeline.max-share", "must be 0 (off) to 1")?;
+        check((1..=100_000).contains(&p.share_looks), "pipeline.share-looks", "must be 1 to 100000")?;
         check(p.max_rate > 0.0 && p.max_rate.is_finite(), "pipeline.max-rate", "must be positive")?;
         check((0.0..=1.0).contains(&p.change_threshold), "pipeline.change-threshold", "must be 0 to 1")?;
         check(p.stats_interval_s > 0, "pipeline.stats-interval-s", "must be positive")?;
@@ -467,6 +476,8 @@ impl RawConfig {
             diversity: p.diversity,
             correct_hubs: p.correct_hubs,
             cap_exposure: p.cap_exposure,
+            max_share: p.max_share,
+            share_looks: p.share_looks,
             min_interval: Duration::from_secs_f64(1.0 / p.max_rate),
             change_threshold: p.change_threshold,
             hold_off: Duration::from_millis(p.hold_off_ms),
@@ -721,6 +732,11 @@ mod tests {
         check_error("[pipeline]\ndiversity = 1.0", "pipeline.diversity: must be at least 0 and under 1");
         check_error("[pipeline]\ndiversity = -0.1", "pipeline.diversity");
         check_error("[pipeline]\ndiversity = nan", "pipeline.diversity");
+        check_error("[pipeline]\nmax-share = 1.5", "pipeline.max-share: must be 0 (off) to 1");
+        check_error("[pipeline]\nmax-share = nan", "pipeline.max-share");
+        check_error("[pipeline]\nshare-looks = 0", "pipeline.share-looks");
+        let c = Config::parse("[pipeline]\nmax-share = 0.0\nshare-looks = 50", Path::new("t")).unwrap();
+        assert_eq!((c.max_share, c.share_looks), (0.0, 50), "0 turns the share cap off");
         let c = Config::parse("[pipeline]\ndiversity = 0.0", Path::new("t")).unwrap();
         assert_eq!(c.diversity, 0.0, "0 turns the re-rank off");
         check_error("[camera]\nroi = [0.5, 0.5, 0.6, 0.1]", "camera.roi");

@@ -28,6 +28,7 @@ pub mod rank;
 pub mod recommend;
 pub mod report;
 pub mod rng;
+pub mod rotation;
 pub mod slot;
 pub mod stock;
 pub mod systemd;
@@ -45,6 +46,7 @@ pub const LAYERS: &[&str] = &[
     "leakage",
     "preprocess",
     "rank",
+    "rotation",
     "model",
     "cache",
     "stock",

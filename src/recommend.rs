@@ -6,6 +6,7 @@ use crate::cache::{CategoryBlock, ProductCache};
 use crate::catalog::Fields;
 use crate::embedding::{AttentionMode, CategoryKeys, SceneEmbedding};
 use crate::rank::{self, Keys, Products};
+use crate::rotation::Rotation;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recommendation {
@@ -119,6 +120,64 @@ pub fn recommend(
             }
         })
         .collect())
+}
+
+/// Whether a ranking is a new shopper (`Look::New`: the variety check, whose scenes are all
+/// different photos) or may be the same one again (`Look::Guess`: the daemon, which embeds a
+/// shopper again when they move; `Rotation::same_look`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    New,
+    Guess,
+}
+
+/// `recommend`, then the share cap (`rotation`): products already shown to `max_share` of the
+/// last shoppers wait, and the list takes the best of the others (in the same ranking, the stock
+/// mask kept). Where fewer than the list's length are left, the best held ones fill it, in their
+/// order. The look's lists go into `rotation`. Without a rotation: `recommend`.
+#[allow(clippy::too_many_arguments)]
+pub fn recommend_shared(
+    scene: &SceneEmbedding,
+    cache: &ProductCache,
+    category_keys: &CategoryKeys,
+    category: &CategoryBlock,
+    ranking: &Ranking,
+    allowed: Option<&[bool]>,
+    rotation: Option<&mut Rotation>,
+    look: Look,
+) -> Result<Vec<Recommendation>, RecommendError> {
+    let unshared = recommend(scene, cache, category_keys, category, ranking, allowed)?;
+    let Some(rotation) = rotation else { return Ok(unshared) };
+    let ids: Vec<String> = unshared.iter().map(|r| r.id.clone()).collect();
+    if look == Look::New || !rotation.same_look(&ids) {
+        rotation.end_look();
+    }
+    let rows = &cache.products()[category.start..category.start + category.len];
+    let held: Vec<usize> = (0..rows.len()).filter(|&j| rotation.held(&rows[j].entry.id)).collect();
+    let shown = if held.is_empty() {
+        unshared
+    } else {
+        // `recommend` has checked the mask's length.
+        let mut mask = allowed.map_or_else(|| vec![true; cache.len()], <[bool]>::to_vec);
+        for j in held {
+            mask[category.start + j] = false;
+        }
+        let mut shared = recommend(scene, cache, category_keys, category, ranking, Some(&mask))?;
+        for r in unshared.iter() {
+            if shared.len() >= ids.len() {
+                break;
+            }
+            if !shared.iter().any(|s| s.id == r.id) {
+                shared.push(r.clone());
+            }
+        }
+        for (n, r) in shared.iter_mut().enumerate() {
+            r.rank = n + 1;
+        }
+        shared
+    };
+    rotation.show(ids, shown.iter().map(|r| r.id.clone()).collect());
+    Ok(shown)
 }
 
 /// The best `rank::HEAD * top` allowed products of `category`, best first, by the distance
@@ -282,6 +341,63 @@ mod tests {
         let bad = Ranking { mean_scene: Some(&wide), ..Ranking::plain(3) };
         let err = recommend(&scene(), &cache, folder.category_keys(), &shoes, &bad, None).unwrap_err();
         assert!(matches!(err, RecommendError::MeanScene { mean: 3, cache: 2 }), "{err}");
+    }
+
+    #[test]
+    fn the_share_cap_holds_back_what_recent_shoppers_saw_but_not_their_own_list() {
+        let (cache, folder) = (cache(), folder());
+        let shoes = cache.categories()[0].clone();
+        let mut rotation = Rotation::new(0.5, 4).unwrap();
+        let shared = |top: usize, allowed: Option<&[bool]>, r: &mut Rotation, look: Look| {
+            let ranking = Ranking::plain(top);
+            recommend_shared(
+                &scene(),
+                &cache,
+                folder.category_keys(),
+                &shoes,
+                &ranking,
+                allowed,
+                Some(r),
+                look,
+            )
+            .unwrap()
+        };
+        // Two shoppers see the three best; each may be shown twice early on.
+        for _ in 0..2 {
+            assert_eq!(ids(&shared(3, None, &mut rotation, Look::New)), ["p00", "p01", "p02"]);
+        }
+        // A third: the three best were shown twice each and wait; the next three, ranks renumbered.
+        let third = shared(3, None, &mut rotation, Look::New);
+        assert_eq!(ids(&third), ["p03", "p04", "p05"]);
+        assert_eq!(third.iter().map(|r| r.rank).collect::<Vec<_>>(), [1, 2, 3]);
+        // The same shopper again (the same list before the cap): the same look, the same list.
+        assert_eq!(ids(&shared(3, None, &mut rotation, Look::Guess)), ["p03", "p04", "p05"]);
+        assert_eq!(rotation.len(), 3, "one look, not two");
+        // The stock mask still applies to what replaces the held products.
+        let mut allowed = vec![true; cache.len()];
+        allowed[3] = false;
+        assert_eq!(ids(&shared(3, Some(&allowed), &mut rotation, Look::Guess)), ["p04", "p05", "p06"]);
+        // Everything held: the list is still full, in the distance order.
+        let mut all = Rotation::new(0.5, 4).unwrap();
+        for _ in 0..3 {
+            assert_eq!(shared(12, None, &mut all, Look::New).len(), 12);
+        }
+        assert_eq!(ids(&shared(12, None, &mut all, Look::New))[..3], ["p00", "p01", "p02"]);
+        // No rotation: `recommend`.
+        let plain =
+            recommend(&scene(), &cache, folder.category_keys(), &shoes, &Ranking::plain(3), None).unwrap();
+        let none = recommend_shared(
+            &scene(),
+            &cache,
+            folder.category_keys(),
+            &shoes,
+            &Ranking::plain(3),
+            None,
+            None,
+            Look::New,
+        )
+        .unwrap();
+        assert_eq!(none, plain);
     }
 
     #[test]

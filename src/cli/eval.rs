@@ -107,13 +107,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     for v in r.variety.iter().flatten() {
         println!(
-            "\nvariety at diversity {}, {} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists (categories' mean {:.1}%)",
+            "\nvariety at diversity {}, {}{} ({} scenes whole, top {}): intra-list similarity {:.3}, distinct first picks {}, most listed product in {:.1}% of lists (categories' mean {:.1}%)",
             v.diversity,
             match (v.hub_correction, v.exposure) {
                 (true, true) => "hub-corrected, exposure capped",
                 (false, true) => "by distance, exposure capped",
                 (true, false) => "hub-corrected",
                 (false, false) => "by distance",
+            },
+            match v.max_share {
+                Some(s) => format!(", share capped at {:.0}% (the daemon's default)", 100.0 * s),
+                None => String::new(),
             },
             v.per_category.values().map(|c| c.scenes).max().unwrap_or(0),
             eval::VARIETY_TOP,
@@ -131,6 +135,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 100.0 * m.most_frequent_share,
                 100.0 * m.chance_share
             );
+            if v.max_share.is_some() {
+                println!(
+                    "  {:<28} places given to another product {:.1}%, scenes the daemon would take for the last shopper {}",
+                    "",
+                    100.0 * m.replaced,
+                    m.merged
+                );
+            }
         }
     }
     println!("\nhybrid by category:\n{:<28} {:>6} {:>21} {:>21}", "category", "pairs", "FITB-4", "AUC");

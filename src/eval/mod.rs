@@ -25,8 +25,9 @@ use crate::leakage::{self, Photometric};
 use crate::model::{ModelError, ModelFolder, ProductModel, SceneModel};
 use crate::preprocess::{self, Rect};
 use crate::rank::{self, Keys, Products, Score};
-use crate::recommend::{ranked_head, Ranking};
+use crate::recommend::{ranked_head, recommend, recommend_shared, Look, Ranking};
 use crate::rng::SplitMix64;
+use crate::rotation::{self, Rotation};
 
 /// Smallest share of the image a query rectangle may cover.
 pub const MIN_QUERY_AREA: f32 = 0.10;
@@ -417,6 +418,39 @@ fn variety_check(
         means.push((folder.mean_scene(), true));
     }
     let runs: Vec<(How, f32)> = means.iter().flat_map(|&m| settings.iter().map(move |&d| (m, d))).collect();
+    // The share-capped runs (`rotation`, at the daemon's default), one per setting, on the
+    // daemon's default ranking: hub-corrected where the model can be, with the exposure offsets
+    // where the cache has them.
+    let shared_how: How = (folder.mean_scene(), cache.exposure().is_some());
+    struct Shared<'c> {
+        rotation: Rotation,
+        rows: HashMap<&'c str, usize>,
+        lists: Vec<Vec<usize>>,
+        replaced: usize,
+        places: usize,
+        merged: usize,
+    }
+    let mut shared: Vec<Vec<Shared>> = settings
+        .iter()
+        .map(|_| {
+            blocks
+                .iter()
+                .map(|block| Shared {
+                    rotation: Rotation::new(rotation::DEFAULT_MAX_SHARE, rotation::DEFAULT_LOOKS)
+                        .expect("the default share cap is on"),
+                    rows: cache.products()[block.start..block.start + block.len]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, p)| (p.entry.id.as_str(), j))
+                        .collect(),
+                    lists: Vec::new(),
+                    replaced: 0,
+                    places: 0,
+                    merged: 0,
+                })
+                .collect()
+        })
+        .collect();
     // lists[run][block] = one list of block rows per scene
     let mut lists: Vec<Vec<Vec<Vec<usize>>>> = vec![vec![Vec::new(); blocks.len()]; runs.len()];
     let (input, mut pixels) = (&folder.manifest.input, Vec::new());
@@ -439,6 +473,33 @@ fn variety_check(
                     lists[m * settings.len() + k][b].push(picked.iter().map(|s| s.index).collect());
                 }
             }
+            // The daemon's whole ranking, share cap included: each scene a new shopper.
+            for (k, &d) in settings.iter().enumerate() {
+                let ranking = Ranking {
+                    top: VARIETY_TOP,
+                    diversity: d,
+                    mean_scene: shared_how.0,
+                    exposure: shared_how.1,
+                };
+                let keys = folder.category_keys();
+                let own = recommend(&embedding, cache, keys, block, &ranking, None)?;
+                let own: Vec<String> = own.into_iter().map(|r| r.id).collect();
+                let s = &mut shared[k][b];
+                s.merged += usize::from(s.rotation.same_look(&own));
+                let shown = recommend_shared(
+                    &embedding,
+                    cache,
+                    keys,
+                    block,
+                    &ranking,
+                    None,
+                    Some(&mut s.rotation),
+                    Look::New,
+                )?;
+                s.replaced += shown.iter().filter(|r| !own.contains(&r.id)).count();
+                s.places += shown.len();
+                s.lists.push(shown.iter().filter_map(|r| s.rows.get(r.id.as_str()).copied()).collect());
+            }
         }
     }
     progress(scenes.len(), scenes.len());
@@ -453,6 +514,17 @@ fn variety_check(
             });
             variety::summarise(d, mean.is_some(), exposure, per.collect())
         })
+        .chain(settings.iter().zip(shared).map(|(&d, per_block)| {
+            let per = blocks.iter().zip(per_block).map(|(block, s)| {
+                let name = block.path.rsplit('|').next().unwrap_or(&block.path).to_string();
+                let l = variety::Lists { globals: cache.globals(block), dim: cache.dim(), lists: s.lists };
+                let c = variety::category(&l);
+                let replaced = s.replaced as f64 / s.places.max(1) as f64;
+                (name, variety::CategoryVariety { replaced, merged: s.merged, ..c })
+            });
+            let v = variety::summarise(d, shared_how.0.is_some(), shared_how.1, per.collect());
+            variety::Variety { max_share: Some(rotation::DEFAULT_MAX_SHARE), ..v }
+        }))
         .collect())
 }
 

@@ -30,6 +30,12 @@ pub struct CategoryVariety {
     /// floor that chance alone sets for a category this size over this many scenes (mean of
     /// `CHANCE_DRAWS` seeded draws).
     pub chance_share: f64,
+    /// Share-capped runs: the share of list places the cap gave to another product than the
+    /// ranking's own list (0 elsewhere).
+    pub replaced: f64,
+    /// Share-capped runs: how many scenes the daemon would have taken for the previous scene's
+    /// shopper (`rotation::Rotation::same_look`; the check counts every scene as a new look).
+    pub merged: usize,
 }
 
 /// Draws behind `CategoryVariety::chance_share`.
@@ -43,6 +49,9 @@ pub struct Variety {
     pub hub_correction: bool,
     /// Ranked with the cache's exposure offsets too (`rank::exposure_offsets`).
     pub exposure: bool,
+    /// Through the share cap (`rotation`) at this `max_share`, the scenes one shopper after
+    /// another in the split's order.
+    pub max_share: Option<f32>,
     /// Mean of the categories' intra-list similarity.
     pub intra_list_similarity: f64,
     /// Sum over categories of the distinct first picks.
@@ -101,6 +110,8 @@ pub fn category(l: &Lists) -> CategoryVariety {
         distinct_first: first.len(),
         distinct_listed: appearances.len(),
         most_frequent_share: appearances.values().copied().max().unwrap_or(0) as f64 / scenes.max(1) as f64,
+        replaced: 0.0,
+        merged: 0,
     }
 }
 
@@ -115,6 +126,7 @@ pub fn summarise(
         diversity,
         hub_correction,
         exposure,
+        max_share: None,
         intra_list_similarity: per_category.values().map(|c| c.intra_list_similarity).sum::<f64>() / n,
         distinct_first: per_category.values().map(|c| c.distinct_first).sum(),
         most_frequent_share: per_category.values().map(|c| c.most_frequent_share).fold(0.0, f64::max),

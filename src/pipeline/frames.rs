@@ -18,7 +18,8 @@ use crate::preprocess::{self, pixel};
 use crate::publish::payload::{
     self, CatalogState, CategoryState, FleetCatalog, Item, Progress, Recommendations, StageTimes, Stats,
 };
-use crate::recommend::{recommend, Ranking};
+use crate::recommend::{recommend_shared, Look, Ranking};
+use crate::rotation::Rotation;
 
 /// Recent latencies of one stage, for p50/p95 in the stats.
 #[derive(Default)]
@@ -68,6 +69,8 @@ pub(super) struct Loop<'a> {
     /// The last fleet announcement heard: a reload fetches it again.
     pub(super) last_fleet: Option<FleetCatalog>,
     pub(super) swap_ms: f32,
+    /// Per category: what the screen showed the last shoppers (`[pipeline] max-share`).
+    pub(super) rotations: BTreeMap<String, Rotation>,
 }
 
 impl<'a> Loop<'a> {
@@ -102,6 +105,7 @@ impl<'a> Loop<'a> {
             building,
             last_fleet: None,
             swap_ms: 0.0,
+            rotations: BTreeMap::new(),
         }
     }
 
@@ -162,6 +166,8 @@ impl<'a> Loop<'a> {
         self.last_thumb = Vec::new();
         self.changed_since = None;
         self.engine.forget();
+        // The shopper has gone: the next scene is a new look.
+        self.rotations.values_mut().for_each(Rotation::end_look);
         for slug in std::mem::take(&mut self.published) {
             self.publisher.publish_retained(&format!("recommendations/{slug}"), Vec::new());
         }
@@ -250,13 +256,17 @@ impl<'a> Loop<'a> {
             mean_scene: self.engine.folder.mean_scene().filter(|_| self.opts.correct_hubs),
             exposure: self.opts.cap_exposure,
         };
-        let items = match recommend(
+        let rotation = Rotation::new(self.opts.max_share, self.opts.share_looks)
+            .map(|fresh| self.rotations.entry(self.category.path.clone()).or_insert(fresh));
+        let items = match recommend_shared(
             &scene,
             &self.engine.cache,
             self.engine.folder.category_keys(),
             &self.category,
             &ranking,
             Some(&self.engine.allowed),
+            rotation,
+            Look::Guess,
         ) {
             Ok(items) => items,
             Err(e) => {

@@ -112,6 +112,10 @@ pub struct Options {
     pub correct_hubs: bool,
     /// Add the cache's exposure offsets, when it has them (`recommend::Ranking::exposure`).
     pub cap_exposure: bool,
+    /// No product on the screen for more than this share of the last `share_looks` shoppers
+    /// (`rotation::Rotation`); 0: off.
+    pub max_share: f32,
+    pub share_looks: usize,
     pub min_interval: Duration,
     pub change_threshold: f32,
     pub hold_off: Duration,
@@ -151,6 +155,8 @@ impl Options {
             diversity: c.diversity,
             correct_hubs: c.correct_hubs,
             cap_exposure: c.cap_exposure,
+            max_share: c.max_share,
+            share_looks: c.share_looks,
             min_interval: c.min_interval,
             change_threshold: c.change_threshold,
             hold_off: c.hold_off,

@@ -60,7 +60,8 @@ struct Recorder {
 
 impl Publisher for Recorder {
     fn publish_retained(&self, suffix: &str, payload: Vec<u8>) {
-        if suffix.starts_with("recommendations/") {
+        // An empty payload deletes the retained ranking (a forgotten scene): no list.
+        if suffix.starts_with("recommendations/") && !payload.is_empty() {
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             self.frames.lock().unwrap().push(v["frame"].as_u64().unwrap());
             let ids = v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string());
@@ -111,6 +112,8 @@ fn options(frames: u64) -> Options {
         diversity: lookd::rank::DEFAULT_DIVERSITY,
         correct_hubs: true,
         cap_exposure: true,
+        max_share: lookd::rotation::DEFAULT_MAX_SHARE,
+        share_looks: lookd::rotation::DEFAULT_LOOKS,
         min_interval: Duration::ZERO,
         change_threshold: 0.0, // every readable frame is embedded
         hold_off: Duration::ZERO,
@@ -362,6 +365,34 @@ fn the_loop_adds_the_caches_exposure_offsets_as_cap_exposure_asks() {
     assert!(!capped.contains(&first), "{first} pushed out of {capped:?}");
     assert_eq!(capped[..2], plain[1..], "the rest keep their order");
     assert_eq!(list(false, Some(&first)), plain, "cap-exposure = false: the distance order");
+}
+
+/// `[pipeline] max-share` reaches the loop. Three shoppers in turn, the same photo each (the
+/// scene forgotten in between, so each is a new look): each product may be shown twice early on,
+/// so the third shopper gets the other two of the four shoes. The same photo without a pause is the same shopper
+/// moving: one look, the same list. `max-share = 0`: the same list for everyone.
+#[test]
+fn the_share_cap_rotates_the_screen_between_shoppers_not_for_one() {
+    let lists = |max_share: f32, forget_after: Duration| {
+        let frame = || Step::Frame(PixelFormat::Mjpg, 64, 48, jpeg(64, 48, 11));
+        let pause = || Step::Stall(Duration::from_millis(300));
+        let steps = vec![frame(), pause(), frame(), pause(), frame()];
+        let opts = Options { top: 2, diversity: 0.0, max_share, forget_after, ..options(3) };
+        let publisher = Recorder::default();
+        run_with(steps, &publisher, Duration::from_millis(20), &opts);
+        let lists = publisher.lists.lock().unwrap().clone();
+        assert_eq!(lists.len(), 3, "three scenes, three lists: {lists:?}");
+        lists
+    };
+    let gone = Duration::from_millis(100);
+    let shoppers = lists(0.1, gone);
+    assert_eq!(shoppers[0], shoppers[1], "early on, a product may be shown twice");
+    assert_eq!(shoppers[2].len(), 2);
+    assert!(shoppers[2].iter().all(|id| !shoppers[0].contains(id)), "{shoppers:?}");
+    let one = lists(0.1, Duration::from_secs(3600));
+    assert!(one.iter().all(|l| *l == shoppers[0]), "one shopper, one look: {one:?}");
+    let off = lists(0.0, gone);
+    assert!(off.iter().all(|l| *l == shoppers[0]), "max-share = 0: {off:?}");
 }
 
 #[test]

@@ -237,6 +237,12 @@ elif name == "scenes-unchecksummed":  # a corrupt reference-scenes file is read 
     sub('src/model/scenes.rs', "        if crc32fast::hash(body).to_le_bytes() != crc {", "        if crc32fast::hash(body).to_le_bytes() != crc && false {")
 elif name == "exposure-offsets-unchecked":  # a cache with the wrong number of exposure offsets opens
     sub('src/cache/codec.rs', "        if e.offsets.len() != h.count || e.offsets.iter().any(|o| !o.is_finite()) {", "        if false {")
+elif name == "share-never-held":  # the share cap never holds a product back
+    sub('src/rotation.rs', "        self.counts.get(id).copied().unwrap_or(0) >= self.limit()", "        self.counts.get(id).copied().unwrap_or(0) >= usize::MAX")
+elif name == "same-shopper-counted-twice":  # every ranking is a new shopper, however alike
+    sub('src/rotation.rs', "            !unshared.is_empty() && 2 * kept", "            false && 2 * kept")
+elif name == "loop-ignores-share":  # the daemon never applies [pipeline] max-share
+    sub('src/pipeline/frames.rs', "            rotation,\n            Look::Guess,", "            None,\n            Look::Guess,")
 elif name == "diversity-unchecked":  # any [pipeline] diversity is taken
     sub('src/config.rs', "            crate::rank::DIVERSITY.contains(&p.diversity),", "            true,")
 elif name == "fleet-model-unreferenced":  # a fleet model is taken without its reference check

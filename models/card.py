@@ -59,6 +59,16 @@ def fa(m):
     return (m["fitb4"], m["auc"])
 
 
+def float_convs(graph):
+    """The backbone's convolutions of an int8 graph, and those left float (weights not dequantized)."""
+    import onnx
+
+    g = onnx.load(graph).graph
+    made = {o: n.op_type for n in g.node for o in n.output}
+    convs = [n for n in g.node if n.op_type == "Conv" and n.name.startswith("/backbone/")]
+    return convs, [n.name for n in convs if made.get(n.input[1]) != "DequantizeLinear"]
+
+
 def decide(ship):
     """The card's rule (#28): int8 ships when it is faster in lookd and within 1 FITB-4 point and
     0.01 AUC of f32 on the dev studio view, under the photometric check too. Returns the precision
@@ -317,6 +327,11 @@ def main():
         path = os.path.join(folder, g)
         lines.append(f"| {folder} | {g} | {os.path.getsize(path)} | `{sha256(path)}` | "
                      f"{bench[m]['p50_ms']:.1f} | {bench[m]['p95_ms']:.1f} |")
+    convs, floats = float_convs(os.path.join("models/default-int8", "embed.int8.onnx"))
+    parts = sorted({n.split("/")[2] for n in floats}, key=lambda p: (not p.startswith("_conv_stem"), p.startswith("_conv_head"),
+                                                                  int(p.split(".")[1]) if "." in p else 0))
+    kept_float = (f", but for {len(floats)} of {len(convs)}, which stay float ({', '.join(parts)}; chosen without dev labels,"
+                  " docs/int8-calibration.md)") if floats else ""
     i8, i8p = tract("default-int8", "studio", "dev")
     check = open(os.path.join(a.ship, "check-default-int8.txt")).read()
     worst = max(float(line.split()[-1]) for line in check.splitlines() if "max abs diff" in line)
@@ -328,7 +343,7 @@ def main():
               " models/default-f32 is the float model and models/default-int8 the int8 copy, for a board that wants"
               " the integer speed-up whatever the rule chose (`model = \".../models/default-int8\"`).",
               "The int8 graph (static QDQ from onnxruntime's quantizer, `models/onnx_eval.py quantize`): the backbone's"
-              " convolutions only, each quantized with the range of the ReLU6 after it (0 to 6) where it has one;"
+              f" convolutions only{kept_float}, each quantized with the range of the ReLU6 after it (0 to 6) where it has one;"
               " per-channel symmetric int8 weights, uint8 activations, MinMax calibration on 200 train-split scenes"
               " and studio cut-outs. The colour branch, the heads, the softmaxes, the pooling sums and the L2"
               " normalisation stay float. lookd runs its convolutions on its own integer kernels"

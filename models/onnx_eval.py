@@ -2,6 +2,7 @@
 
     onnx_eval.py eval --model models/default --data ../shared/data/ccp --split dev
     onnx_eval.py quantize --model models/default --data ../shared/data/ccp --out models/default-int8
+    onnx_eval.py agree --reference models/default-f32 --model models/default-int8 --data ../shared/data/ccp-studio
 
 `eval` is the Python twin of `lookd eval` (same trials, same crops, the same photometric check;
 PIL resizes instead of the image crate). `quantize` writes a static QDQ int8 copy of the folder (the form tract runs),
@@ -33,12 +34,23 @@ def session(folder, threads=1):
 
 
 def evaluate(folder, data, split, limit=None):
+    pairs = [p for p in ctl.read_stl(data) if split == "all" or ctl.split_of(p["scene"]) == split]
+    trials = ctl.plan(pairs, 0)[:limit]
+    d = trial_distances(folder, data, pairs, trials)
+    scenes = [pairs[i]["scene"] for i, *_ in trials]
+    fitb, auc, fci, aci = ctl.metrics(scenes, d[False])
+    pf, pa, pfci, paci = ctl.metrics(scenes, d[True])
+    return {"pairs": len(trials), "fitb4": fitb, "auc": auc, "fitb4_ci": fci, "auc_ci": aci,
+            "photometric": {"fitb4": pf, "auc": pa, "fitb4_ci": pfci, "auc_ci": paci}}
+
+
+def trial_distances(folder, data, pairs, trials, views=(False, True)):
+    """Each trial's hybrid distances (the positive, the three negatives, the AUC negative), for
+    each view: False the products as they are, True photometrically changed."""
     m, sess = session(folder)
     keys = None
     if m["attention"] == "category":
         keys = json.load(open(os.path.join(folder, m["category-keys"])))
-    pairs = [p for p in ctl.read_stl(data) if split == "all" or ctl.split_of(p["scene"]) == split]
-    trials = ctl.plan(pairs, 0)[:limit]
     memo = {}
     scene_outputs = [m["scene"][k] for k in ("global", "regions", "keys")]
 
@@ -51,7 +63,7 @@ def evaluate(folder, data, split, limit=None):
             memo[pid, photometric] = (g[0], k[0])
         return memo[pid, photometric]
 
-    d = {False: [], True: []}
+    d = {v: [] for v in views}
     for i, q, negs, auc in trials:
         p = pairs[i]
         img = load_rgb(f"{data}/scenes/{p['scene']}.jpg")
@@ -68,18 +80,42 @@ def evaluate(folder, data, split, limit=None):
                 loc = (a * ((sr - pg) ** 2).sum(1)).sum()
                 row.append(0.5 * (g + loc))
             rows.append(row)
-    scenes = [pairs[i]["scene"] for i, *_ in trials]
-    fitb, auc, fci, aci = ctl.metrics(scenes, d[False])
-    pf, pa, pfci, paci = ctl.metrics(scenes, d[True])
-    return {"pairs": len(trials), "fitb4": fitb, "auc": auc, "fitb4_ci": fci, "auc_ci": aci,
-            "photometric": {"fitb4": pf, "auc": pa, "fitb4_ci": pfci, "auc_ci": paci}}
+    return d
+
+
+# The calibration set sizes `agree` keeps its trials clear of.
+CALIBRATION_SIZES = (200, 400, 600)
+
+
+def calibration_picks(n_pairs, n):
+    """Which train pairs `Calibration` takes for a set of n (the same draw)."""
+    return np.random.default_rng(0).choice(n_pairs, size=min(n, n_pairs), replace=False)
+
+
+def agree(reference, folder, data, limit):
+    """Label-free: how closely `folder` (an int8 copy) ranks like `reference` (its float model).
+    Train-split FITB-4 trials whose scene pair no calibration set of CALIBRATION_SIZES uses; which
+    candidate is right is never read. Reports how often both pick the same candidate of the four,
+    put the AUC pair in the same order, and their mean absolute distance difference, each view."""
+    pairs = [p for p in ctl.read_stl(data) if ctl.split_of(p["scene"]) == "train"]
+    used = set()
+    for n in CALIBRATION_SIZES:
+        used.update(int(i) for i in calibration_picks(len(pairs), n))
+    trials = [t for t in ctl.plan(pairs, 0) if t[0] not in used][:limit]
+    ref, got = trial_distances(reference, data, pairs, trials), trial_distances(folder, data, pairs, trials)
+    out = {"trials": len(trials)}
+    for view, name in ((False, "plain"), (True, "photometric")):
+        a, b = np.asarray(ref[view]), np.asarray(got[view])
+        out[name] = {"same_pick": float((a[:, :4].argmin(1) == b[:, :4].argmin(1)).mean()),
+                     "same_auc_order": float(((a[:, 0] < a[:, 4]) == (b[:, 0] < b[:, 4])).mean()),
+                     "mean_abs_diff": float(np.abs(a - b).mean())}
+    return out
 
 
 class Calibration:
     def __init__(self, data, n):
         pairs = [p for p in ctl.read_stl(data) if ctl.split_of(p["scene"]) == "train"]
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)
+        picks = calibration_picks(len(pairs), n)
         self.items = []
         for k, i in enumerate(picks):
             p = pairs[i]
@@ -96,7 +132,7 @@ class Calibration:
         return None if x is None else {"image": x[None]}
 
 
-def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone-convs"):
+def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone-convs", keep_float=()):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     m = tomllib.load(open(os.path.join(folder, "manifest.toml"), "rb"))
@@ -115,7 +151,8 @@ def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone
         # convolution's own.
         only = dict(op_types_to_quantize=["Conv", "Clip"],
                     nodes_to_quantize=[n.name for n in nodes
-                                       if n.op_type in ("Conv", "Clip") and n.name.startswith("/backbone/")])
+                                       if n.op_type in ("Conv", "Clip") and n.name.startswith("/backbone/")
+                                       and not any(n.name.startswith(k) for k in keep_float)])
     else:
         # "all": every operator the quantizer knows, but the colour histogram (ctl.ColourCells),
         # which has no weights to shrink (the int8 copy measured before #28).
@@ -139,6 +176,9 @@ def quantize(folder, data, out, n, per_channel, method="minmax", scope="backbone
     text = text.replace(f'graph = "{m["scene"]["graph"]}"', 'graph = "embed.int8.onnx"')
     text = text.replace(m["scene"]["sha256"], digest).replace('precision = "f32"', 'precision = "int8"')
     text = text.replace(f'name = "{m["name"]}"', f'name = "{m["name"]}-int8"')
+    # The float model's reference scenes are its own embeddings: the copy names none until
+    # `lookd model scenes` writes the int8 ones (models/ship.sh does, next).
+    text = "".join(line for line in text.splitlines(True) if not line.startswith("reference-scenes = "))
     with open(os.path.join(out, "manifest.toml"), "w") as f:
         f.write(text)
     # Reference outputs from onnxruntime on the int8 graph, for `lookd model check`.
@@ -180,7 +220,8 @@ def mean_scene(folder, data):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["eval", "quantize", "mean-scene"])
+    ap.add_argument("action", choices=["eval", "quantize", "mean-scene", "agree"])
+    ap.add_argument("--reference", help="agree: the float model the int8 copy (--model) is compared with")
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default="../shared/data/ccp")
     ap.add_argument("--split", default="dev", choices=["all", "train", "dev", "test"])
@@ -190,13 +231,17 @@ def main():
     ap.add_argument("--per-channel", action="store_true")
     ap.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
     ap.add_argument("--scope", default="backbone-convs", choices=["backbone-convs", "all"])
+    ap.add_argument("--keep-float", default="", help="quantize: comma-separated node-name prefixes left float")
     a = ap.parse_args()
     if a.action == "eval":
         print(json.dumps(evaluate(a.model, a.data, a.split, a.limit)))
+    elif a.action == "agree":
+        print(json.dumps(agree(a.reference, a.model, a.data, a.limit or 400)))
     elif a.action == "mean-scene":
         mean_scene(a.model, a.data)
     else:
-        quantize(a.model, a.data, a.out, a.calibration, a.per_channel, a.method, a.scope)
+        keep = tuple(k for k in a.keep_float.split(",") if k)
+        quantize(a.model, a.data, a.out, a.calibration, a.per_channel, a.method, a.scope, keep)
 
 
 if __name__ == "__main__":

@@ -131,15 +131,22 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     // The shipped model's graph, whichever precision models/ship.sh shipped.
     let shipped = lookd::model::ModelFolder::open(&crate::default_model()).unwrap();
     let graph = format!("/usr/share/lookd/models/default/{}", shipped.manifest.scene.graph);
+    let (other, other_dir) = match shipped.manifest.precision.as_str() {
+        "int8" => (crate::f32_model(), "default-f32"),
+        _ => (crate::int8_model(), "default-int8"),
+    };
+    let other = lookd::model::ModelFolder::open(&other).unwrap();
+    let other_manifest = format!("/usr/share/lookd/models/{other_dir}/manifest.toml");
+    let other_graph = format!("/usr/share/lookd/models/{other_dir}/{}", other.manifest.scene.graph);
     let files = [
         "/usr/bin/lookd",
         "/lib/systemd/system/lookd.service",
         "/etc/lookd/lookd.toml",
         "/usr/share/lookd/models/default/manifest.toml",
         graph.as_str(),
-        // The int8 copy beside it, for a board that wants the integer speed-up.
-        "/usr/share/lookd/models/default-int8/manifest.toml",
-        "/usr/share/lookd/models/default-int8/embed.int8.onnx",
+        // The other precision beside it, for a board that wants it.
+        other_manifest.as_str(),
+        other_graph.as_str(),
     ];
     for f in files {
         assert!(Path::new(f).exists(), "{f} not installed");
@@ -159,7 +166,10 @@ fn deb_installs_binary_unit_config_and_model_and_removes_them() {
     run_ok("/usr/bin/lookd", &["config", "check", "--config", "/etc/lookd/lookd.toml"]);
     std::fs::remove_file("/etc/lookd/catalog.csv").unwrap();
     run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default"]);
-    run_ok("/usr/bin/lookd", &["model", "info", "/usr/share/lookd/models/default-int8"]);
+    run_ok("/usr/bin/lookd", &["model", "info", &format!("/usr/share/lookd/models/{other_dir}")]);
+    // Not the shipped model twice.
+    let twin = if other_dir == "default-f32" { "default-int8" } else { "default-f32" };
+    assert!(!Path::new(&format!("/usr/share/lookd/models/{twin}")).exists(), "{twin}: a copy of the default");
     if have("systemd-analyze") {
         let said = run_ok("systemd-analyze", &["verify", "/lib/systemd/system/lookd.service"]);
         assert!(said.trim().is_empty(), "{said}");

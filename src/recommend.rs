@@ -131,10 +131,7 @@ pub enum Look {
     Guess,
 }
 
-/// `recommend`, then the share cap (`rotation`): products already shown to `max_share` of the
-/// last shoppers wait, and the list takes the best of the others (in the same ranking, the stock
-/// mask kept). Where fewer than the list's length are left, the best held ones fill it, in their
-/// order. The look's lists go into `rotation`. Without a rotation: `recommend`.
+/// `recommend`, then the share cap (`share_cap`). Without a rotation: `recommend`.
 #[allow(clippy::too_many_arguments)]
 pub fn recommend_shared(
     scene: &SceneEmbedding,
@@ -147,7 +144,30 @@ pub fn recommend_shared(
     look: Look,
 ) -> Result<Vec<Recommendation>, RecommendError> {
     let unshared = recommend(scene, cache, category_keys, category, ranking, allowed)?;
-    let Some(rotation) = rotation else { return Ok(unshared) };
+    match rotation {
+        Some(rotation) => {
+            share_cap(unshared, scene, cache, category_keys, category, ranking, allowed, rotation, look)
+        }
+        None => Ok(unshared),
+    }
+}
+
+/// The share cap (`rotation`) on `unshared`, the list `recommend` made with the same arguments:
+/// products already shown to `max_share` of the last shoppers wait, and the list takes the best
+/// of the others (in the same ranking, the stock mask kept). Where fewer than the list's length
+/// are left, the best held ones fill it, in their order. The look's lists go into `rotation`.
+#[allow(clippy::too_many_arguments)]
+pub fn share_cap(
+    unshared: Vec<Recommendation>,
+    scene: &SceneEmbedding,
+    cache: &ProductCache,
+    category_keys: &CategoryKeys,
+    category: &CategoryBlock,
+    ranking: &Ranking,
+    allowed: Option<&[bool]>,
+    rotation: &mut Rotation,
+    look: Look,
+) -> Result<Vec<Recommendation>, RecommendError> {
     let ids: Vec<String> = unshared.iter().map(|r| r.id.clone()).collect();
     if look == Look::New || !rotation.same_look(&ids) {
         rotation.end_look();

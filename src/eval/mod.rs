@@ -25,7 +25,7 @@ use crate::leakage::{self, Photometric};
 use crate::model::{ModelError, ModelFolder, ProductModel, SceneModel};
 use crate::preprocess::{self, Rect};
 use crate::rank::{self, Keys, Products, Score};
-use crate::recommend::{ranked_head, recommend, recommend_shared, Look, Ranking};
+use crate::recommend::{ranked_head, recommend, share_cap, Look, Ranking};
 use crate::rng::SplitMix64;
 use crate::rotation::{self, Rotation};
 
@@ -482,18 +482,19 @@ fn variety_check(
                     exposure: shared_how.1,
                 };
                 let keys = folder.category_keys();
-                let own = recommend(&embedding, cache, keys, block, &ranking, None)?;
-                let own: Vec<String> = own.into_iter().map(|r| r.id).collect();
+                let unshared = recommend(&embedding, cache, keys, block, &ranking, None)?;
+                let own: Vec<String> = unshared.iter().map(|r| r.id.clone()).collect();
                 let s = &mut shared[k][b];
                 s.merged += usize::from(s.rotation.same_look(&own));
-                let shown = recommend_shared(
+                let shown = share_cap(
+                    unshared,
                     &embedding,
                     cache,
                     keys,
                     block,
                     &ranking,
                     None,
-                    Some(&mut s.rotation),
+                    &mut s.rotation,
                     Look::New,
                 )?;
                 s.replaced += shown.iter().filter(|r| !own.contains(&r.id)).count();

@@ -314,6 +314,20 @@ def read_extra(folder, extra_scenes):
     return pairs
 
 
+def extra_product_views(px, p, names):
+    """An extra pair's product, as PIL images: the photo's crop of its box plus 8% (as ccp/products)
+    and its predicted mask cut out on white (as ccp-studio/products). px: a LookdPixels."""
+    img = px.photo(p["photo"])
+    w, h = img.size
+    l, t, r, b = p["bbox"]
+    pw, ph = 0.08 * (r - l), 0.08 * (b - t)
+    box = (int(max(0, l - pw) * w), int(max(0, t - ph) * h), int(np.ceil(min(1, r + pw) * w)),
+           int(np.ceil(min(1, b + ph) * h)))
+    mask = np.asarray(Image.open(p["mask"])) == names.index(p["label"])
+    cut = np.where(mask[..., None], np.asarray(img), 255).astype(np.uint8)
+    return img.crop(box), Image.fromarray(cut).crop(box)
+
+
 class ExtraFeatures(Features):
     """Features of the pairs models/extra.py labelled on ccp-extra, training only, in Features'
     layout: each product as the photo's crop of its box plus 8% (as ccp/products), as a cut-out of
@@ -340,20 +354,8 @@ class ExtraFeatures(Features):
         px.make()
         self.product_ids = np.array([p["product"] for p in pairs])
 
-        def views(p):
-            """The product's photo crop and its cut-out on white, as PIL images."""
-            img = px.photo(p["photo"])
-            w, h = img.size
-            l, t, r, b = p["bbox"]
-            pw, ph = 0.08 * (r - l), 0.08 * (b - t)
-            box = (int(max(0, l - pw) * w), int(max(0, t - ph) * h), int(np.ceil(min(1, r + pw) * w)),
-                   int(np.ceil(min(1, b + ph) * h)))
-            mask = np.asarray(Image.open(p["mask"])) == names.index(p["label"])
-            cut = np.where(mask[..., None], np.asarray(img), 255).astype(np.uint8)
-            return img.crop(box), Image.fromarray(cut).crop(box)
-
         t0 = time.time()
-        prods = [views(p) for p in pairs]
+        prods = [extra_product_views(px, p, names) for p in pairs]
         jobs = {"p": [lambda v=v: to_input(v[0]) for v in prods],
                 "st": [lambda v=v: to_input(v[1]) for v in prods],
                 "pa": [lambda v=v: ctl.photometric(to_input(v[0], random_product_crop(rng, v[0])), jitter_params(rng))
@@ -564,11 +566,26 @@ def training_views(prob, setup, r, rng):
     return views[rng.integers(len(views))]
 
 
+def draw_negatives(prob, by_cat, anchors, negatives, rng):
+    """`negatives` rounds of one negative pair per anchor: a training pair of the same category
+    (by_cat: category index -> training pairs) from another scene. [negatives * len(anchors)]."""
+    neg = []
+    for _ in range(negatives):
+        for i in anchors:
+            pool = by_cat[prob.cat_index[i]]
+            j = pool[rng.integers(len(pool))]
+            while prob.pairs[j]["scene"] == prob.pairs[i]["scene"] and len(pool) > 1:
+                j = pool[rng.integers(len(pool))]
+            neg.append(j)
+    return np.array(neg)
+
+
 def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=128, swa_from=None, log=print,
-                  attend=0.0):
+                  attend=0.0, report=True):
     """Trains one variant; each anchor meets `negatives` same-category negatives per step.
     Early stopping on dev FITB-4 (CHOOSE_VIEW) by default; with swa_from, all `epochs` run and the
     result is the average of the weights after each epoch from swa_from on (dev is then not looked at).
+    report=False skips the evaluation on dev and test (the third value is then None).
     attend > 0 adds that weight times an attention loss: -log of the attention mass (anchor's
     protocol query, its positive product's key) on the regions covered by garments in ccp/masks
     (prob.garments), so that the local branch weighs clothes, not pavement."""
@@ -593,15 +610,7 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
             b = order[s:s + 256]
             queries = [prob.query_rows[i] + (prob.backdrop_rows.get(i, []) if setup.backdrops else []) for i in b]
             q = np.array([rng.choice(rows) if setup.augment else rows[0] for rows in queries])
-            neg = []
-            for _ in range(negatives):
-                for i in b:
-                    pool = by_cat[prob.cat_index[i]]
-                    j = pool[rng.integers(len(pool))]
-                    while prob.pairs[j]["scene"] == prob.pairs[i]["scene"] and len(pool) > 1:
-                        j = pool[rng.integers(len(pool))]
-                    neg.append(j)
-            neg = np.array(neg)
+            neg = draw_negatives(prob, by_cat, b, negatives, rng)
             sg, sr, sk = heads.scene(*scene_inputs(prob, q, setup))
             losses = []
             for rows in (b, neg):
@@ -641,7 +650,7 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
                 break
     heads.load_state_dict(best_state if swa_from is None else average)
     heads.eval()
-    return heads, setup, evaluate(prob, heads, setup)
+    return heads, setup, evaluate(prob, heads, setup) if report else None
 
 
 def evaluate(prob, heads, setup):
@@ -802,6 +811,36 @@ dev-studio-photometric-auc = {studio_photo[1]:.4f}
     os.replace(os.path.join(out, "manifest.toml.tmp"), os.path.join(out, "manifest.toml"))
 
 
+def load_problem(args):
+    """(Problem, pairs, number of ccp pairs) from train.py's arguments: ccp's pairs and their
+    cached features, then --extra's labelled pairs (training only), and with --attend the garment
+    shares of the training scenes' regions (prob.garments)."""
+    pairs = ctl.read_stl(args.data)[:args.max_pairs]
+    print(f"{len(pairs)} pairs; split: " + ", ".join(
+        f"{s} {sum(ctl.split_of(p['scene']) == s for p in pairs)}" for s in ("train", "dev", "test")))
+    backbone, backbone_name = make_backbone(args)
+    if args.weights:
+        backbone_name += "-" + sha256(args.weights)[:12]
+    feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed, args.lookd)
+    base = len(pairs)
+    if args.extra:
+        extra = read_extra(args.extra, args.extra_scenes)
+        with open(f"{args.data}/mask-labels.json") as f:
+            names = json.load(f)
+        ExtraFeatures(extra, names, backbone, backbone_name, args.cache, args.seed, args.lookd).merge(feats, pairs)
+        pairs = pairs + extra
+        print(f"extra: {len(extra)} training pairs from {args.extra} ({len({p['scene'] for p in extra})} scenes)")
+    prob = Problem(pairs, feats)
+    prob.split[base:] = "train"  # labelled scenes only ever train
+    if args.extra_only:
+        prob.split[:base][prob.split[:base] == "train"] = "none"  # ccp's training pairs left out
+    if args.attend > 0:
+        labels = garment_labels(args.data)
+        prob.garments = np.stack([cell_shares(args.data, p, labels=labels) if s == "train" and i < base
+                                  else np.zeros(49, np.float32) for i, (p, s) in enumerate(zip(pairs, prob.split))])
+    return prob, pairs, base
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/ccp")
@@ -838,30 +877,8 @@ def main():
                  "models/build_model.py --backbone resnet50 exports the untrained one for latency work)")
     args.studio = args.studio or os.path.join(os.path.dirname(os.path.abspath(args.data)), "ccp-studio")
     torch.set_num_threads(args.threads)
-    pairs = ctl.read_stl(args.data)[:args.max_pairs]
-    print(f"{len(pairs)} pairs; split: " + ", ".join(
-        f"{s} {sum(ctl.split_of(p['scene']) == s for p in pairs)}" for s in ("train", "dev", "test")))
-    backbone, backbone_name = make_backbone(args)
-    if args.weights:
-        backbone_name += "-" + sha256(args.weights)[:12]
-    feats = Features(args.data, args.studio, pairs, backbone, backbone_name, args.cache, args.seed, args.lookd)
-    base = len(pairs)
-    if args.extra:
-        extra = read_extra(args.extra, args.extra_scenes)
-        with open(f"{args.data}/mask-labels.json") as f:
-            names = json.load(f)
-        ExtraFeatures(extra, names, backbone, backbone_name, args.cache, args.seed, args.lookd).merge(feats, pairs)
-        pairs = pairs + extra
-        print(f"extra: {len(extra)} training pairs from {args.extra} ({len({p['scene'] for p in extra})} scenes)")
-    prob = Problem(pairs, feats)
-    prob.split[base:] = "train"  # labelled scenes only ever train
-    if args.extra_only:
-        prob.split[:base][prob.split[:base] == "train"] = "none"  # ccp's training pairs left out
+    prob, pairs, base = load_problem(args)
     train_seed = args.seed if args.train_seed is None else args.train_seed
-    if args.attend > 0:
-        labels = garment_labels(args.data)
-        prob.garments = np.stack([cell_shares(args.data, p, labels=labels) if s == "train" and i < base
-                                  else np.zeros(49, np.float32) for i, (p, s) in enumerate(zip(pairs, prob.split))])
     results = {"baselines": {s: baselines(prob, s) for s in ("dev", "test")}, "variants": {}, "attend": args.attend,
                "extra_pairs": len(pairs) - base, "extra_only": args.extra_only,
                "train_seed": train_seed,

@@ -121,11 +121,10 @@ class Views:
     train.py's distances and trials run on them unchanged."""
 
     def __init__(self, prob, pooled):
-        self.q0 = np.array([prob.query_rows[i][0] for i in range(len(prob.pairs))])
         self.prob = copy.copy(prob)
         self.prob.f = copy.copy(prob.f)
         self.prob.s_pooled = prob.s_pooled.copy()
-        self.prob.s_pooled[self.q0] = pooled["q"]
+        self.prob.s_pooled[prob.query0] = pooled["q"]
         self.prob.f.p_pooled, self.prob.f.st_pooled = pooled["p"], pooled["st"]
 
 
@@ -167,7 +166,6 @@ def tune(prob, setup, heads, tail, x, frozen, seed, args, train_tail):
     by_cat = {}
     for i in train:
         by_cat.setdefault(prob.cat_index[i], []).append(i)
-    q0 = np.array([prob.query_rows[i][0] for i in range(len(prob.pairs))])
 
     def pooled(kind, rows, studio=None):
         """Pooled features of rows of x[kind] (products: of x["st"] where studio, else x["p"]),
@@ -186,28 +184,17 @@ def tune(prob, setup, heads, tail, x, frozen, seed, args, train_tail):
         for s in range(0, len(order), 256):
             b = order[s:s + 256]
             neg = T.draw_negatives(prob, by_cat, b, args.negatives, rng)
-            q = q0[b]
-            sp = pooled("q", b)
-            col = torch.from_numpy(prob.s_col[q].astype(np.float32))
-            whole = torch.sqrt((col ** 2).mean(1))
-            sg, sr, sk = heads.scene(ctl.with_colour(sp, whole),
-                                     ctl.with_colour(torch.from_numpy(prob.s_cells[q].astype(np.float32)), col))
-            losses = []
-            for rows in (b, neg):
+
+            def product_in(rows):
                 r = prob.product_row[rows]
                 studio = rng.integers(2, size=len(r)).astype(bool)
                 view_rows = np.where(studio, n + a + r, r)  # rows of prob.all_*: the cut-out or the photo
-                pp = pooled(None, r, studio)
-                pg, pk = heads.product(*_product_inputs(pp, prob, view_rows, setup))
-                if rows is b:
-                    pos_key = pk
-                k = len(rows) // len(b)
-                losses.append(ctl.distances(sg.repeat(k, 1), sr.repeat(k, 1, 1), sk.repeat(k, 1, 1), pg, pk)[setup.which])
-            loss = torch.clamp(losses[0].repeat(args.negatives) - losses[1] + ctl.MARGIN, min=0).mean()
-            if args.attend > 0:
-                att = torch.softmax(-ctl.sq(sk, pos_key[:, None, :]), dim=1)
-                mass = (att * torch.from_numpy(prob.garments[b])).sum(1)
-                loss = loss + args.attend * -torch.log(mass + 1e-4).mean()
+                return T.product_inputs(pooled(None, r, studio), prob.all_mid[view_rows], prob.all_col[view_rows],
+                                        setup)
+
+            # The anchors are their protocol queries, so the attention loss reads their own keys.
+            loss = T.step_loss(heads, setup, prob, b, neg, T.scene_inputs(prob, prob.query0[b], setup, pooled("q", b)),
+                               product_in, args.attend)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -218,15 +205,6 @@ def tune(prob, setup, heads, tail, x, frozen, seed, args, train_tail):
         print("   " + show(f"epoch {epoch + 1} ({s['seconds']} s, loss {s['loss']:.3f})", s), flush=True)
         history.append(s)
     return history
-
-
-def _product_inputs(pooled, prob, view_rows, setup):
-    """A product's head inputs with its pooled feature from a tail (train.product_inputs' layout)."""
-    col = torch.from_numpy(prob.all_col[view_rows])
-    mid = torch.from_numpy(prob.all_mid[view_rows])
-    if not setup.colour:
-        return pooled, mid
-    return ctl.with_colour(pooled, col), ctl.with_colour(mid, col)
 
 
 def main():
@@ -263,8 +241,8 @@ def main():
         block = Tail(net, TAIL_FROM)
         x = {k: np.concatenate([_run_blocks(block, v[s:s + 512]) for s in range(0, len(v), 512)]) for k, v in x.items()}
     frozen = {k: run_tail(tail, v) for k, v in x.items()}
-    q0 = np.array([prob.query_rows[i][0] for i in range(len(pairs))])
-    gap = max(float(np.abs(frozen["q"] - prob.s_pooled[q0]).max()), float(np.abs(frozen["p"] - prob.f.p_pooled).max()),
+    gap = max(float(np.abs(frozen["q"] - prob.s_pooled[prob.query0]).max()),
+              float(np.abs(frozen["p"] - prob.f.p_pooled).max()),
               float(np.abs(frozen["st"] - prob.f.st_pooled).max()))
     print(f"the frozen tail on its cached inputs against train.py's cached features: largest difference {gap:.2e}")
     assert gap < 1e-3, "the tail inputs do not reproduce the cached features"

@@ -422,6 +422,7 @@ class Problem:
             self.query_rows.setdefault(int(i), []).append(row)
         for row, i in enumerate(f.sb_owner):
             self.backdrop_rows.setdefault(int(i), []).append(len(f.s_owner) + row)
+        self.query0 = np.array([self.query_rows[i][0] for i in range(len(pairs))])  # each pair's protocol query
         self.s_pooled = np.concatenate([f.s_pooled, f.sb_pooled])
         self.s_cells = np.concatenate([f.s_cells, f.sb_cells])
         self.s_col = np.concatenate([f.s_cells_col, f.sb_cells_col])
@@ -523,9 +524,10 @@ class Setup:
         self.pool = "pool" in t
 
 
-def scene_inputs(prob, q, setup):
+def scene_inputs(prob, q, setup, pooled=None):
+    """The heads' inputs for scene rows q; pooled (a tensor) in place of their cached global features."""
     cells = torch.from_numpy(prob.s_cells[q].astype(np.float32))
-    pooled = torch.from_numpy(prob.s_pooled[q])
+    pooled = torch.from_numpy(prob.s_pooled[q]) if pooled is None else pooled
     if not setup.colour:
         return pooled, cells
     col = torch.from_numpy(prob.s_col[q].astype(np.float32))
@@ -534,10 +536,12 @@ def scene_inputs(prob, q, setup):
 
 
 def product_inputs(pooled, mid, col, setup):
+    """The heads' inputs for products' features (arrays, or tensors such as a trained tail's output)."""
+    pooled, mid = torch.as_tensor(pooled), torch.as_tensor(mid)
     if not setup.colour:
-        return torch.from_numpy(pooled), torch.from_numpy(mid)
-    col = torch.from_numpy(col)
-    return ctl.with_colour(torch.from_numpy(pooled), col), ctl.with_colour(torch.from_numpy(mid), col)
+        return pooled, mid
+    col = torch.as_tensor(col)
+    return ctl.with_colour(pooled, col), ctl.with_colour(mid, col)
 
 
 def head_distances(heads, prob, q, p, c, setup, view="plain"):
@@ -564,6 +568,33 @@ def training_views(prob, setup, r, rng):
     views = {"photo": prob.photo_views[r], "studio": prob.studio_views[r],
              "mix": prob.photo_views[r] + prob.studio_views[r]}[setup.products]
     return views[rng.integers(len(views))]
+
+
+def step_loss(heads, setup, prob, b, neg, scene_in, product_in, attend=0.0, query_keys=None):
+    """One training step's loss: the triplet hinge (margin ctl.MARGIN) of the distance trained
+    (setup.which) between anchors b, whose scene head inputs are scene_in, and their positive
+    products, against the negative pairs neg (len(neg) // len(b) per anchor, draw_negatives'
+    order); product_in(rows) gives the head inputs of one view of each row's product. attend > 0
+    adds that weight times the attention loss: -log of the attention mass the positive's key puts
+    on the garment regions (prob.garments) of the anchors' protocol queries, whose region keys
+    query_keys() gives (by default those of scene_in, when they are the protocol queries)."""
+    sg, sr, sk = heads.scene(*scene_in)
+    losses = []
+    for rows in (b, neg):
+        pg, pk = heads.product(*product_in(rows))
+        if setup.mode == "category":
+            pk = heads.category_keys()[torch.from_numpy(prob.cat_index[rows])]
+        if rows is b:
+            pos_key = pk
+        n = len(rows) // len(b)  # the scene side repeats once per negative drawn
+        losses.append(ctl.distances(sg.repeat(n, 1), sr.repeat(n, 1, 1), sk.repeat(n, 1, 1), pg, pk)[setup.which])
+    loss = torch.clamp(losses[0].repeat(len(neg) // len(b)) - losses[1] + ctl.MARGIN, min=0).mean()
+    if attend > 0:
+        keys = sk if query_keys is None else query_keys()
+        a = torch.softmax(-ctl.sq(keys, pos_key[:, None, :]), dim=1)
+        mass = (a * torch.from_numpy(prob.garments[b])).sum(1)
+        loss = loss + attend * -torch.log(mass + 1e-4).mean()
+    return loss
 
 
 def draw_negatives(prob, by_cat, anchors, negatives, rng):
@@ -611,25 +642,14 @@ def train_variant(prob, variant, seed, epochs=40, patience=6, negatives=1, dim=1
             queries = [prob.query_rows[i] + (prob.backdrop_rows.get(i, []) if setup.backdrops else []) for i in b]
             q = np.array([rng.choice(rows) if setup.augment else rows[0] for rows in queries])
             neg = draw_negatives(prob, by_cat, b, negatives, rng)
-            sg, sr, sk = heads.scene(*scene_inputs(prob, q, setup))
-            losses = []
-            for rows in (b, neg):
+
+            def product_in(rows):
                 views = [training_views(prob, setup, r, rng) for r in prob.product_row[rows]]
-                pg, pk = heads.product(*product_inputs(prob.all_pooled[views], prob.all_mid[views],
-                                                       prob.all_col[views], setup))
-                if setup.mode == "category":
-                    pk = heads.category_keys()[torch.from_numpy(prob.cat_index[rows])]
-                if rows is b:
-                    pos_key = pk
-                n = len(rows) // len(b)  # the scene side repeats once per negative drawn
-                losses.append(ctl.distances(sg.repeat(n, 1), sr.repeat(n, 1, 1), sk.repeat(n, 1, 1), pg, pk)[setup.which])
-            loss = torch.clamp(losses[0].repeat(negatives) - losses[1] + ctl.MARGIN, min=0).mean()
-            if attend > 0:
-                q0 = np.array([prob.query_rows[i][0] for i in b])  # the protocol query: its mask is known
-                _, _, sk0 = heads.scene(*scene_inputs(prob, q0, setup))
-                a = torch.softmax(-ctl.sq(sk0, pos_key[:, None, :]), dim=1)
-                mass = (a * torch.from_numpy(prob.garments[b])).sum(1)
-                loss = loss + attend * -torch.log(mass + 1e-4).mean()
+                return product_inputs(prob.all_pooled[views], prob.all_mid[views], prob.all_col[views], setup)
+
+            # The attention loss reads the protocol queries' keys: their masks are known.
+            loss = step_loss(heads, setup, prob, b, neg, scene_inputs(prob, q, setup), product_in, attend,
+                             lambda: heads.scene(*scene_inputs(prob, prob.query0[b], setup))[2])
             opt.zero_grad()
             loss.backward()
             opt.step()
